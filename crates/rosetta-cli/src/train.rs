@@ -1,0 +1,175 @@
+//! `rosetta train CONFIG.toml --model-dir DIR`: train a model from a TOML config.
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use rosetta::config::Config;
+use rosetta::device::{DeviceChoice, Job, resolve, run_on};
+use rosetta::train::trainer::{
+    Observer, RunInfo, StepReport, TrainData, TrainOptions, TrainSummary, ValidReport, train,
+};
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The run's TOML config ([data], [text], [model], [train]).
+    config: PathBuf,
+    /// Model directory to write (config, vocabularies, weights, checkpoints, logs).
+    #[arg(long, short = 'o')]
+    model_dir: PathBuf,
+    /// Continue the run in --model-dir from its latest checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Override the config's seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+}
+
+/// Progress bar and log lines on stderr.
+pub struct Progress {
+    bar: ProgressBar,
+    max_steps: u64,
+}
+
+impl Progress {
+    pub fn new(max_steps: u64) -> Self {
+        let bar = if max_steps > 0 {
+            ProgressBar::new(max_steps)
+        } else {
+            ProgressBar::new_spinner()
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} step {pos}/{len} {msg} (ETA {eta})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        Progress { bar, max_steps }
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl Observer for Progress {
+    fn started(&mut self, info: &RunInfo) {
+        self.bar.println(format!(
+            "{} parameters; {} training pairs ({} batches/epoch), {} validation pairs{}",
+            info.parameters,
+            info.train_stats.pairs_kept,
+            info.batches_per_epoch,
+            info.valid_pairs,
+            if info.resumed {
+                format!("; resuming at step {}", info.start_step)
+            } else {
+                String::new()
+            }
+        ));
+        if self.max_steps > 0 {
+            self.bar.set_position(info.start_step);
+        }
+    }
+
+    fn step(&mut self, r: &StepReport) {
+        self.bar.set_position(r.step);
+        self.bar.set_message(format!(
+            "epoch {} ({}/{}) loss {:.3} lr {:.2e} {:.0} tok/s",
+            r.epoch + 1,
+            r.epoch_progress.0,
+            r.epoch_progress.1,
+            r.loss,
+            r.lr,
+            r.tokens_per_sec
+        ));
+    }
+
+    fn validated(&mut self, r: &ValidReport) {
+        self.bar.println(format!(
+            "step {:>6}: valid ppl {:.2}, BLEU {:.2}{}{} ({:.1}s)",
+            r.step,
+            r.ppl,
+            r.bleu,
+            if r.best { " (best, saved)" } else { "" },
+            if r.lr_reduced {
+                ", learning rate reduced"
+            } else {
+                ""
+            },
+            r.seconds
+        ));
+    }
+
+    fn warn(&mut self, message: &str) {
+        self.bar.println(format!("warning: {message}"));
+    }
+}
+
+pub struct TrainJob<'a> {
+    pub config: &'a Config,
+    pub data: TrainData,
+    pub options: TrainOptions,
+}
+
+impl Job for TrainJob<'_> {
+    type Output = rosetta::Result<TrainSummary>;
+    fn run<B: rosetta::burn::tensor::backend::AutodiffBackend>(
+        self,
+        device: B::Device,
+    ) -> Self::Output {
+        let mut progress = Progress::new(self.config.train.max_steps);
+        let result = train::<B>(
+            self.config,
+            &self.data,
+            &self.options,
+            &device,
+            &mut progress,
+        );
+        progress.finish();
+        result
+    }
+}
+
+pub fn print_summary(summary: &TrainSummary, model_dir: &std::path::Path) {
+    println!(
+        "finished after {} steps in {:.1} min ({}); best validation {} at step {}",
+        summary.steps,
+        summary.elapsed / 60.0,
+        summary.stopped,
+        summary
+            .best_metric
+            .map_or_else(|| "n/a".to_owned(), |m| format!("{m:.2}")),
+        summary.best_step
+    );
+    println!("model directory: {}", model_dir.display());
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let mut config = Config::load(&args.config)
+        .with_context(|| format!("cannot use the config {}", args.config.display()))?;
+    if let Some(seed) = args.seed {
+        config.train.seed = seed;
+    }
+    let data = TrainData {
+        train: config.data.train()?,
+        valid: config.data.valid()?,
+    };
+    let device = resolve(args.device)?;
+    eprintln!("device: {device}");
+    let summary = run_on(
+        device,
+        TrainJob {
+            config: &config,
+            data,
+            options: TrainOptions {
+                model_dir: args.model_dir.clone(),
+                resume: args.resume,
+            },
+        },
+    )
+    .with_context(|| format!("training into {} failed", args.model_dir.display()))?;
+    print_summary(&summary, &args.model_dir);
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! Tokenization: text ↔ token pieces. Ids are assigned afterwards by [`crate::vocab::Vocab`].
+//!
+//! Four kinds share one trait so the rest of the pipeline never asks which is in use:
+//! `word` (whitespace + punctuation, with a rule-based detokenizer), `char`, and the subword models
+//! `bpe` and `unigram`, trained with the HF `tokenizers` crate and saved as `tokenizer.json`.
+
+mod char;
+mod subword;
+mod word;
+
+pub use self::char::{CharTokenizer, SPACE_PIECE};
+pub use subword::{SubwordModel, SubwordTokenizer};
+pub use word::WordTokenizer;
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// Splits normalized text into pieces and joins pieces back into text.
+pub trait Tokenize: Send + Sync + std::fmt::Debug {
+    /// Splits one normalized line into pieces. An empty line gives no pieces.
+    fn tokenize(&self, text: &str) -> Result<Vec<String>>;
+    /// Joins pieces back into text; for subword models this restores normalized input exactly.
+    fn detokenize(&self, pieces: &[String]) -> Result<String>;
+}
+
+/// Which tokenizer to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenizerKind {
+    /// Words and punctuation marks.
+    Word,
+    /// Unicode characters (spaces become `▁`).
+    Char,
+    /// Byte-pair encoding (Sennrich et al. 2016), byte-level so no character is ever unknown.
+    #[default]
+    Bpe,
+    /// Unigram language model (Kudo 2018), byte-level likewise.
+    Unigram,
+}
+
+impl TokenizerKind {
+    /// Whether this kind is trained by the HF `tokenizers` crate and saved as `tokenizer.json`.
+    pub fn is_subword(self) -> bool {
+        matches!(self, TokenizerKind::Bpe | TokenizerKind::Unigram)
+    }
+
+    /// The lowercase name used in configs and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            TokenizerKind::Word => "word",
+            TokenizerKind::Char => "char",
+            TokenizerKind::Bpe => "bpe",
+            TokenizerKind::Unigram => "unigram",
+        }
+    }
+}
+
+impl std::str::FromStr for TokenizerKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "word" => Ok(TokenizerKind::Word),
+            "char" => Ok(TokenizerKind::Char),
+            "bpe" => Ok(TokenizerKind::Bpe),
+            "unigram" => Ok(TokenizerKind::Unigram),
+            other => Err(Error::Config(format!(
+                "unknown tokenizer \"{other}\"; choose word, char, bpe or unigram"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for TokenizerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Any of the tokenizers, chosen at run time from a config.
+#[derive(Debug, Clone)]
+pub enum AnyTokenizer {
+    /// See [`WordTokenizer`].
+    Word(WordTokenizer),
+    /// See [`CharTokenizer`].
+    Char(CharTokenizer),
+    /// See [`SubwordTokenizer`].
+    Subword(Box<SubwordTokenizer>),
+}
+
+impl Tokenize for AnyTokenizer {
+    fn tokenize(&self, text: &str) -> Result<Vec<String>> {
+        match self {
+            AnyTokenizer::Word(t) => t.tokenize(text),
+            AnyTokenizer::Char(t) => t.tokenize(text),
+            AnyTokenizer::Subword(t) => t.tokenize(text),
+        }
+    }
+
+    fn detokenize(&self, pieces: &[String]) -> Result<String> {
+        match self {
+            AnyTokenizer::Word(t) => t.detokenize(pieces),
+            AnyTokenizer::Char(t) => t.detokenize(pieces),
+            AnyTokenizer::Subword(t) => t.detokenize(pieces),
+        }
+    }
+}

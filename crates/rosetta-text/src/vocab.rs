@@ -1,0 +1,228 @@
+//! Vocabulary: the mapping between token pieces and the integer ids a model sees.
+//!
+//! The four special tokens have fixed ids in every vocabulary, so model code may use the constants
+//! [`PAD`], [`UNK`], [`BOS`] and [`EOS`] without consulting the vocabulary.
+
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+/// Padding; masked out of attention and loss.
+pub const PAD: u32 = 0;
+/// Unknown token.
+pub const UNK: u32 = 1;
+/// Beginning of sentence (first decoder input).
+pub const BOS: u32 = 2;
+/// End of sentence.
+pub const EOS: u32 = 3;
+/// The special pieces, in id order.
+pub const SPECIALS: [&str; 4] = ["<pad>", "<unk>", "<s>", "</s>"];
+
+/// A token ↔ id mapping with the special tokens at ids 0–3.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vocab {
+    pieces: Vec<String>,
+    index: HashMap<String, u32>,
+}
+
+impl Vocab {
+    /// Builds a vocabulary from piece counts: pieces seen fewer than `min_freq` times are left out,
+    /// and at most `max_size` pieces are kept (specials included), the most frequent first.
+    /// Ties are broken alphabetically so the result does not depend on hash order.
+    pub fn from_counts(
+        counts: &HashMap<String, u64>,
+        min_freq: u64,
+        max_size: Option<usize>,
+    ) -> Self {
+        let mut entries: Vec<(&String, u64)> = counts
+            .iter()
+            .filter(|&(piece, &count)| count >= min_freq && !SPECIALS.contains(&piece.as_str()))
+            .map(|(piece, &count)| (piece, count))
+            .collect();
+        entries.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        let limit = max_size.map_or(usize::MAX, |m| m.saturating_sub(SPECIALS.len()));
+        Self::from_pieces(entries.into_iter().take(limit).map(|(p, _)| p.clone()))
+    }
+
+    /// Builds a vocabulary from pieces in id order (after the specials, which are prepended).
+    /// Duplicates and pieces equal to a special token are skipped.
+    pub fn from_pieces(pieces: impl IntoIterator<Item = String>) -> Self {
+        let mut vocab = Vocab {
+            pieces: Vec::new(),
+            index: HashMap::new(),
+        };
+        for piece in SPECIALS.iter().map(|s| s.to_string()).chain(pieces) {
+            if !vocab.index.contains_key(&piece) {
+                vocab.index.insert(piece.clone(), vocab.pieces.len() as u32);
+                vocab.pieces.push(piece);
+            }
+        }
+        vocab
+    }
+
+    /// Number of entries, specials included.
+    pub fn len(&self) -> usize {
+        self.pieces.len()
+    }
+
+    /// Always false: a vocabulary holds at least the specials.
+    pub fn is_empty(&self) -> bool {
+        self.pieces.is_empty()
+    }
+
+    /// The id of a piece produced by a tokenizer; [`UNK`] if unknown.
+    ///
+    /// Text can never produce a special id: a piece that spells `</s>` maps to [`UNK`], so input text
+    /// cannot end a sentence or inject padding.
+    pub fn id(&self, piece: &str) -> u32 {
+        match self.index.get(piece) {
+            Some(&id) if id as usize >= SPECIALS.len() => id,
+            _ => UNK,
+        }
+    }
+
+    /// Maps pieces to ids.
+    pub fn encode(&self, pieces: &[String]) -> Vec<u32> {
+        pieces.iter().map(|p| self.id(p)).collect()
+    }
+
+    /// The piece of an id (`<unk>` for an id out of range).
+    pub fn piece(&self, id: u32) -> &str {
+        self.pieces
+            .get(id as usize)
+            .map_or(SPECIALS[UNK as usize], String::as_str)
+    }
+
+    /// Maps ids back to pieces, dropping padding, `<s>` and `</s>` (and everything after `</s>`).
+    pub fn decode(&self, ids: &[u32]) -> Vec<String> {
+        ids.iter()
+            .take_while(|&&id| id != EOS)
+            .filter(|&&id| id != PAD && id != BOS)
+            .map(|&id| self.piece(id).to_owned())
+            .collect()
+    }
+
+    /// All pieces in id order.
+    pub fn pieces(&self) -> &[String] {
+        &self.pieces
+    }
+
+    /// Writes one piece per line, in id order.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+        let mut out = BufWriter::new(file);
+        for (i, piece) in self.pieces.iter().enumerate() {
+            if piece.contains(['\n', '\r']) {
+                return Err(Error::Format {
+                    path: path.to_path_buf(),
+                    line: Some(i as u64 + 1),
+                    message: format!("piece {piece:?} contains a line break and cannot be saved"),
+                });
+            }
+            writeln!(out, "{piece}").map_err(|e| Error::io(path, e))?;
+        }
+        out.flush().map_err(|e| Error::io(path, e))
+    }
+
+    /// Reads a file written by [`Vocab::save`], checking the specials and duplicates.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let lines = crate::corpus::read_lines(path)?;
+        let mut index = HashMap::with_capacity(lines.len());
+        for (i, piece) in lines.iter().enumerate() {
+            let line = Some(i as u64 + 1);
+            if let Some(special) = SPECIALS.get(i)
+                && piece != special
+            {
+                return Err(Error::Format {
+                    path: path.to_path_buf(),
+                    line,
+                    message: format!("expected the special token {special} here, found {piece:?}"),
+                });
+            }
+            if index.insert(piece.clone(), i as u32).is_some() {
+                return Err(Error::Format {
+                    path: path.to_path_buf(),
+                    line,
+                    message: format!("duplicate piece {piece:?}"),
+                });
+            }
+        }
+        if lines.len() < SPECIALS.len() {
+            return Err(Error::format(
+                path,
+                "vocabulary is missing its special tokens",
+            ));
+        }
+        Ok(Vocab {
+            pieces: lines,
+            index,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(pairs: &[(&str, u64)]) -> HashMap<String, u64> {
+        pairs.iter().map(|&(p, c)| (p.to_owned(), c)).collect()
+    }
+
+    #[test]
+    fn specials_have_fixed_ids_and_order_is_by_frequency() {
+        let v = Vocab::from_counts(
+            &counts(&[("b", 5), ("a", 5), ("c", 9), ("rare", 1)]),
+            2,
+            None,
+        );
+        assert_eq!(v.pieces(), ["<pad>", "<unk>", "<s>", "</s>", "c", "a", "b"]);
+        assert_eq!(v.id("rare"), UNK);
+        assert_eq!(v.id("c"), 4);
+    }
+
+    #[test]
+    fn max_size_counts_specials() {
+        let v = Vocab::from_counts(&counts(&[("a", 3), ("b", 2), ("c", 1)]), 1, Some(6));
+        assert_eq!(v.len(), 6);
+        assert_eq!(v.id("c"), UNK);
+    }
+
+    #[test]
+    fn text_cannot_produce_special_ids() {
+        let v = Vocab::from_pieces(["x".to_owned()]);
+        assert_eq!(v.id("</s>"), UNK);
+        assert_eq!(v.id("<pad>"), UNK);
+    }
+
+    #[test]
+    fn decode_stops_at_eos() {
+        let v = Vocab::from_pieces(["x".to_owned(), "y".to_owned()]);
+        assert_eq!(v.decode(&[BOS, 4, 5, EOS, 4, PAD]), ["x", "y"]);
+    }
+
+    #[test]
+    fn save_load_round_trip_and_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vocab.txt");
+        let v = Vocab::from_pieces(["ä".to_owned(), "b".to_owned()]);
+        v.save(&path).unwrap();
+        assert_eq!(Vocab::load(&path).unwrap(), v);
+
+        std::fs::write(&path, "<pad>\n<unk>\n<s>\n</s>\na\na\n").unwrap();
+        let msg = Vocab::load(&path).unwrap_err().to_string();
+        assert!(
+            msg.contains("vocab.txt:6") && msg.contains("duplicate"),
+            "{msg}"
+        );
+
+        std::fs::write(&path, "<unk>\n<pad>\n").unwrap();
+        let msg = Vocab::load(&path).unwrap_err().to_string();
+        assert!(
+            msg.contains("vocab.txt:1") && msg.contains("<pad>"),
+            "{msg}"
+        );
+    }
+}

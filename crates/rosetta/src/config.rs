@@ -1,0 +1,344 @@
+//! The run configuration: one TOML file with `[data]`, `[text]`, `[model]` and `[train]` tables.
+//! Every table has defaults and rejects unknown keys; [`Config::validate`] explains problems in plain
+//! English. The resolved config is saved as `config.toml` in the model directory.
+
+use crate::error::{Error, Result};
+use crate::model::seq2seq::RnnConfig;
+use crate::train::optim::{OptimizerKind, OptimizerSettings};
+use crate::train::schedule::{ScheduleKind, ScheduleSettings};
+use rosetta_text::corpus::CorpusSource;
+use rosetta_text::pipeline::TextConfig;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Where the training and validation data are.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    /// Training source file (plain or gzip).
+    pub train_src: Option<PathBuf>,
+    /// Training target file.
+    pub train_tgt: Option<PathBuf>,
+    /// Training data as one `source<TAB>target` file instead.
+    pub train_tsv: Option<PathBuf>,
+    /// Validation source file.
+    pub valid_src: Option<PathBuf>,
+    /// Validation target file.
+    pub valid_tgt: Option<PathBuf>,
+    /// Validation data as one TSV file instead.
+    pub valid_tsv: Option<PathBuf>,
+}
+
+fn source(
+    what: &str,
+    src: &Option<PathBuf>,
+    tgt: &Option<PathBuf>,
+    tsv: &Option<PathBuf>,
+) -> Result<Option<CorpusSource>> {
+    match (src, tgt, tsv) {
+        (Some(src), Some(tgt), None) => Ok(Some(CorpusSource::Parallel {
+            src: src.clone(),
+            tgt: tgt.clone(),
+        })),
+        (None, None, Some(tsv)) => Ok(Some(CorpusSource::Tsv(tsv.clone()))),
+        (None, None, None) => Ok(None),
+        _ => Err(Error::Config(format!(
+            "give the {what} data either as {what}_src and {what}_tgt, or as {what}_tsv"
+        ))),
+    }
+}
+
+impl DataConfig {
+    /// The training corpus.
+    pub fn train(&self) -> Result<CorpusSource> {
+        source("train", &self.train_src, &self.train_tgt, &self.train_tsv)?.ok_or_else(|| {
+            Error::Config("[data] needs train_src and train_tgt (or train_tsv)".into())
+        })
+    }
+
+    /// The validation corpus, if any.
+    pub fn valid(&self) -> Result<Option<CorpusSource>> {
+        source("valid", &self.valid_src, &self.valid_tgt, &self.valid_tsv)
+    }
+}
+
+/// The metric early stopping and the plateau schedule watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StopMetric {
+    /// Validation BLEU of greedy decodes (higher is better).
+    #[default]
+    Bleu,
+    /// Validation perplexity (lower is better).
+    Ppl,
+}
+
+/// Training settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Seed for initialization, batch order and dropout; the same seed gives the same run.
+    pub seed: u64,
+    /// Maximum tokens per batch, padding included.
+    pub batch_tokens: usize,
+    /// Batches whose gradients are summed before each update.
+    pub accumulate: usize,
+    /// Stop after this many updates (0 = no limit).
+    pub max_steps: u64,
+    /// Stop after this many epochs (0 = no limit).
+    pub max_epochs: u64,
+    /// Stop after this many minutes of training (0 = no limit); the budget survives `--resume`.
+    pub max_minutes: f64,
+    /// `adam`, `adamw`, `sgd` or `rmsprop`.
+    pub optimizer: OptimizerKind,
+    /// Base learning rate (the peak for `noam`).
+    pub learning_rate: f64,
+    /// Weight decay.
+    pub weight_decay: f64,
+    /// Momentum (SGD, RMSprop).
+    pub momentum: f64,
+    /// Adam β₁.
+    pub beta1: f64,
+    /// Adam β₂.
+    pub beta2: f64,
+    /// Adam/RMSprop ε.
+    pub epsilon: f64,
+    /// Clip gradients to this global L2 norm (0 = off).
+    pub clip_norm: f64,
+    /// Label smoothing ε.
+    pub label_smoothing: f64,
+    /// `constant`, `plateau` or `noam`.
+    pub schedule: ScheduleKind,
+    /// Plateau: factor applied to the rate.
+    pub plateau_factor: f64,
+    /// Plateau: validations without improvement before reducing.
+    pub plateau_patience: usize,
+    /// Plateau: lowest rate.
+    pub min_learning_rate: f64,
+    /// Noam: warmup updates.
+    pub warmup_steps: u64,
+    /// Validate (and checkpoint) every this many updates.
+    pub valid_every: u64,
+    /// Metric for early stopping, best-model selection and the plateau schedule.
+    pub stop_metric: StopMetric,
+    /// Stop after this many validations without improvement (0 = never stop early).
+    pub patience: usize,
+    /// Resumable checkpoints to keep (the best weights are kept separately).
+    pub keep_checkpoints: usize,
+    /// Stop with an error after this many consecutive non-finite batches.
+    pub max_bad_batches: usize,
+    /// Log training loss every this many updates.
+    pub log_every: u64,
+    /// Maximum decoded length during validation: `a · source length + b`.
+    pub valid_max_len_a: f64,
+    /// See `valid_max_len_a`.
+    pub valid_max_len_b: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            seed: 42,
+            batch_tokens: 3000,
+            accumulate: 1,
+            max_steps: 0,
+            max_epochs: 30,
+            max_minutes: 0.0,
+            optimizer: OptimizerKind::Adam,
+            learning_rate: 1e-3,
+            weight_decay: 0.0,
+            momentum: 0.9,
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-8,
+            clip_norm: 1.0,
+            label_smoothing: 0.1,
+            schedule: ScheduleKind::Plateau,
+            plateau_factor: 0.5,
+            plateau_patience: 2,
+            min_learning_rate: 1e-6,
+            warmup_steps: 4000,
+            valid_every: 1000,
+            stop_metric: StopMetric::Bleu,
+            patience: 5,
+            keep_checkpoints: 3,
+            max_bad_batches: 10,
+            log_every: 50,
+            valid_max_len_a: 1.5,
+            valid_max_len_b: 10,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<()> {
+        let fail = |m: String| Err(Error::Config(m));
+        if self.batch_tokens == 0 {
+            return fail("train.batch_tokens must be at least 1".into());
+        }
+        if self.accumulate == 0 {
+            return fail("train.accumulate must be at least 1 (1 = no accumulation)".into());
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            return fail(format!(
+                "train.learning_rate = {} must be positive",
+                self.learning_rate
+            ));
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return fail(format!(
+                "train.label_smoothing = {} must be in [0, 1)",
+                self.label_smoothing
+            ));
+        }
+        if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
+            return fail("train.beta1 and train.beta2 must be in [0, 1)".into());
+        }
+        if self.weight_decay < 0.0 || self.clip_norm < 0.0 || self.momentum < 0.0 {
+            return fail(
+                "train.weight_decay, train.clip_norm and train.momentum cannot be negative".into(),
+            );
+        }
+        if !(self.plateau_factor > 0.0 && self.plateau_factor < 1.0) {
+            return fail(format!(
+                "train.plateau_factor = {} must be between 0 and 1 (exclusive)",
+                self.plateau_factor
+            ));
+        }
+        if self.valid_every == 0 || self.log_every == 0 {
+            return fail("train.valid_every and train.log_every must be at least 1".into());
+        }
+        if self.max_bad_batches == 0 {
+            return fail("train.max_bad_batches must be at least 1".into());
+        }
+        if self.max_steps == 0
+            && self.max_epochs == 0
+            && self.max_minutes <= 0.0
+            && self.patience == 0
+        {
+            return fail(
+                "training would never stop: set train.max_steps, train.max_epochs, train.max_minutes or train.patience"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Optimizer settings.
+    pub fn optimizer_settings(&self) -> OptimizerSettings {
+        OptimizerSettings {
+            kind: self.optimizer,
+            weight_decay: self.weight_decay,
+            momentum: self.momentum,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            epsilon: self.epsilon,
+        }
+    }
+
+    /// Schedule settings.
+    pub fn schedule_settings(&self) -> ScheduleSettings {
+        ScheduleSettings {
+            kind: self.schedule,
+            learning_rate: self.learning_rate,
+            factor: self.plateau_factor,
+            patience: self.plateau_patience,
+            min_lr: self.min_learning_rate,
+            warmup_steps: self.warmup_steps,
+        }
+    }
+}
+
+/// A whole run: data, text pipeline, model and training.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Data locations.
+    pub data: DataConfig,
+    /// Normalization, tokenization and vocabulary.
+    pub text: TextConfig,
+    /// Architecture.
+    pub model: RnnConfig,
+    /// Training.
+    pub train: TrainConfig,
+}
+
+impl Config {
+    /// Reads and validates a TOML config. Unknown keys are errors naming the file and the key.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let config = Self::from_toml(&text).map_err(|e| match e {
+            Error::ConfigFile { message, .. } => Error::ConfigFile {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })?;
+        Ok(config)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let config: Config = toml::from_str(text).map_err(|e| Error::ConfigFile {
+            path: PathBuf::from("<config>"),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The resolved config as TOML (every default written out).
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self)
+            .map_err(|e| Error::Config(format!("cannot write the config: {e}")))
+    }
+
+    /// Checks every table.
+    pub fn validate(&self) -> Result<()> {
+        self.text.validate()?;
+        self.model.validate()?;
+        self.train.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let err = Config::from_toml("[model]\nhiden_size = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("hiden_size"), "{err}");
+    }
+
+    #[test]
+    fn plain_english_validation() {
+        let err = Config::from_toml(
+            "[model]\nattention = \"luong-dot\"\nencoder_hidden = 100\ndecoder_hidden = 150\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("decoder_hidden (150) must equal the encoder output size (200"),
+            "{err}"
+        );
+        let err = Config::from_toml("[train]\nlabel_smoothing = 1.5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("label_smoothing = 1.5"), "{err}");
+        let err = Config::from_toml("[train]\nmax_steps = 0\nmax_epochs = 0\npatience = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("never stop"), "{err}");
+    }
+
+    #[test]
+    fn resolved_config_round_trips() {
+        let config = Config::default();
+        let text = config.to_toml().unwrap();
+        assert_eq!(Config::from_toml(&text).unwrap(), config);
+    }
+}

@@ -1,0 +1,157 @@
+//! Choosing where to run: `auto` (CUDA when compiled in and a GPU answers, else the CPU), `cpu`, or
+//! `cuda[:N]`. An explicit `cuda` that cannot be used is an error, never a panic.
+
+use crate::error::{Error, Result};
+
+/// What the user asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    /// CUDA if available, else CPU.
+    #[default]
+    Auto,
+    /// The CPU (burn's flex backend, all cores).
+    Cpu,
+    /// NVIDIA GPU number N.
+    Cuda(usize),
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(DeviceChoice::Auto),
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" | "gpu" => Ok(DeviceChoice::Cuda(0)),
+            other => match other.strip_prefix("cuda:").map(str::parse) {
+                Some(Ok(n)) => Ok(DeviceChoice::Cuda(n)),
+                _ => Err(Error::Device(format!(
+                    "unknown device \"{other}\"; use auto, cpu, cuda or cuda:N"
+                ))),
+            },
+        }
+    }
+}
+
+/// The device actually chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolved {
+    /// CPU.
+    Cpu,
+    /// CUDA device N.
+    Cuda(usize),
+}
+
+impl std::fmt::Display for Resolved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Resolved::Cpu => write!(f, "cpu ({} threads)", rayon_threads()),
+            Resolved::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+fn rayon_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Whether CUDA device `index` can run a kernel. Without the `cuda` feature, never.
+#[cfg(feature = "cuda")]
+pub fn cuda_usable(index: usize) -> bool {
+    use burn::backend::{Cuda, cuda::CudaDevice};
+    use burn::tensor::Tensor;
+    // burn's CUDA runtime panics when libcuda, NVRTC or the headers are missing; a tiny kernel run
+    // inside catch_unwind turns that into a yes/no answer.
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let ok = std::panic::catch_unwind(|| {
+        let device = CudaDevice::new(index);
+        let t = Tensor::<Cuda, 1>::from_floats([1.0f32, 2.0], &device).add_scalar(1.0);
+        t.try_into_data().ok()?.to_vec::<f32>().ok()
+    })
+    .ok()
+    .flatten()
+    .is_some_and(|v| v == [2.0, 3.0]);
+    std::panic::set_hook(previous);
+    ok
+}
+
+/// Whether CUDA device `index` can run a kernel. Without the `cuda` feature, never.
+#[cfg(not(feature = "cuda"))]
+pub fn cuda_usable(_index: usize) -> bool {
+    false
+}
+
+/// Resolves a choice to a device, checking that an explicit CUDA device works.
+pub fn resolve(choice: DeviceChoice) -> Result<Resolved> {
+    match choice {
+        DeviceChoice::Cpu => Ok(Resolved::Cpu),
+        DeviceChoice::Auto => Ok(if cuda_usable(0) {
+            Resolved::Cuda(0)
+        } else {
+            Resolved::Cpu
+        }),
+        DeviceChoice::Cuda(n) => {
+            if !cfg!(feature = "cuda") {
+                Err(Error::Device(
+                    "this rosetta was built without CUDA support; rebuild with `--features cuda`"
+                        .into(),
+                ))
+            } else if cuda_usable(n) {
+                Ok(Resolved::Cuda(n))
+            } else {
+                Err(Error::Device(format!(
+                    "CUDA device {n} is not usable (no NVIDIA driver, no such GPU, or NVRTC/CUDA headers missing)"
+                )))
+            }
+        }
+    }
+}
+
+/// Work to run on whichever backend the device resolved to: written once, generic over the backend.
+pub trait Job {
+    /// What the job returns.
+    type Output;
+    /// Runs on backend `B` (an autodiff backend; use `B::InnerBackend` for inference).
+    fn run<B: burn::tensor::backend::AutodiffBackend>(self, device: B::Device) -> Self::Output;
+}
+
+/// Runs a job on the resolved device: the flex CPU backend, or CUDA when compiled in.
+pub fn run_on<J: Job>(device: Resolved, job: J) -> J::Output {
+    match device {
+        Resolved::Cpu => {
+            job.run::<burn::backend::Autodiff<burn::backend::Flex>>(Default::default())
+        }
+        #[cfg(feature = "cuda")]
+        Resolved::Cuda(n) => job.run::<burn::backend::Autodiff<burn::backend::Cuda>>(
+            burn::backend::cuda::CudaDevice::new(n),
+        ),
+        // `resolve` never yields CUDA without the feature.
+        #[cfg(not(feature = "cuda"))]
+        Resolved::Cuda(_) => {
+            job.run::<burn::backend::Autodiff<burn::backend::Flex>>(Default::default())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_choices() {
+        assert_eq!("auto".parse::<DeviceChoice>().unwrap(), DeviceChoice::Auto);
+        assert_eq!(
+            "cuda:1".parse::<DeviceChoice>().unwrap(),
+            DeviceChoice::Cuda(1)
+        );
+        assert!("tpu".parse::<DeviceChoice>().is_err());
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn explicit_cuda_without_support_is_a_clear_error() {
+        let err = resolve(DeviceChoice::Cuda(0)).unwrap_err().to_string();
+        assert!(err.contains("without CUDA support"), "{err}");
+        assert_eq!(resolve(DeviceChoice::Auto).unwrap(), Resolved::Cpu);
+    }
+}

@@ -1,0 +1,153 @@
+//! Attention over the encoder states.
+//!
+//! All scorers mask padding with −∞ before the softmax, so padded positions get a weight of exactly 0.
+
+use burn::nn::{Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::activation::{softmax, tanh};
+use serde::{Deserialize, Serialize};
+
+/// The attention mechanism.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttentionKind {
+    /// No attention: a fixed context vector, the encoder's summary, conditions every step
+    /// (Cho et al. 2014, §2.2; Sutskever et al. 2014 pass it only as the initial state).
+    None,
+    /// Additive: `e_ij = vᵀ tanh(W s_{i−1} + U h_j)` (Bahdanau et al. 2015, §A.1.2).
+    #[default]
+    Bahdanau,
+    /// Multiplicative: `score(h_t, h̄_s) = h_tᵀ h̄_s` (Luong et al. 2015, §3.1, "dot").
+    LuongDot,
+    /// Multiplicative: `score(h_t, h̄_s) = h_tᵀ W_a h̄_s` (Luong et al. 2015, §3.1, "general").
+    LuongGeneral,
+}
+
+impl AttentionKind {
+    /// Luong-style decoders attend *after* the recurrent step, with the new state as query.
+    pub fn is_luong(self) -> bool {
+        matches!(self, AttentionKind::LuongDot | AttentionKind::LuongGeneral)
+    }
+}
+
+/// Encoder states prepared for attention: the values, and keys projected once per sentence.
+#[derive(Debug, Clone)]
+pub struct AttentionMemory<B: Backend> {
+    /// Values `[batch, src_len, enc_out]`.
+    pub values: Tensor<B, 3>,
+    /// Keys `[batch, src_len, key]` (`U h_j` for Bahdanau, `W_a h̄_s` for Luong general, `h̄_s` for dot).
+    pub keys: Tensor<B, 3>,
+    /// Additive mask `[batch, 1, src_len]`: 0 on real tokens, −∞ on padding.
+    pub bias: Tensor<B, 3>,
+}
+
+impl<B: Backend> AttentionMemory<B> {
+    /// Selects batch rows (for beam search). `indices`: `[n]`.
+    pub fn select(self, indices: Tensor<B, 1, Int>) -> Self {
+        AttentionMemory {
+            values: self.values.select(0, indices.clone()),
+            keys: self.keys.select(0, indices.clone()),
+            bias: self.bias.select(0, indices),
+        }
+    }
+}
+
+/// Attention parameters. Names follow the papers: `query` (W), `key` (U or W_a), `energy` (v).
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    /// Bahdanau's `W`: `[query, attn]`, no bias.
+    pub query: Option<Linear<B>>,
+    /// Bahdanau's `U` `[enc_out, attn]` (with bias) or Luong's `W_a` `[enc_out, query]` (no bias).
+    pub key: Option<Linear<B>>,
+    /// Bahdanau's `v`: `[attn, 1]`, no bias.
+    pub energy: Option<Linear<B>>,
+    #[module(skip)]
+    kind: AttentionKind,
+}
+
+impl<B: Backend> Attention<B> {
+    /// Builds an attention module. `query_size` is the decoder hidden size, `value_size` the encoder
+    /// output size, `attn_size` Bahdanau's hidden layer size. Luong dot needs `query_size == value_size`.
+    pub fn new(
+        kind: AttentionKind,
+        query_size: usize,
+        value_size: usize,
+        attn_size: usize,
+        device: &B::Device,
+    ) -> Self {
+        let linear = |i, o, bias| LinearConfig::new(i, o).with_bias(bias).init(device);
+        match kind {
+            AttentionKind::Bahdanau => Attention {
+                query: Some(linear(query_size, attn_size, false)),
+                key: Some(linear(value_size, attn_size, true)),
+                energy: Some(linear(attn_size, 1, false)),
+                kind,
+            },
+            AttentionKind::LuongGeneral => Attention {
+                query: None,
+                key: Some(linear(value_size, query_size, false)),
+                energy: None,
+                kind,
+            },
+            AttentionKind::LuongDot | AttentionKind::None => Attention {
+                query: None,
+                key: None,
+                energy: None,
+                kind,
+            },
+        }
+    }
+
+    /// Prepares encoder states (projects keys once, not once per decoder step).
+    /// `states`: `[batch, src_len, enc_out]`; `pad_mask`: `[batch, src_len]`, true on padding.
+    pub fn memory(&self, states: Tensor<B, 3>, pad_mask: Tensor<B, 2, Bool>) -> AttentionMemory<B> {
+        let [batch, len, _] = states.dims();
+        let keys = match &self.key {
+            Some(key) => key.forward(states.clone()),
+            None => states.clone(),
+        };
+        let bias = Tensor::<B, 2>::zeros([batch, len], &states.device())
+            .mask_fill(pad_mask, f32::NEG_INFINITY)
+            .reshape([batch, 1, len]);
+        AttentionMemory {
+            values: states,
+            keys,
+            bias,
+        }
+    }
+
+    /// Attends with one query per row. `query`: `[batch, query]`.
+    /// Returns the context `[batch, enc_out]` and the weights `[batch, src_len]`.
+    pub fn forward(
+        &self,
+        query: Tensor<B, 2>,
+        memory: &AttentionMemory<B>,
+    ) -> (Tensor<B, 2>, Tensor<B, 2>) {
+        let [batch, len, _] = memory.keys.dims();
+        let scores: Tensor<B, 3> = match (&self.query, &self.energy) {
+            (Some(w), Some(v)) => {
+                // Bahdanau: vᵀ tanh(W s + U h_j)
+                let q = w.forward(query).unsqueeze_dim::<3>(1); // [batch, 1, attn]
+                let e = tanh(memory.keys.clone() + q); // [batch, src_len, attn]
+                v.forward(e).reshape([batch, 1, len]) // [batch, 1, src_len]
+            }
+            _ => {
+                // Luong: q · k_j as a batched matmul
+                let q = query.unsqueeze_dim::<3>(1); // [batch, 1, query]
+                q.matmul(memory.keys.clone().swap_dims(1, 2)) // [batch, 1, src_len]
+            }
+        };
+        let weights = softmax(scores + memory.bias.clone(), 2); // [batch, 1, src_len]
+        let context = weights.clone().matmul(memory.values.clone()); // [batch, 1, enc_out]
+        let enc_out = context.dims()[2];
+        (
+            context.reshape([batch, enc_out]),
+            weights.reshape([batch, len]),
+        )
+    }
+
+    /// The mechanism.
+    pub fn kind(&self) -> AttentionKind {
+        self.kind
+    }
+}

@@ -1,0 +1,405 @@
+//! The conditional recurrent decoder.
+//!
+//! Two orderings, chosen by the attention kind:
+//! - **Bahdanau** (and the fixed-context model): attend with the previous state `s_{i−1}`, feed the
+//!   context with the embedding into the recurrent step (Bahdanau et al. 2015, §3.1 and §A.2.2).
+//! - **Luong**: recurrent step first, then attend with the new state `h_t`; the attentional vector
+//!   `h̃_t = tanh(W_c [h_t; c_t])` (Luong et al. 2015, eq. 5) is optionally fed to the next step's
+//!   input ("input feeding", §3.3).
+//!
+//! In both, the output layer reads `[state; context]` (and the embedding, if configured) through
+//! `pre_output`, then projects to the vocabulary. Where no step depends on it (everything except
+//! input feeding), the pre-output and the vocabulary projection run once over all target positions.
+
+use super::attention::{Attention, AttentionKind, AttentionMemory};
+use super::cell::{Cell, CellKind, CellState, gate_projection};
+use burn::module::Param;
+use burn::nn::{
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig,
+};
+use burn::prelude::*;
+use burn::tensor::activation::tanh;
+
+/// Sizes and options of a decoder.
+#[derive(Debug, Clone)]
+pub struct DecoderSpec {
+    /// Recurrent unit.
+    pub cell: CellKind,
+    /// Target vocabulary size.
+    pub vocab: usize,
+    /// Embedding size.
+    pub emb: usize,
+    /// Hidden size of every layer.
+    pub hidden: usize,
+    /// Number of layers.
+    pub layers: usize,
+    /// Encoder output size (the context size).
+    pub encoder_out: usize,
+    /// Attention mechanism.
+    pub attention: AttentionKind,
+    /// Bahdanau's attention layer size.
+    pub attention_size: usize,
+    /// Luong input feeding.
+    pub input_feeding: bool,
+    /// Let the output layer see the previous target embedding too.
+    pub embedding_to_output: bool,
+    /// Share the target embedding matrix with the output projection (Press & Wolf 2017).
+    pub tie_embeddings: bool,
+    /// Dropout probability.
+    pub dropout: f64,
+}
+
+impl DecoderSpec {
+    /// Size of the pre-output (attentional) vector: the embedding size when tied, else hidden.
+    pub fn output_size(&self) -> usize {
+        if self.tie_embeddings {
+            self.emb
+        } else {
+            self.hidden
+        }
+    }
+}
+
+/// What the decoder reads from the encoder on every step.
+#[derive(Debug, Clone)]
+pub struct DecoderMemory<B: Backend> {
+    /// Encoder states prepared for attention.
+    pub attention: AttentionMemory<B>,
+    /// Fixed context for the no-attention model: final encoder states `[batch, encoder_out]`.
+    pub summary: Tensor<B, 2>,
+}
+
+impl<B: Backend> DecoderMemory<B> {
+    /// Selects batch rows (beam search). `indices`: `[n]`.
+    pub fn select(self, indices: Tensor<B, 1, Int>) -> Self {
+        DecoderMemory {
+            attention: self.attention.select(indices.clone()),
+            summary: self.summary.select(0, indices),
+        }
+    }
+}
+
+/// The decoder's recurrent state between steps.
+#[derive(Debug, Clone)]
+pub struct DecoderState<B: Backend> {
+    /// One state per layer, bottom first.
+    pub layers: Vec<CellState<B>>,
+    /// Previous attentional vector `[batch, output]` (input feeding only).
+    pub feed: Option<Tensor<B, 2>>,
+}
+
+impl<B: Backend> DecoderState<B> {
+    /// Selects batch rows (beam search). `indices`: `[n]`.
+    pub fn select(self, indices: Tensor<B, 1, Int>) -> Self {
+        DecoderState {
+            layers: self
+                .layers
+                .into_iter()
+                .map(|l| l.select(indices.clone()))
+                .collect(),
+            feed: self.feed.map(|f| f.select(0, indices)),
+        }
+    }
+}
+
+/// One step's results before the vocabulary projection.
+struct StepOut<B: Backend> {
+    /// Top-layer state `[batch, hidden]`.
+    top: Tensor<B, 2>,
+    /// Context `[batch, encoder_out]`.
+    context: Tensor<B, 2>,
+    /// Attention weights `[batch, src_len]` (none for the fixed-context model).
+    weights: Option<Tensor<B, 2>>,
+    /// Attentional vector `[batch, output]`, when computed inside the step (input feeding).
+    pre_output: Option<Tensor<B, 2>>,
+}
+
+/// The decoder.
+#[derive(Module, Debug)]
+pub struct Decoder<B: Backend> {
+    /// Target embeddings `[tgt_vocab, emb]`.
+    pub embedding: Embedding<B>,
+    /// Layer-0 input projection of the embedding `[emb, gates·hidden]`, with bias.
+    pub ih: Linear<B>,
+    /// Layer-0 input projection of the context (Bahdanau, none) or of the fed attentional vector
+    /// (Luong with input feeding), no bias.
+    pub ih_context: Option<Linear<B>>,
+    /// Input projections of layers 1.. `[hidden, gates·hidden]`.
+    pub upper: Vec<Linear<B>>,
+    /// Hidden-to-hidden parts of every layer.
+    pub cells: Vec<Cell<B>>,
+    /// Attention over the encoder states.
+    pub attention: Attention<B>,
+    /// `[hidden + encoder_out (+ emb), output]`: the attentional / deep-output layer.
+    pub pre_output: Linear<B>,
+    /// Vocabulary projection `[output, tgt_vocab]`; absent when tied to the embedding.
+    pub output: Option<Linear<B>>,
+    /// Output bias `[tgt_vocab]` when the projection is tied to the embedding.
+    pub output_bias: Option<Param<Tensor<B, 1>>>,
+    dropout: Dropout,
+    input_feeding: bool,
+    embedding_to_output: bool,
+    output_size: usize,
+}
+
+impl<B: Backend> Decoder<B> {
+    /// Builds a decoder.
+    pub fn new(spec: &DecoderSpec, device: &B::Device) -> Self {
+        let gates = |d_in| gate_projection(spec.cell, d_in, spec.hidden, true, device);
+        let out = spec.output_size();
+        let luong = spec.attention.is_luong();
+        let feeds = luong && spec.input_feeding;
+        let pre_in = spec.hidden
+            + spec.encoder_out
+            + if spec.embedding_to_output {
+                spec.emb
+            } else {
+                0
+            };
+        Decoder {
+            embedding: EmbeddingConfig::new(spec.vocab, spec.emb)
+                .with_initializer(Initializer::Uniform {
+                    min: -0.1,
+                    max: 0.1,
+                })
+                .init(device),
+            ih: gates(spec.emb),
+            ih_context: match (luong, feeds) {
+                (false, _) => Some(gate_projection(
+                    spec.cell,
+                    spec.encoder_out,
+                    spec.hidden,
+                    false,
+                    device,
+                )),
+                (true, true) => Some(gate_projection(spec.cell, out, spec.hidden, false, device)),
+                (true, false) => None,
+            },
+            upper: (1..spec.layers).map(|_| gates(spec.hidden)).collect(),
+            cells: (0..spec.layers)
+                .map(|_| Cell::new(spec.cell, spec.hidden, device))
+                .collect(),
+            attention: Attention::new(
+                spec.attention,
+                spec.hidden,
+                spec.encoder_out,
+                spec.attention_size,
+                device,
+            ),
+            pre_output: LinearConfig::new(pre_in, out).init(device),
+            output: (!spec.tie_embeddings).then(|| LinearConfig::new(out, spec.vocab).init(device)),
+            output_bias: spec
+                .tie_embeddings
+                .then(|| Param::from_tensor(Tensor::zeros([spec.vocab], device))),
+            dropout: DropoutConfig::new(spec.dropout).init(),
+            input_feeding: feeds,
+            embedding_to_output: spec.embedding_to_output,
+            output_size: out,
+        }
+    }
+
+    /// Prepares the encoder states for every step. `states`: `[batch, src_len, encoder_out]`.
+    pub fn memory(
+        &self,
+        states: Tensor<B, 3>,
+        pad_mask: Tensor<B, 2, Bool>,
+        summary: Tensor<B, 2>,
+    ) -> DecoderMemory<B> {
+        DecoderMemory {
+            attention: self.attention.memory(states, pad_mask),
+            summary,
+        }
+    }
+
+    /// The initial state from the bridge's per-layer hidden states (each `[batch, hidden]`).
+    pub fn start(&self, init: Vec<Tensor<B, 2>>) -> DecoderState<B> {
+        let batch = init.first().map_or(0, |h| h.dims()[0]);
+        let device = init.first().map(|h| h.device());
+        DecoderState {
+            feed: match (self.input_feeding, device) {
+                (true, Some(device)) => Some(Tensor::zeros([batch, self.output_size], &device)),
+                _ => None,
+            },
+            layers: self
+                .cells
+                .iter()
+                .zip(init)
+                .map(|(cell, h)| cell.state_from(h))
+                .collect(),
+        }
+    }
+
+    /// One recurrent step. `emb_proj`: the embedding already projected by `ih`, `[batch, gates·hidden]`.
+    fn step(
+        &self,
+        emb_proj: Tensor<B, 2>,
+        emb: Option<Tensor<B, 2>>,
+        state: DecoderState<B>,
+        memory: &DecoderMemory<B>,
+    ) -> (StepOut<B>, DecoderState<B>) {
+        let kind = self.attention.kind();
+        let top_prev = || state.layers.last().map(|l| l.h.clone());
+        // Bahdanau: attend with the previous top state, before the recurrent step.
+        let (early_context, early_weights) = match kind {
+            AttentionKind::None => (Some(memory.summary.clone()), None),
+            AttentionKind::Bahdanau => match top_prev() {
+                Some(query) => {
+                    let (c, w) = self.attention.forward(query, &memory.attention);
+                    (Some(c), Some(w))
+                }
+                None => (None, None),
+            },
+            _ => (None, None),
+        };
+        let fed = early_context.clone().or_else(|| state.feed.clone());
+        let mut x = match (&self.ih_context, fed) {
+            (Some(proj), Some(fed)) => emb_proj + proj.forward(fed),
+            _ => emb_proj,
+        };
+        let mut layers = Vec::with_capacity(self.cells.len());
+        for (l, (cell, prev)) in self.cells.iter().zip(&state.layers).enumerate() {
+            let new = cell.step(x, prev);
+            x = match self.upper.get(l) {
+                Some(next) => next.forward(self.dropout.forward(new.h.clone())),
+                None => new.h.clone(),
+            };
+            layers.push(new);
+        }
+        let top = x;
+        // Luong: attend with the new top state, after the recurrent step.
+        let (context, weights) = match early_context {
+            Some(c) => (c, early_weights),
+            None => {
+                let (c, w) = self.attention.forward(top.clone(), &memory.attention);
+                (c, Some(w))
+            }
+        };
+        let pre_output = self
+            .input_feeding
+            .then(|| self.attentional(top.clone(), context.clone(), emb));
+        let feed = pre_output.clone();
+        (
+            StepOut {
+                top,
+                context,
+                weights,
+                pre_output,
+            },
+            DecoderState { layers, feed },
+        )
+    }
+
+    /// `tanh(W [state; context (; embedding)] + b)`, any leading shape `[.., ·]`.
+    fn attentional<const D: usize>(
+        &self,
+        top: Tensor<B, D>,
+        context: Tensor<B, D>,
+        emb: Option<Tensor<B, D>>,
+    ) -> Tensor<B, D> {
+        let mut parts = vec![top, context];
+        if self.embedding_to_output
+            && let Some(emb) = emb
+        {
+            parts.push(emb);
+        }
+        tanh(self.pre_output.forward(Tensor::cat(parts, D - 1)))
+    }
+
+    /// Vocabulary logits from attentional vectors: `[n, output] → [n, tgt_vocab]`.
+    fn project(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let x = self.dropout.forward(x);
+        match (&self.output, &self.output_bias) {
+            (Some(output), _) => output.forward(x),
+            (None, Some(bias)) => {
+                x.matmul(self.embedding.weight.val().transpose()) + bias.val().unsqueeze_dim::<2>(0)
+            }
+            // The constructor always sets one of the two.
+            (None, None) => x,
+        }
+    }
+
+    /// Teacher-forced decoding of a whole target batch.
+    ///
+    /// `tgt_in`: `[batch, tgt_len]` (`<s> y₁ … y_{n}`). Returns logits `[batch, tgt_len, tgt_vocab]`
+    /// and attention weights `[batch, tgt_len, src_len]` (none for the fixed-context model).
+    pub fn forward(
+        &self,
+        tgt_in: Tensor<B, 2, Int>,
+        mut state: DecoderState<B>,
+        memory: &DecoderMemory<B>,
+    ) -> (Tensor<B, 3>, Option<Tensor<B, 3>>) {
+        let [batch, len] = tgt_in.dims();
+        let emb = self.dropout.forward(self.embedding.forward(tgt_in)); // [batch, len, emb]
+        let gates = self.ih.weight.dims()[1];
+        // One matmul for the embedding part of every step's input projection.
+        let emb_proj: Vec<Tensor<B, 2>> = self
+            .ih
+            .forward(emb.clone())
+            .iter_dim(1)
+            .map(|t| t.reshape([batch, gates]))
+            .collect();
+        let emb_dim = emb.dims()[2];
+        let emb_steps: Vec<Tensor<B, 2>> = if self.input_feeding && self.embedding_to_output {
+            emb.clone()
+                .iter_dim(1)
+                .map(|t| t.reshape([batch, emb_dim]))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let (mut tops, mut contexts, mut weights, mut pres) = (
+            Vec::with_capacity(len),
+            Vec::with_capacity(len),
+            Vec::with_capacity(len),
+            Vec::with_capacity(len),
+        );
+        for (t, xp) in emb_proj.into_iter().enumerate() {
+            let (out, next) = self.step(xp, emb_steps.get(t).cloned(), state, memory);
+            state = next;
+            match out.pre_output {
+                Some(pre) => pres.push(pre),
+                None => {
+                    tops.push(out.top);
+                    contexts.push(out.context);
+                }
+            }
+            if let Some(w) = out.weights {
+                weights.push(w);
+            }
+        }
+        let pre: Tensor<B, 3> = if pres.is_empty() {
+            self.attentional(
+                Tensor::stack(tops, 1),
+                Tensor::stack(contexts, 1),
+                Some(emb),
+            )
+        } else {
+            Tensor::stack(pres, 1)
+        }; // [batch, len, output]
+        let logits = self.project(pre.reshape([batch * len, self.output_size])); // [batch·len, vocab]
+        let vocab = logits.dims()[1];
+        let logits = logits.reshape([batch, len, vocab]);
+        let attention = (!weights.is_empty()).then(|| Tensor::stack(weights, 1));
+        (logits, attention)
+    }
+
+    /// One search step: previous tokens `[n]` → logits `[n, tgt_vocab]`, new state, attention `[n, src_len]`.
+    pub fn decode_step(
+        &self,
+        prev: Tensor<B, 1, Int>,
+        state: DecoderState<B>,
+        memory: &DecoderMemory<B>,
+    ) -> (Tensor<B, 2>, DecoderState<B>, Option<Tensor<B, 2>>) {
+        let [n] = prev.dims();
+        let emb = self.embedding.forward(prev.reshape([n, 1])); // [n, 1, emb]
+        let emb_dim = emb.dims()[2];
+        let emb = emb.reshape([n, emb_dim]);
+        let emb_proj = self.ih.forward(emb.clone());
+        let (out, state) = self.step(emb_proj, Some(emb.clone()), state, memory);
+        let pre = match out.pre_output {
+            Some(pre) => pre,
+            None => self.attentional(out.top, out.context, Some(emb)),
+        };
+        (self.project(pre), state, out.weights)
+    }
+}

@@ -1,0 +1,188 @@
+//! The attention RNN encoder-decoder: config, module, init, forward.
+
+use super::attention::AttentionKind;
+use super::bridge::{Bridge, BridgeKind};
+use super::cell::CellKind;
+use super::decoder::{Decoder, DecoderMemory, DecoderSpec, DecoderState};
+use super::encoder::{Encoder, SourceBatch};
+use crate::error::{Error, Result};
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Architecture of an attention RNN encoder-decoder (the `[model]` table of a config).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RnnConfig {
+    /// Recurrent unit of encoder and decoder: `lstm`, `gru` or `rnn`.
+    pub cell: CellKind,
+    /// Embedding size (source and target).
+    pub embedding_size: usize,
+    /// Encoder hidden size per direction.
+    pub encoder_hidden: usize,
+    /// Encoder layers.
+    pub encoder_layers: usize,
+    /// Read the source in both directions (the encoder output is then 2 × `encoder_hidden`).
+    pub bidirectional: bool,
+    /// Decoder hidden size.
+    pub decoder_hidden: usize,
+    /// Decoder layers.
+    pub decoder_layers: usize,
+    /// How the decoder's initial state is made: `none`, `dense` or `mean`.
+    pub bridge: BridgeKind,
+    /// `none`, `bahdanau`, `luong-dot` or `luong-general`.
+    pub attention: AttentionKind,
+    /// Size of Bahdanau's attention layer.
+    pub attention_size: usize,
+    /// Luong's input feeding (ignored by other attention kinds).
+    pub input_feeding: bool,
+    /// Let the output layer see the previous target embedding too (Bahdanau's deep output).
+    pub embedding_to_output: bool,
+    /// Tie the target embedding and the output projection.
+    pub tie_embeddings: bool,
+    /// Dropout on embeddings, between layers and before the output projection.
+    pub dropout: f64,
+}
+
+impl Default for RnnConfig {
+    fn default() -> Self {
+        // The shape of the reference PyTorch model (BiGRU 2×256, GRU 512, Bahdanau 512).
+        RnnConfig {
+            cell: CellKind::Gru,
+            embedding_size: 256,
+            encoder_hidden: 256,
+            encoder_layers: 2,
+            bidirectional: true,
+            decoder_hidden: 512,
+            decoder_layers: 1,
+            bridge: BridgeKind::Dense,
+            attention: AttentionKind::Bahdanau,
+            attention_size: 512,
+            input_feeding: true,
+            embedding_to_output: true,
+            tie_embeddings: false,
+            dropout: 0.3,
+        }
+    }
+}
+
+impl RnnConfig {
+    /// Encoder output size.
+    pub fn encoder_out(&self) -> usize {
+        if self.bidirectional {
+            2 * self.encoder_hidden
+        } else {
+            self.encoder_hidden
+        }
+    }
+
+    /// Checks the architecture, explaining any problem in plain English.
+    pub fn validate(&self) -> Result<()> {
+        let positive = [
+            ("embedding_size", self.embedding_size),
+            ("encoder_hidden", self.encoder_hidden),
+            ("encoder_layers", self.encoder_layers),
+            ("decoder_hidden", self.decoder_hidden),
+            ("decoder_layers", self.decoder_layers),
+            ("attention_size", self.attention_size),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(Error::Config(format!("model.{name} must be at least 1")));
+            }
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(Error::Config(format!(
+                "model.dropout = {} must be in [0, 1)",
+                self.dropout
+            )));
+        }
+        if self.attention == AttentionKind::LuongDot && self.decoder_hidden != self.encoder_out() {
+            return Err(Error::Config(format!(
+                "luong-dot attention compares decoder and encoder states directly, so decoder_hidden \
+                 ({}) must equal the encoder output size ({}{}); use luong-general or bahdanau otherwise",
+                self.decoder_hidden,
+                self.encoder_out(),
+                if self.bidirectional {
+                    ", twice encoder_hidden because the encoder is bidirectional"
+                } else {
+                    ""
+                }
+            )));
+        }
+        Ok(())
+    }
+
+    /// The decoder's sizes and options.
+    pub fn decoder_spec(&self, tgt_vocab: usize) -> DecoderSpec {
+        DecoderSpec {
+            cell: self.cell,
+            vocab: tgt_vocab,
+            emb: self.embedding_size,
+            hidden: self.decoder_hidden,
+            layers: self.decoder_layers,
+            encoder_out: self.encoder_out(),
+            attention: self.attention,
+            attention_size: self.attention_size,
+            input_feeding: self.input_feeding,
+            embedding_to_output: self.embedding_to_output,
+            tie_embeddings: self.tie_embeddings,
+            dropout: self.dropout,
+        }
+    }
+}
+
+/// Encoder, bridge and decoder.
+#[derive(Module, Debug)]
+pub struct RnnSeq2Seq<B: Backend> {
+    /// Reads the source.
+    pub encoder: Encoder<B>,
+    /// Makes the decoder's initial state.
+    pub bridge: Bridge<B>,
+    /// Predicts the target.
+    pub decoder: Decoder<B>,
+}
+
+impl<B: Backend> RnnSeq2Seq<B> {
+    /// Builds a freshly initialized model. Call [`RnnConfig::validate`] first.
+    pub fn new(config: &RnnConfig, src_vocab: usize, tgt_vocab: usize, device: &B::Device) -> Self {
+        RnnSeq2Seq {
+            encoder: Encoder::new(
+                config.cell,
+                src_vocab,
+                config.embedding_size,
+                config.encoder_hidden,
+                config.encoder_layers,
+                config.bidirectional,
+                config.dropout,
+                device,
+            ),
+            bridge: Bridge::new(
+                config.bridge,
+                config.encoder_out(),
+                config.decoder_layers,
+                config.decoder_hidden,
+                device,
+            ),
+            decoder: Decoder::new(&config.decoder_spec(tgt_vocab), device),
+        }
+    }
+
+    /// Encodes the source: the decoder's initial state and what it reads on every step.
+    pub fn encode(&self, src: &SourceBatch<B>) -> (DecoderState<B>, DecoderMemory<B>) {
+        let enc = self.encoder.forward(src);
+        let init = self.bridge.forward(&enc);
+        let memory = self.decoder.memory(enc.states, enc.pad_mask, enc.last);
+        (self.decoder.start(init), memory)
+    }
+
+    /// Teacher-forced forward pass. `tgt_in`: `[batch, tgt_len]`.
+    /// Returns logits `[batch, tgt_len, tgt_vocab]` and attention `[batch, tgt_len, src_len]`.
+    pub fn forward(
+        &self,
+        src: &SourceBatch<B>,
+        tgt_in: Tensor<B, 2, Int>,
+    ) -> (Tensor<B, 3>, Option<Tensor<B, 3>>) {
+        let (state, memory) = self.encode(src);
+        self.decoder.forward(tgt_in, state, &memory)
+    }
+}

@@ -1,0 +1,88 @@
+//! Greedy decoding: the most probable token at every step, batched, dropping finished sentences.
+
+use super::scorer::Scorer;
+use crate::model::encoder::SourceBatch;
+use burn::prelude::*;
+use rosetta_text::vocab::{BOS, EOS};
+
+/// One decoded sentence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hypothesis {
+    /// Target ids without `<s>`/`</s>`.
+    pub tokens: Vec<u32>,
+    /// Sum of the log-probabilities of the tokens (and of `</s>`, when it was produced).
+    pub score: f32,
+    /// Attention per output token, each over the source positions (empty without attention).
+    pub attention: Vec<Vec<f32>>,
+}
+
+/// Decodes a batch greedily. A sentence ends at `</s>` or after `max_len(src_len)` tokens.
+pub fn greedy<B: Backend, S: Scorer<B>>(
+    scorer: &S,
+    src: &SourceBatch<B>,
+    max_len: impl Fn(usize) -> usize,
+) -> Vec<Hypothesis> {
+    let batch = src.lengths.len();
+    let device = src.ids.device();
+    let limits: Vec<usize> = src.lengths.iter().map(|&n| max_len(n)).collect();
+    let mut hyps = vec![
+        Hypothesis {
+            tokens: Vec::new(),
+            score: 0.0,
+            attention: Vec::new(),
+        };
+        batch
+    ];
+    // `live[i]` is the sentence held in row i of the state.
+    let mut live: Vec<usize> = (0..batch).collect();
+    let mut state = scorer.start(src);
+    let mut prev = vec![BOS as i32; batch];
+    let mut t = 0;
+    while !live.is_empty() {
+        let n = live.len();
+        let prev_tensor =
+            Tensor::<B, 1, Int>::from_data(TensorData::new(prev.clone(), [n]), &device);
+        let step = scorer.step(prev_tensor, state);
+        let (best_lp, best_id) = step.log_probs.max_dim_with_indices(1); // [n, 1]
+        let best_lp: Vec<f32> = best_lp.into_data().iter::<f32>().collect();
+        let best_id: Vec<i64> = best_id.into_data().iter::<i64>().collect();
+        let attention: Option<Vec<f32>> = step
+            .attention
+            .map(|a| a.into_data().iter::<f32>().collect());
+        let src_len = src.ids.dims()[1];
+        let mut keep = Vec::with_capacity(n);
+        prev.clear();
+        for (row, &sent) in live.iter().enumerate() {
+            let id = best_id[row] as u32;
+            let hyp = &mut hyps[sent];
+            hyp.score += best_lp[row];
+            if id == EOS {
+                continue;
+            }
+            if let Some(a) = &attention {
+                let start = row * src_len;
+                hyp.attention
+                    .push(a[start..start + src.lengths[sent]].to_vec());
+            }
+            hyp.tokens.push(id);
+            if t + 1 >= limits[sent] {
+                continue;
+            }
+            keep.push(row);
+            prev.push(id as i32);
+        }
+        t += 1;
+        if keep.len() < n && !keep.is_empty() {
+            let idx: Vec<i32> = keep.iter().map(|&r| r as i32).collect();
+            let k = idx.len();
+            state = scorer.select(
+                step.state,
+                Tensor::from_data(TensorData::new(idx, [k]), &device),
+            );
+        } else {
+            state = step.state;
+        }
+        live = keep.iter().map(|&r| live[r]).collect();
+    }
+    hyps
+}

@@ -1,0 +1,55 @@
+//! The interface between a model and the search: a start state from the source, and one step.
+
+use crate::model::decoder::{DecoderMemory, DecoderState};
+use crate::model::encoder::SourceBatch;
+use crate::model::seq2seq::RnnSeq2Seq;
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+
+/// The result of one decoding step for `n` live hypotheses.
+#[derive(Debug, Clone)]
+pub struct Step<B: Backend, S> {
+    /// Log-probabilities of the next token, `[n, tgt_vocab]`.
+    pub log_probs: Tensor<B, 2>,
+    /// State after the step.
+    pub state: S,
+    /// Attention over the source, `[n, src_len]` (none for models without attention).
+    pub attention: Option<Tensor<B, 2>>,
+}
+
+/// What a model offers the search.
+pub trait Scorer<B: Backend> {
+    /// Everything carried from one step to the next (recurrent state, encoder memory, caches).
+    type State: Clone;
+
+    /// Encodes a source batch: the state before the first target token.
+    fn start(&self, src: &SourceBatch<B>) -> Self::State;
+
+    /// Scores the next token given the previous one, `prev`: `[n]`.
+    fn step(&self, prev: Tensor<B, 1, Int>, state: Self::State) -> Step<B, Self::State>;
+
+    /// Keeps the rows of `state` named by `indices` (`[m]`, repeats allowed), e.g. to drop finished
+    /// sentences or reorder beams.
+    fn select(&self, state: Self::State, indices: Tensor<B, 1, Int>) -> Self::State;
+}
+
+impl<B: Backend> Scorer<B> for RnnSeq2Seq<B> {
+    type State = (DecoderState<B>, DecoderMemory<B>);
+
+    fn start(&self, src: &SourceBatch<B>) -> Self::State {
+        self.encode(src)
+    }
+
+    fn step(&self, prev: Tensor<B, 1, Int>, (state, memory): Self::State) -> Step<B, Self::State> {
+        let (logits, state, attention) = self.decoder.decode_step(prev, state, &memory);
+        Step {
+            log_probs: log_softmax(logits, 1),
+            state: (state, memory),
+            attention,
+        }
+    }
+
+    fn select(&self, (state, memory): Self::State, indices: Tensor<B, 1, Int>) -> Self::State {
+        (state.select(indices.clone()), memory.select(indices))
+    }
+}

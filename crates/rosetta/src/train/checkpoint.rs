@@ -1,0 +1,167 @@
+//! Checkpoints are sacred: everything is written to a temporary name, synced to disk, then renamed,
+//! so a crash or a full disk never leaves a torn checkpoint behind.
+//!
+//! A model directory holds `model.safetensors` (the best weights, keys = parameter names) for
+//! translation, and `checkpoints/step-NNNNNNNN/` (model + optimizer + trainer state) for `--resume`.
+
+use crate::error::{Error, Result};
+use burn::module::Module;
+use burn::prelude::*;
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::store::{ModuleSnapshot, SafetensorsStore};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// Subdirectory holding resumable checkpoints.
+pub const CHECKPOINTS: &str = "checkpoints";
+/// Best weights, for translation.
+pub const WEIGHTS: &str = "model.safetensors";
+
+fn sync_file(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(path, e))
+}
+
+fn sync_dir(path: &Path) -> Result<()> {
+    // Directories can be opened and synced on Unix; elsewhere this is best effort.
+    match File::open(path) {
+        Ok(f) => {
+            let _ = f.sync_all();
+            Ok(())
+        }
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// Writes `bytes` to `path` atomically (temp file, fsync, rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = tmp_name(path);
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    sync_file(&tmp)?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    if let Some(parent) = path.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+fn tmp_name(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp"))
+}
+
+/// Saves weights as safetensors, atomically. Keys are the parameter paths (e.g.
+/// `decoder.attention.energy.weight`).
+pub fn save_weights<B: Backend, M: Module<B>>(model: &M, path: &Path) -> Result<()> {
+    let tmp = tmp_name(path);
+    let _ = std::fs::remove_file(&tmp);
+    let mut store = SafetensorsStore::from_file(&tmp).overwrite(true);
+    model.save_into(&mut store).map_err(|e| Error::Checkpoint {
+        path: path.to_path_buf(),
+        message: format!("cannot save weights: {e}"),
+    })?;
+    sync_file(&tmp)?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    if let Some(parent) = path.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// Loads safetensors weights into `model`, which must have the same architecture and vocabulary
+/// sizes. A missing key, an unexpected key or a shape mismatch is an error naming the file.
+pub fn load_weights<B: Backend, M: Module<B>>(mut model: M, path: &Path) -> Result<M> {
+    if !path.exists() {
+        return Err(Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "weights file not found"),
+        ));
+    }
+    let mut store = SafetensorsStore::from_file(path);
+    let result = model.load_from(&mut store).map_err(|e| Error::Checkpoint {
+        path: path.to_path_buf(),
+        message: format!("these weights do not fit the model described by config.toml: {e}"),
+    })?;
+    if !result.unused.is_empty() || !result.missing.is_empty() {
+        return Err(Error::Checkpoint {
+            path: path.to_path_buf(),
+            message: format!(
+                "these weights come from another model: missing {:?}, unexpected {:?}",
+                result.missing, result.unused
+            ),
+        });
+    }
+    Ok(model)
+}
+
+/// The model recorder used for resumable checkpoints (keeps parameter ids, so optimizer state
+/// matches after loading).
+pub fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
+    NamedMpkFileRecorder::<FullPrecisionSettings>::new()
+}
+
+/// Directory name of the checkpoint after `step` optimizer steps.
+pub fn step_dir(model_dir: &Path, step: u64) -> PathBuf {
+    model_dir.join(CHECKPOINTS).join(format!("step-{step:08}"))
+}
+
+/// All complete checkpoints, oldest first.
+pub fn list(model_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let dir = model_dir.join(CHECKPOINTS);
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
+        let entry = entry.map_err(|e| Error::io(&dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(step) = name
+            .strip_prefix("step-")
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            found.push((step, entry.path()));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Writes a checkpoint directory atomically: `fill` writes into a temporary directory, which is
+/// then synced and renamed to its final name. Older checkpoints beyond `keep` are removed.
+pub fn commit(
+    model_dir: &Path,
+    step: u64,
+    keep: usize,
+    fill: impl FnOnce(&Path) -> Result<()>,
+) -> Result<PathBuf> {
+    let parent = model_dir.join(CHECKPOINTS);
+    std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+    let final_dir = step_dir(model_dir, step);
+    let tmp = parent.join(format!(".tmp-step-{step:08}"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    fill(&tmp)?;
+    for entry in std::fs::read_dir(&tmp).map_err(|e| Error::io(&tmp, e))? {
+        let entry = entry.map_err(|e| Error::io(&tmp, e))?;
+        sync_file(&entry.path())?;
+    }
+    sync_dir(&tmp)?;
+    if final_dir.exists() {
+        std::fs::remove_dir_all(&final_dir).map_err(|e| Error::io(&final_dir, e))?;
+    }
+    std::fs::rename(&tmp, &final_dir).map_err(|e| Error::io(&final_dir, e))?;
+    sync_dir(&parent)?;
+    let all = list(model_dir)?;
+    if all.len() > keep.max(1) {
+        for (_, old) in &all[..all.len() - keep.max(1)] {
+            std::fs::remove_dir_all(old).map_err(|e| Error::io(old, e))?;
+        }
+    }
+    Ok(final_dir)
+}

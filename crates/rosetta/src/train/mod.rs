@@ -1,0 +1,8 @@
+//! Training: loss, optimizers, schedules, checkpoints, logging, and the loop that ties them together.
+
+pub mod checkpoint;
+pub mod loss;
+pub mod optim;
+pub mod schedule;
+pub mod tensorboard;
+pub mod trainer;

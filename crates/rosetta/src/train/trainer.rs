@@ -1,0 +1,578 @@
+//! The training loop: batches → loss → update, with validation, early stopping, checkpoints and
+//! exact resume.
+//!
+//! Exact resume rests on three facts: the batch plan of an epoch is a pure function of
+//! `(seed, epoch)`; dropout is re-seeded from `(seed, step)` before every batch; and the weights,
+//! optimizer moments and schedule state are restored bit for bit from the checkpoint.
+
+use super::checkpoint::{self, WEIGHTS};
+use super::loss::cross_entropy;
+use super::optim::{AnyOptimizer, grad_norm, scale_grads};
+use super::schedule::{Schedule, ScheduleState};
+use super::tensorboard::EventWriter;
+use crate::config::{Config, StopMetric};
+use crate::error::{Error, Result};
+use crate::model::input::{ids_tensor, source_batch};
+use crate::model::seq2seq::RnnSeq2Seq;
+use crate::search::greedy;
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use rosetta_text::batch::{Batch, BatchPlanner};
+use rosetta_text::corpus::CorpusSource;
+use rosetta_text::encoded::ParallelIds;
+use rosetta_text::metrics::bleu::Bleu;
+use rosetta_text::pipeline::TextPipeline;
+use rosetta_text::stats::CorpusStats;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Name of the resolved config in a model directory.
+pub const CONFIG_FILE: &str = "config.toml";
+/// Metrics log (JSON lines) in a model directory.
+pub const METRICS_FILE: &str = "metrics.jsonl";
+
+/// The data of a run.
+#[derive(Debug, Clone)]
+pub struct TrainData {
+    /// Training corpus.
+    pub train: CorpusSource,
+    /// Validation corpus (validation is skipped without one).
+    pub valid: Option<CorpusSource>,
+}
+
+/// Told about progress; every method has an empty default.
+pub trait Observer {
+    /// Training is about to start.
+    fn started(&mut self, _info: &RunInfo) {}
+    /// An update was made (called every `log_every` updates).
+    fn step(&mut self, _report: &StepReport) {}
+    /// A validation finished.
+    fn validated(&mut self, _report: &ValidReport) {}
+    /// Something worth a warning happened (e.g. a skipped batch).
+    fn warn(&mut self, _message: &str) {}
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Default)]
+pub struct Silent;
+impl Observer for Silent {}
+
+/// Facts about the run, reported once at the start.
+#[derive(Debug, Clone)]
+pub struct RunInfo {
+    /// Trainable parameters.
+    pub parameters: usize,
+    /// Training corpus statistics.
+    pub train_stats: CorpusStats,
+    /// Validation pairs.
+    pub valid_pairs: usize,
+    /// Batches per epoch.
+    pub batches_per_epoch: usize,
+    /// First update number of this process (0 on a fresh run).
+    pub start_step: u64,
+    /// Whether the run continues from a checkpoint.
+    pub resumed: bool,
+}
+
+/// A training progress report.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    /// Updates made.
+    pub step: u64,
+    /// 0-based epoch.
+    pub epoch: u64,
+    /// Batches done in this epoch and batches per epoch.
+    pub epoch_progress: (usize, usize),
+    /// Label-smoothed loss per target token of the last update.
+    pub loss: f64,
+    /// Learning rate used for the last update.
+    pub lr: f64,
+    /// Target tokens per second since the last report.
+    pub tokens_per_sec: f64,
+    /// Seconds of training so far (across resumes).
+    pub elapsed: f64,
+}
+
+/// A validation result.
+#[derive(Debug, Clone, Serialize)]
+pub struct ValidReport {
+    /// Updates made.
+    pub step: u64,
+    /// Perplexity on the validation set.
+    pub ppl: f64,
+    /// Cross-entropy per token (nats).
+    pub loss: f64,
+    /// BLEU of greedy decodes.
+    pub bleu: f64,
+    /// Whether this is the best validation so far (and was saved as `model.safetensors`).
+    pub best: bool,
+    /// Whether the plateau schedule just reduced the learning rate.
+    pub lr_reduced: bool,
+    /// Seconds the validation took.
+    pub seconds: f64,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainSummary {
+    /// Updates made in total.
+    pub steps: u64,
+    /// Update with the best validation (0 without validation).
+    pub best_step: u64,
+    /// Best validation metric (BLEU, or perplexity).
+    pub best_metric: Option<f64>,
+    /// Why training stopped.
+    pub stopped: String,
+    /// Training seconds (across resumes).
+    pub elapsed: f64,
+}
+
+/// Trainer state saved with every checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TrainState {
+    step: u64,
+    epoch: u64,
+    batch_in_epoch: usize,
+    schedule: ScheduleState,
+    best_metric: Option<f64>,
+    best_step: u64,
+    bad_validations: usize,
+    elapsed: f64,
+}
+
+/// Options that are not part of the config.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// Where the model directory is (created if needed).
+    pub model_dir: PathBuf,
+    /// Continue from the latest checkpoint in `model_dir`.
+    pub resume: bool,
+}
+
+/// Validation data, encoded once.
+struct Valid {
+    ids: ParallelIds,
+    planner: BatchPlanner,
+    refs: Vec<String>,
+}
+
+/// Forces the lazy initialization of every parameter now, so that initialization never consumes
+/// random numbers later (which would make a resumed run differ from an uninterrupted one).
+struct Materialize;
+impl<B: Backend> ModuleVisitor<B> for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let _ = param.val();
+    }
+}
+
+/// Mixes the seed and the update number into the seed of that update's dropout masks.
+fn step_seed(seed: u64, step: u64, micro: usize) -> u64 {
+    let mut x = seed
+        ^ step.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ (micro as u64).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 31;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 29)
+}
+
+fn write_json_line(path: &Path, value: &serde_json::Value) -> Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    writeln!(file, "{value}").map_err(|e| Error::io(path, e))
+}
+
+/// Number of trainable parameters.
+pub fn count_parameters<B: Backend, M: Module<B>>(model: &M) -> usize {
+    model.num_params()
+}
+
+/// Perplexity and BLEU of a model on validation data.
+fn validate<B: Backend>(
+    model: &RnnSeq2Seq<B>,
+    valid: &Valid,
+    pipeline: &TextPipeline,
+    config: &Config,
+    device: &B::Device,
+) -> Result<(f64, f64)> {
+    let (mut nll, mut tokens) = (0.0f64, 0usize);
+    let mut hyps = vec![String::new(); valid.ids.len()];
+    for indices in valid.planner.epoch(0, 0) {
+        let batch = Batch::new(&valid.ids, &indices);
+        let src = source_batch::<B>(&batch.src, device);
+        let (logits, _) = model.forward(&src, ids_tensor(&batch.tgt_in, device));
+        let sums = cross_entropy(logits, ids_tensor(&batch.tgt_out, device), 0.0);
+        nll += f64::from(sums.nll.into_scalar().elem::<f32>());
+        tokens += batch.tgt_out.real_tokens();
+        let (a, b) = (config.train.valid_max_len_a, config.train.valid_max_len_b);
+        let decoded = greedy(model, &src, |n| (a * n as f64) as usize + b);
+        for (hyp, &i) in decoded.iter().zip(&indices) {
+            hyps[i as usize] = pipeline.decode_tgt(&hyp.tokens)?;
+        }
+    }
+    let loss = nll / tokens.max(1) as f64;
+    let bleu = Bleu::default()
+        .corpus_score(&hyps, std::slice::from_ref(&valid.refs))
+        .map(|s| s.score)
+        .unwrap_or(0.0);
+    Ok((loss, bleu))
+}
+
+fn encode_valid(
+    pipeline: &TextPipeline,
+    source: &CorpusSource,
+    batch_tokens: usize,
+) -> Result<Valid> {
+    // Keep every validation pair (no length filter, no empty-pair drop) so BLEU covers the whole set.
+    let mut ids = ParallelIds::new();
+    let mut refs = Vec::new();
+    for pair in source.open()? {
+        let pair = pair?;
+        ids.push(
+            &pipeline.encode_src(&pair.src)?,
+            &pipeline.encode_tgt(&pair.tgt)?,
+        );
+        refs.push(pair.tgt.trim().to_owned());
+    }
+    let (src_lens, tgt_lens) = ids.batch_lengths();
+    let longest = src_lens.iter().chain(&tgt_lens).copied().max().unwrap_or(1) as usize;
+    let planner = BatchPlanner::new(src_lens, tgt_lens, batch_tokens.max(longest))?;
+    Ok(Valid { ids, planner, refs })
+}
+
+/// Trains a model as configured, writing a self-contained model directory.
+pub fn train<B: AutodiffBackend>(
+    config: &Config,
+    data: &TrainData,
+    options: &TrainOptions,
+    device: &B::Device,
+    observer: &mut dyn Observer,
+) -> Result<TrainSummary> {
+    config.validate()?;
+    let dir = &options.model_dir;
+    let existing = checkpoint::list(dir)?;
+    if options.resume && existing.is_empty() {
+        return Err(Error::Config(format!(
+            "--resume: {} holds no checkpoint to continue from",
+            dir.display()
+        )));
+    }
+    if !options.resume && (!existing.is_empty() || dir.join(WEIGHTS).exists()) {
+        return Err(Error::Config(format!(
+            "{} already holds a trained model; pass --resume to continue it, or choose another model directory",
+            dir.display()
+        )));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let train_cfg = &config.train;
+
+    // Text pipeline: trained on the corpus on a fresh run, loaded on resume (it must not change).
+    let pipeline = if options.resume {
+        TextPipeline::load(dir)?
+    } else {
+        let p = TextPipeline::fit(&data.train, &config.text, &|_| {})?;
+        p.save(dir)?;
+        p
+    };
+    checkpoint::write_atomic(&dir.join(CONFIG_FILE), config.to_toml()?.as_bytes())?;
+
+    let (train_ids, train_stats) = pipeline.encode_corpus(&data.train, &|_| {})?;
+    if train_ids.is_empty() {
+        return Err(Error::Config(format!(
+            "no training pairs left after filtering {}: {train_stats}",
+            data.train.describe()
+        )));
+    }
+    let (src_lens, tgt_lens) = train_ids.batch_lengths();
+    let planner = BatchPlanner::new(src_lens, tgt_lens, train_cfg.batch_tokens)?;
+    let valid = match &data.valid {
+        Some(source) => Some(encode_valid(&pipeline, source, train_cfg.batch_tokens)?),
+        None => None,
+    };
+
+    B::seed(device, train_cfg.seed);
+    let mut model: RnnSeq2Seq<B> = RnnSeq2Seq::new(
+        &config.model,
+        pipeline.src_vocab().len(),
+        pipeline.tgt_vocab().len(),
+        device,
+    );
+    model.visit(&mut Materialize);
+    let mut optimizer = AnyOptimizer::<B, RnnSeq2Seq<B>>::new(&train_cfg.optimizer_settings());
+    let mut schedule = Schedule::new(train_cfg.schedule_settings());
+    let mut state = TrainState {
+        step: 0,
+        epoch: 0,
+        batch_in_epoch: 0,
+        schedule: schedule.state().clone(),
+        best_metric: None,
+        best_step: 0,
+        bad_validations: 0,
+        elapsed: 0.0,
+    };
+    if let Some((_, last)) = existing.last().filter(|_| options.resume) {
+        model = model
+            .load_file(last.join("model"), &checkpoint::recorder(), device)
+            .map_err(|e| Error::Checkpoint {
+                path: last.join("model.mpk"),
+                message: format!("cannot load the model state: {e}"),
+            })?;
+        optimizer = optimizer.load(&last.join("optim"), device)?;
+        let state_path = last.join("state.json");
+        let text = std::fs::read_to_string(&state_path).map_err(|e| Error::io(&state_path, e))?;
+        state = serde_json::from_str(&text).map_err(|e| Error::Checkpoint {
+            path: state_path.clone(),
+            message: e.to_string(),
+        })?;
+        schedule = Schedule::restore(train_cfg.schedule_settings(), state.schedule.clone());
+    }
+
+    observer.started(&RunInfo {
+        parameters: model.num_params(),
+        train_stats,
+        valid_pairs: valid.as_ref().map_or(0, |v| v.ids.len()),
+        batches_per_epoch: planner.epoch(train_cfg.seed, 0).len(),
+        start_step: state.step,
+        resumed: options.resume,
+    });
+
+    let metrics_path = dir.join(METRICS_FILE);
+    let mut events = EventWriter::create(&dir.join("tensorboard"))?;
+    let started = Instant::now();
+    let elapsed_before = state.elapsed;
+    let elapsed = |started: &Instant| elapsed_before + started.elapsed().as_secs_f64();
+    let mut plan_epoch = u64::MAX;
+    let mut plan: Vec<Vec<u32>> = Vec::new();
+    let mut consecutive_bad = 0usize;
+    let (mut report_tokens, mut report_clock) = (0usize, Instant::now());
+    let mut validated_at = u64::MAX;
+    let stopped: String;
+
+    // One validation + checkpoint; returns true when early stopping says stop.
+    let validate_and_save = |model: &RnnSeq2Seq<B>,
+                             optimizer: &AnyOptimizer<B, RnnSeq2Seq<B>>,
+                             schedule: &mut Schedule,
+                             state: &mut TrainState,
+                             events: &mut EventWriter,
+                             observer: &mut dyn Observer|
+     -> Result<bool> {
+        let mut stop = false;
+        if let Some(valid) = &valid {
+            let clock = Instant::now();
+            let (loss, bleu) = validate(&model.valid(), valid, &pipeline, config, device)?;
+            let ppl = loss.exp();
+            let metric = match train_cfg.stop_metric {
+                StopMetric::Bleu => bleu,
+                StopMetric::Ppl => -ppl,
+            };
+            let best = state.best_metric.is_none_or(|b| metric > b);
+            if best {
+                state.best_metric = Some(metric);
+                state.best_step = state.step;
+                state.bad_validations = 0;
+                checkpoint::save_weights(model, &dir.join(WEIGHTS))?;
+            } else {
+                state.bad_validations += 1;
+                stop = train_cfg.patience > 0 && state.bad_validations >= train_cfg.patience;
+            }
+            let lr_reduced = schedule.on_validation(metric);
+            let report = ValidReport {
+                step: state.step,
+                ppl,
+                loss,
+                bleu,
+                best,
+                lr_reduced,
+                seconds: clock.elapsed().as_secs_f64(),
+            };
+            events.scalar("valid/ppl", state.step, ppl)?;
+            events.scalar("valid/bleu", state.step, bleu)?;
+            events.flush()?;
+            write_json_line(
+                &metrics_path,
+                &serde_json::json!({"type": "valid", "step": state.step, "ppl": ppl, "loss": loss,
+                    "bleu": bleu, "best": best, "lr_reduced": lr_reduced}),
+            )?;
+            observer.validated(&report);
+        } else {
+            // Without validation data the latest weights are the ones to translate with.
+            checkpoint::save_weights(model, &dir.join(WEIGHTS))?;
+        }
+        state.schedule = schedule.state().clone();
+        let json =
+            serde_json::to_string_pretty(&*state).map_err(|e| Error::Config(e.to_string()))?;
+        checkpoint::commit(dir, state.step, train_cfg.keep_checkpoints, |tmp| {
+            model
+                .clone()
+                .save_file(tmp.join("model"), &checkpoint::recorder())
+                .map_err(|e| Error::Checkpoint {
+                    path: tmp.join("model.mpk"),
+                    message: e.to_string(),
+                })?;
+            optimizer.save(&tmp.join("optim"))?;
+            std::fs::write(tmp.join("state.json"), &json)
+                .map_err(|e| Error::io(tmp.join("state.json"), e))
+        })?;
+        Ok(stop)
+    };
+
+    loop {
+        if train_cfg.max_steps > 0 && state.step >= train_cfg.max_steps {
+            stopped = format!("reached max_steps = {}", train_cfg.max_steps);
+            break;
+        }
+        if train_cfg.max_minutes > 0.0 && elapsed(&started) >= train_cfg.max_minutes * 60.0 {
+            stopped = format!("reached max_minutes = {}", train_cfg.max_minutes);
+            break;
+        }
+        if plan_epoch != state.epoch {
+            plan = planner.epoch(train_cfg.seed, state.epoch);
+            plan_epoch = state.epoch;
+        }
+        if state.batch_in_epoch >= plan.len() {
+            state.epoch += 1;
+            state.batch_in_epoch = 0;
+            if train_cfg.max_epochs > 0 && state.epoch >= train_cfg.max_epochs {
+                stopped = format!("reached max_epochs = {}", train_cfg.max_epochs);
+                break;
+            }
+            continue;
+        }
+
+        let mut accumulator = GradientsAccumulator::<RnnSeq2Seq<B>>::new();
+        let (mut micro_batches, mut step_loss, mut step_tokens) = (0usize, 0.0f64, 0usize);
+        while micro_batches < train_cfg.accumulate && state.batch_in_epoch < plan.len() {
+            let batch = Batch::new(&train_ids, &plan[state.batch_in_epoch]);
+            state.batch_in_epoch += 1;
+            B::seed(device, step_seed(train_cfg.seed, state.step, micro_batches));
+            let tokens = batch.tgt_out.real_tokens();
+            let src = source_batch::<B>(&batch.src, device);
+            let (logits, _) = model.forward(&src, ids_tensor(&batch.tgt_in, device));
+            let sums = cross_entropy(
+                logits,
+                ids_tensor(&batch.tgt_out, device),
+                train_cfg.label_smoothing,
+            );
+            let loss = sums.smoothed.div_scalar(tokens.max(1) as f64);
+            let value = f64::from(loss.clone().into_scalar().elem::<f32>());
+            if !value.is_finite() {
+                consecutive_bad += 1;
+                observer.warn(&format!(
+                    "skipping a batch with a non-finite loss at step {} ({consecutive_bad} in a row)",
+                    state.step + 1
+                ));
+                if consecutive_bad >= train_cfg.max_bad_batches {
+                    return Err(Error::Diverged {
+                        count: consecutive_bad,
+                        step: state.step,
+                    });
+                }
+                continue;
+            }
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            accumulator.accumulate(&model, grads);
+            micro_batches += 1;
+            step_loss += value * tokens as f64;
+            step_tokens += tokens;
+        }
+        if micro_batches == 0 {
+            continue;
+        }
+        let mut grads = accumulator.grads();
+        if micro_batches > 1 {
+            scale_grads(&model, &mut grads, 1.0 / micro_batches as f64);
+        }
+        let norm = grad_norm(&model, &grads);
+        if !norm.is_finite() {
+            consecutive_bad += 1;
+            observer.warn(&format!(
+                "skipping an update with a non-finite gradient norm at step {} ({consecutive_bad} in a row)",
+                state.step + 1
+            ));
+            if consecutive_bad >= train_cfg.max_bad_batches {
+                return Err(Error::Diverged {
+                    count: consecutive_bad,
+                    step: state.step,
+                });
+            }
+            continue;
+        }
+        consecutive_bad = 0;
+        if train_cfg.clip_norm > 0.0 && norm > train_cfg.clip_norm {
+            scale_grads(&model, &mut grads, train_cfg.clip_norm / norm);
+        }
+        state.step += 1;
+        let lr = schedule.lr(state.step);
+        model = optimizer.step(lr, model, grads);
+        report_tokens += step_tokens;
+
+        let loss = step_loss / step_tokens.max(1) as f64;
+        write_json_line(
+            &metrics_path,
+            &serde_json::json!({"type": "train", "step": state.step, "epoch": state.epoch,
+                "loss": loss, "lr": lr, "grad_norm": norm, "tokens": step_tokens}),
+        )?;
+        if state.step.is_multiple_of(train_cfg.log_every) {
+            let secs = report_clock.elapsed().as_secs_f64().max(1e-9);
+            events.scalar("train/loss", state.step, loss)?;
+            events.scalar("train/lr", state.step, lr)?;
+            observer.step(&StepReport {
+                step: state.step,
+                epoch: state.epoch,
+                epoch_progress: (state.batch_in_epoch, plan.len()),
+                loss,
+                lr,
+                tokens_per_sec: report_tokens as f64 / secs,
+                elapsed: elapsed(&started),
+            });
+            report_tokens = 0;
+            report_clock = Instant::now();
+        }
+        if state.step.is_multiple_of(train_cfg.valid_every) {
+            state.elapsed = elapsed(&started);
+            validated_at = state.step;
+            if validate_and_save(
+                &model,
+                &optimizer,
+                &mut schedule,
+                &mut state,
+                &mut events,
+                observer,
+            )? {
+                stopped = format!(
+                    "early stopping: no improvement in {} validations",
+                    train_cfg.patience
+                );
+                break;
+            }
+        }
+    }
+    if validated_at != state.step {
+        state.elapsed = elapsed(&started);
+        validate_and_save(
+            &model,
+            &optimizer,
+            &mut schedule,
+            &mut state,
+            &mut events,
+            observer,
+        )?;
+    }
+    events.flush()?;
+    Ok(TrainSummary {
+        steps: state.step,
+        best_step: state.best_step,
+        best_metric: state.best_metric.map(|m| match train_cfg.stop_metric {
+            StopMetric::Bleu => m,
+            StopMetric::Ppl => -m,
+        }),
+        stopped,
+        elapsed: state.elapsed,
+    })
+}
