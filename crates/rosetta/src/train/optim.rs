@@ -213,3 +213,27 @@ pub fn scale_grads<B: AutodiffBackend, M: AutodiffModule<B>>(
 ) {
     model.visit(&mut Scale { grads, factor });
 }
+
+struct NonFinite<B: Backend> {
+    flags: Vec<Tensor<B, 1, Bool>>,
+}
+
+impl<B: Backend> ModuleVisitor<B> for NonFinite<B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        self.flags.push(param.val().is_finite().bool_not().any());
+    }
+}
+
+/// Whether every parameter value is finite (one device sync). Checked before anything is saved, so
+/// a diverged model never overwrites a good checkpoint.
+pub fn params_finite<B: Backend, M: Module<B>>(model: &M) -> bool {
+    let mut visitor = NonFinite::<B> { flags: Vec::new() };
+    model.visit(&mut visitor);
+    if visitor.flags.is_empty() {
+        return true;
+    }
+    !Tensor::cat(visitor.flags, 0)
+        .any()
+        .into_scalar()
+        .elem::<bool>()
+}

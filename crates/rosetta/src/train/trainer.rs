@@ -7,7 +7,7 @@
 
 use super::checkpoint::{self, WEIGHTS};
 use super::loss::cross_entropy;
-use super::optim::{AnyOptimizer, grad_norm, scale_grads};
+use super::optim::{AnyOptimizer, grad_norm, params_finite, scale_grads};
 use super::schedule::{Schedule, ScheduleState};
 use super::tensorboard::EventWriter;
 use crate::config::{Config, StopMetric};
@@ -363,6 +363,13 @@ pub fn train<B: AutodiffBackend>(
                              observer: &mut dyn Observer|
      -> Result<bool> {
         let mut stop = false;
+        if !params_finite(model) {
+            observer.warn(&format!(
+                "not saving at step {}: the weights are no longer finite (the previous checkpoint is kept)",
+                state.step
+            ));
+            return Ok(false);
+        }
         if let Some(valid) = &valid {
             let clock = Instant::now();
             let (loss, bleu) = validate(&model.valid(), valid, &pipeline, config, device)?;
