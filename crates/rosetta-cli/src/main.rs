@@ -1,11 +1,14 @@
 //! The `rosetta` command-line tool. It stays thin: it parses arguments, adds context to errors and
 //! calls the libraries, where all real work lives.
 
+mod evaluate;
+mod heatmap;
 mod prepare;
 mod progress;
 mod quickstart;
 mod score;
 mod train;
+mod translate;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -24,6 +27,10 @@ enum Command {
     Quickstart(quickstart::Args),
     /// Train a model from a TOML config.
     Train(train::Args),
+    /// Translate lines with a trained model (stdin → stdout, one output line per input line).
+    Translate(translate::Args),
+    /// Translate a test set and report BLEU, chrF, perplexity and speed.
+    Evaluate(evaluate::Args),
     /// Train tokenizers and vocabularies on a parallel corpus and print its statistics.
     Prepare(prepare::Args),
     /// Score hypotheses against references with BLEU and chrF, exactly as sacreBLEU does.
@@ -42,6 +49,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Quickstart(args) => quickstart::run(args),
         Command::Train(args) => train::run(args),
+        Command::Translate(args) => translate::run(args),
+        Command::Evaluate(args) => evaluate::run(args),
         Command::Prepare(args) => prepare::run(args),
         Command::Score(args) => score::run(args),
     };
@@ -49,10 +58,27 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", render_error(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, `: `-separated like `{:#}`, but without repeating a cause that the
+/// message above it already ends with (the libraries' errors print their source themselves).
+fn render_error(e: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if message.ends_with(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
 }
 
 /// `rosetta ... | head` closes our stdout early; that is the reader's choice, not a failure.

@@ -11,7 +11,7 @@ use rosetta::model::attention::AttentionKind;
 use rosetta::model::cell::CellKind;
 use rosetta::train::schedule::ScheduleKind;
 use rosetta::train::trainer::{TrainData, TrainOptions, TrainSummary, train};
-use rosetta::translate::{Translation, Translator};
+use rosetta::translate::{TranslateOptions, Translation, Translator};
 use rosetta_text::corpus::CorpusSource;
 use rosetta_text::tasks::dates::DateTask;
 use rosetta_text::tokenize::TokenizerKind;
@@ -91,7 +91,11 @@ impl Job for Quickstart<'_> {
         let summary = summary?;
         let translator = Translator::<B::InnerBackend>::load(self.model_dir, &device)?;
         let inputs: Vec<&str> = self.task.test.iter().map(|(s, _)| s.as_str()).collect();
-        Ok((summary, translator.translate(&inputs)?))
+        let greedy = TranslateOptions {
+            beam: 1,
+            ..TranslateOptions::default()
+        };
+        Ok((summary, translator.translate(&inputs, &greedy)?))
     }
 }
 
@@ -111,7 +115,10 @@ fn alignment(t: &Translation) -> String {
         })
         .collect();
     out.push_str(&format!("      {header}\n"));
-    for (piece, row) in t.pieces.iter().zip(&t.attention) {
+    let Some(best) = t.best() else {
+        return out;
+    };
+    for (piece, row) in best.pieces.iter().zip(&best.attention) {
         let shades: String = row
             .iter()
             .take(t.source_pieces.len())
@@ -165,7 +172,7 @@ pub fn run(args: Args) -> Result<()> {
     let correct = translations
         .iter()
         .zip(&task.test)
-        .filter(|(t, (_, iso))| t.text == *iso)
+        .filter(|(t, (_, iso))| t.text() == iso)
         .count();
     println!(
         "\nexact match on {} held-out dates: {:.1}%",
@@ -173,17 +180,12 @@ pub fn run(args: Args) -> Result<()> {
         100.0 * correct as f64 / task.test.len() as f64
     );
     for (t, (src, iso)) in translations.iter().zip(&task.test).take(4) {
-        println!(
-            "\n  {src:<32} → {}   {}",
-            t.text,
-            if t.text == *iso {
-                "✓"
-            } else {
-                "✗ expected "
-            }
-            .to_owned()
-                + if t.text == *iso { "" } else { iso }
-        );
+        let verdict = if t.text() == iso {
+            "✓".to_owned()
+        } else {
+            format!("✗ expected {iso}")
+        };
+        println!("\n  {src:<32} → {}   {verdict}", t.text());
         print!("{}", alignment(t));
     }
     println!("\ntotal time {:.1} s", clock.elapsed().as_secs_f64());

@@ -1,32 +1,158 @@
 //! The translation API: load a model directory, translate lines. Used by the CLI and the server.
 
 use crate::config::Config;
-use crate::error::Result;
-use crate::model::input::source_batch;
+use crate::error::{Error, Result};
+use crate::model::input::{ids_tensor, source_batch};
 use crate::model::seq2seq::RnnSeq2Seq;
-use crate::search::greedy;
+use crate::search::{BeamConfig, Hypothesis, SamplingConfig, beam_search, greedy, sample};
 use crate::train::checkpoint::{WEIGHTS, load_weights};
+use crate::train::loss::cross_entropy;
 use crate::train::trainer::CONFIG_FILE;
 use burn::prelude::*;
 use rosetta_text::batch::PaddedIds;
 use rosetta_text::pipeline::TextPipeline;
+use rosetta_text::vocab::SPECIALS;
 use std::path::Path;
 
-/// One translated line.
+/// How to decode.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Translation {
+pub struct TranslateOptions {
+    /// Beam size (1 = greedy).
+    pub beam: usize,
+    /// Candidates returned per line (≤ beam).
+    pub n_best: usize,
+    /// GNMT length penalty α.
+    pub length_penalty: f64,
+    /// Maximum output length `a · source length + b`.
+    pub max_len_a: f64,
+    /// See `max_len_a`.
+    pub max_len_b: usize,
+    /// Minimum output length (beam search).
+    pub min_len: usize,
+    /// Forbid repeated n-grams of this size (beam search; 0 = off).
+    pub no_repeat_ngram: usize,
+    /// Sample instead of searching.
+    pub sampling: Option<SamplingConfig>,
+    /// Tokens per batch, padding included (source side).
+    pub max_tokens_per_batch: usize,
+    /// Replace `<unk>` in the output by the most-attended source piece.
+    pub replace_unk: bool,
+}
+
+impl Default for TranslateOptions {
+    fn default() -> Self {
+        TranslateOptions {
+            beam: 5,
+            n_best: 1,
+            length_penalty: 1.0,
+            max_len_a: 1.5,
+            max_len_b: 10,
+            min_len: 0,
+            no_repeat_ngram: 0,
+            sampling: None,
+            max_tokens_per_batch: 4000,
+            replace_unk: false,
+        }
+    }
+}
+
+impl TranslateOptions {
+    /// Checks the options in plain English.
+    pub fn validate(&self) -> Result<()> {
+        if self.beam == 0 {
+            return Err(Error::Config("beam size must be at least 1".into()));
+        }
+        if self.n_best == 0 || self.n_best > self.beam {
+            return Err(Error::Config(format!(
+                "n_best ({}) must be between 1 and the beam size ({})",
+                self.n_best, self.beam
+            )));
+        }
+        if let Some(s) = &self.sampling {
+            if s.temperature.is_nan() || s.temperature <= 0.0 {
+                return Err(Error::Config(
+                    "sampling temperature must be positive".into(),
+                ));
+            }
+            if !(s.top_p > 0.0 && s.top_p <= 1.0) {
+                return Err(Error::Config("top_p must be in (0, 1]".into()));
+            }
+            if self.n_best > 1 {
+                return Err(Error::Config(
+                    "n_best > 1 needs beam search, not sampling".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One output candidate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
     /// Detokenized output.
     pub text: String,
-    /// Source pieces the model read (after truncation), without `</s>`.
-    pub source_pieces: Vec<String>,
     /// Output pieces, without `</s>`.
     pub pieces: Vec<String>,
-    /// Log-probability of the output under the model.
+    /// Log-probability of the pieces and `</s>` under the model.
+    pub log_prob: f32,
+    /// Ranking score (log-probability / length penalty for beam search).
     pub score: f32,
-    /// Attention of each output piece over the source pieces (and `</s>`); empty without attention.
+    /// Attention of each output piece over the source pieces and the source `</s>`.
     pub attention: Vec<Vec<f32>>,
+}
+
+impl Candidate {
+    /// Hard alignment: for each output piece j, the most-attended source piece i, as `(i, j)`
+    /// pairs (the source `</s>` is never chosen). Empty without attention.
+    pub fn alignment(&self, source_len: usize) -> Vec<(usize, usize)> {
+        self.attention
+            .iter()
+            .enumerate()
+            .filter(|_| source_len > 0)
+            .map(|(j, row)| {
+                let i = row
+                    .iter()
+                    .take(source_len)
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .map_or(0, |(i, _)| i);
+                (i, j)
+            })
+            .collect()
+    }
+}
+
+/// The translation of one line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Translation {
+    /// Source pieces the model read (after truncation), without `</s>`.
+    pub source_pieces: Vec<String>,
     /// Whether the source was longer than the model's maximum length and was truncated.
     pub truncated: bool,
+    /// Candidates, best first (empty output for an empty line).
+    pub candidates: Vec<Candidate>,
+}
+
+impl Translation {
+    /// The best output text ("" for an empty line).
+    pub fn text(&self) -> &str {
+        self.candidates.first().map_or("", |c| c.text.as_str())
+    }
+
+    /// The best candidate, if any.
+    pub fn best(&self) -> Option<&Candidate> {
+        self.candidates.first()
+    }
+}
+
+/// Pharaoh-format alignment: `0-0 1-2 …` (source-target).
+pub fn pharaoh(alignment: &[(usize, usize)]) -> String {
+    alignment
+        .iter()
+        .map(|(i, j)| format!("{i}-{j}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A loaded model ready to translate.
@@ -41,7 +167,17 @@ pub struct Translator<B: Backend> {
 impl<B: Backend> Translator<B> {
     /// Loads `config.toml`, the text pipeline and `model.safetensors` from a model directory.
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self> {
-        let config = Config::load(&dir.join(CONFIG_FILE))?;
+        let config_path = dir.join(CONFIG_FILE);
+        if !config_path.exists() {
+            return Err(Error::io(
+                &config_path,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "not a model directory (no config.toml); train one with `rosetta train`",
+                ),
+            ));
+        }
+        let config = Config::load(&config_path)?;
         let pipeline = TextPipeline::load(dir)?;
         let model = RnnSeq2Seq::new(
             &config.model,
@@ -58,88 +194,191 @@ impl<B: Backend> Translator<B> {
         })
     }
 
-    /// Wraps an in-memory model.
-    pub fn new(
-        model: RnnSeq2Seq<B>,
-        pipeline: TextPipeline,
-        config: Config,
-        device: B::Device,
-    ) -> Self {
-        Translator {
-            model,
-            pipeline,
-            config,
-            device,
-        }
-    }
-
     /// The model's text pipeline.
     pub fn pipeline(&self) -> &TextPipeline {
         &self.pipeline
     }
 
+    /// The model's config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Longest source the model reads, in pieces; longer lines are truncated.
+    pub fn max_source_len(&self) -> usize {
+        self.config.text.max_len
+    }
+
+    /// Groups indices of non-empty sequences (sorted by length) into token-limited batches.
+    fn batches(lengths: &[usize], budget: usize) -> Vec<Vec<usize>> {
+        let mut order: Vec<usize> = (0..lengths.len()).filter(|&i| lengths[i] > 0).collect();
+        order.sort_by_key(|&i| lengths[i]);
+        let mut batches = Vec::new();
+        let mut start = 0;
+        while start < order.len() {
+            let mut end = start + 1;
+            // Sorted by length: the last row of a batch is its longest.
+            while end < order.len() && (end + 1 - start) * (lengths[order[end]] + 1) <= budget {
+                end += 1;
+            }
+            batches.push(order[start..end].to_vec());
+            start = end;
+        }
+        batches
+    }
+
     /// Translates lines, returning exactly one translation per line, in order. Empty lines give empty
     /// translations; lines longer than the model's maximum length are truncated (and flagged).
-    pub fn translate(&self, lines: &[&str]) -> Result<Vec<Translation>> {
-        let max_len = self.config.text.max_len;
-        let mut encoded = Vec::with_capacity(lines.len());
+    pub fn translate(
+        &self,
+        lines: &[&str],
+        options: &TranslateOptions,
+    ) -> Result<Vec<Translation>> {
+        options.validate()?;
+        let max_len = self.max_source_len();
+        let mut out = Vec::with_capacity(lines.len());
+        let mut ids = Vec::with_capacity(lines.len());
         for line in lines {
             let mut pieces = self.pipeline.src_pieces(line)?;
             let truncated = pieces.len() > max_len;
             pieces.truncate(max_len);
-            let ids = self.pipeline.src_vocab().encode(&pieces);
-            encoded.push((pieces, ids, truncated));
+            ids.push(self.pipeline.src_vocab().encode(&pieces));
+            out.push(Translation {
+                source_pieces: pieces,
+                truncated,
+                candidates: Vec::new(),
+            });
         }
-        let mut order: Vec<usize> = (0..lines.len())
-            .filter(|&i| !encoded[i].1.is_empty())
-            .collect();
-        order.sort_by_key(|&i| encoded[i].1.len());
-        let mut out: Vec<Option<Translation>> = vec![None; lines.len()];
-        let budget = self.config.train.batch_tokens.max(max_len + 1);
-        let mut start = 0;
-        while start < order.len() {
-            // Sorted by length: the last row of a chunk is the longest.
-            let mut end = start + 1;
-            while end < order.len()
-                && (end + 1 - start) * (encoded[order[end]].1.len() + 1) <= budget
-            {
-                end += 1;
-            }
-            let chunk = &order[start..end];
-            let padded =
-                PaddedIds::new(chunk.iter().map(|&i| encoded[i].1.as_slice()), false, true);
+        let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
+        let budget = options.max_tokens_per_batch.max(max_len + 1);
+        let (a, b) = (options.max_len_a, options.max_len_b);
+        let beam = BeamConfig {
+            beam: options.beam,
+            n_best: options.n_best,
+            length_penalty: options.length_penalty,
+            max_len_a: a,
+            max_len_b: b,
+            min_len: options.min_len,
+            no_repeat_ngram: options.no_repeat_ngram,
+        };
+        for chunk in Self::batches(&lengths, budget) {
+            let padded = PaddedIds::new(chunk.iter().map(|&i| ids[i].as_slice()), false, true);
             let src = source_batch::<B>(&padded, &self.device);
-            let (a, b) = (
-                self.config.train.valid_max_len_a,
-                self.config.train.valid_max_len_b,
-            );
-            let hyps = greedy(&self.model, &src, |n| (a * n as f64) as usize + b);
-            for (hyp, &i) in hyps.into_iter().zip(chunk) {
-                let pieces = self.pipeline.tgt_vocab().decode(&hyp.tokens);
-                out[i] = Some(Translation {
-                    text: self.pipeline.detokenize_tgt(&pieces)?,
-                    source_pieces: encoded[i].0.clone(),
-                    pieces,
-                    score: hyp.score,
-                    attention: hyp.attention,
-                    truncated: encoded[i].2,
-                });
+            let max_out = |n: usize| ((a * n as f64) as usize + b).max(1);
+            let hyps: Vec<Vec<Hypothesis>> = match (&options.sampling, options.beam) {
+                (Some(sampling), _) => {
+                    let sentence_ids: Vec<u64> = chunk.iter().map(|&i| i as u64).collect();
+                    sample(&self.model, &src, sampling, &sentence_ids, max_out)
+                        .into_iter()
+                        .map(|h| vec![h])
+                        .collect()
+                }
+                (None, 1) => greedy(&self.model, &src, max_out)
+                    .into_iter()
+                    .map(|h| vec![h])
+                    .collect(),
+                (None, _) => beam_search(&self.model, &src, &beam),
+            };
+            for (hyps, &i) in hyps.into_iter().zip(&chunk) {
+                let mut candidates = Vec::with_capacity(hyps.len());
+                for hyp in hyps {
+                    let mut pieces = self.pipeline.tgt_vocab().decode(&hyp.tokens);
+                    if options.replace_unk {
+                        self.replace_unknown(&mut pieces, &hyp.attention, &out[i].source_pieces);
+                    }
+                    candidates.push(Candidate {
+                        text: self.pipeline.detokenize_tgt(&pieces)?,
+                        pieces,
+                        log_prob: hyp.log_prob,
+                        score: hyp.score,
+                        attention: hyp.attention,
+                    });
+                }
+                out[i].candidates = candidates;
             }
-            start = end;
         }
-        Ok(out
-            .into_iter()
-            .enumerate()
-            .map(|(i, t)| {
-                t.unwrap_or_else(|| Translation {
+        for t in &mut out {
+            if t.candidates.is_empty() {
+                t.candidates.push(Candidate {
                     text: String::new(),
-                    source_pieces: encoded[i].0.clone(),
                     pieces: Vec::new(),
+                    log_prob: 0.0,
                     score: 0.0,
                     attention: Vec::new(),
-                    truncated: false,
-                })
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Copies the most-attended source piece in place of each `<unk>` (Luong et al. 2015b).
+    fn replace_unknown(&self, pieces: &mut [String], attention: &[Vec<f32>], source: &[String]) {
+        let unk = SPECIALS[rosetta_text::vocab::UNK as usize];
+        for (j, piece) in pieces.iter_mut().enumerate() {
+            if piece != unk {
+                continue;
+            }
+            let best = attention.get(j).and_then(|row| {
+                row.iter()
+                    .take(source.len())
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .map(|(i, _)| i)
+            });
+            if let Some(i) = best {
+                *piece = source[i].clone();
+            }
+        }
+    }
+
+    /// Teacher-forced cross-entropy of references given sources: `(summed nll, target tokens)`,
+    /// target tokens counting `</s>`. Perplexity is `exp(nll / tokens)`.
+    pub fn score_references(
+        &self,
+        sources: &[&str],
+        references: &[&str],
+        max_tokens: usize,
+    ) -> Result<(f64, usize)> {
+        if sources.len() != references.len() {
+            return Err(Error::Config(format!(
+                "{} source lines but {} reference lines",
+                sources.len(),
+                references.len()
+            )));
+        }
+        let max_len = self.max_source_len();
+        let mut src_ids = Vec::with_capacity(sources.len());
+        let mut tgt_ids = Vec::with_capacity(sources.len());
+        for (s, r) in sources.iter().zip(references) {
+            let mut ids = self.pipeline.encode_src(s)?;
+            ids.truncate(max_len);
+            src_ids.push(ids);
+            tgt_ids.push(self.pipeline.encode_tgt(r)?);
+        }
+        let lengths: Vec<usize> = src_ids
+            .iter()
+            .zip(&tgt_ids)
+            .map(|(s, t)| {
+                if s.is_empty() {
+                    0
+                } else {
+                    s.len().max(t.len())
+                }
             })
-            .collect())
+            .collect();
+        let (mut nll, mut tokens) = (0.0f64, 0usize);
+        for chunk in Self::batches(&lengths, max_tokens.max(2 * max_len + 2)) {
+            let src = PaddedIds::new(chunk.iter().map(|&i| src_ids[i].as_slice()), false, true);
+            let tgt_in = PaddedIds::new(chunk.iter().map(|&i| tgt_ids[i].as_slice()), true, false);
+            let tgt_out = PaddedIds::new(chunk.iter().map(|&i| tgt_ids[i].as_slice()), false, true);
+            let (logits, _) = self.model.forward(
+                &source_batch::<B>(&src, &self.device),
+                ids_tensor(&tgt_in, &self.device),
+            );
+            let sums = cross_entropy(logits, ids_tensor(&tgt_out, &self.device), 0.0);
+            nll += f64::from(sums.nll.into_scalar().elem::<f32>());
+            tokens += tgt_out.real_tokens();
+        }
+        Ok((nll, tokens))
     }
 }

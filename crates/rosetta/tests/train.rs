@@ -9,7 +9,7 @@ use rosetta::model::cell::CellKind;
 use rosetta::train::optim::OptimizerKind;
 use rosetta::train::schedule::ScheduleKind;
 use rosetta::train::trainer::{Silent, TrainData, TrainOptions, train};
-use rosetta::translate::Translator;
+use rosetta::translate::{TranslateOptions, Translator};
 use rosetta_text::corpus::CorpusSource;
 use rosetta_text::tokenize::TokenizerKind;
 use std::path::Path;
@@ -132,12 +132,15 @@ fn every_cell_and_attention_kind_learns_to_reverse() {
         );
 
         let translator = Translator::<Flex>::load(dir.path(), &device).unwrap();
-        let out = translator.translate(&["a b c d", "", "h g"]).unwrap();
+        let out = translator
+            .translate(&["a b c d", "", "h g"], &TranslateOptions::default())
+            .unwrap();
         assert_eq!(out.len(), 3);
-        assert_eq!(out[1].text, "");
+        assert_eq!(out[1].text(), "");
         if attention != AttentionKind::None {
-            assert_eq!(out[0].text, "d c b a", "{cell:?}/{attention:?}");
-            assert_eq!(out[0].attention.len(), out[0].pieces.len());
+            assert_eq!(out[0].text(), "d c b a", "{cell:?}/{attention:?}");
+            let best = out[0].best().unwrap();
+            assert_eq!(best.attention.len(), best.pieces.len());
         }
     }
 }

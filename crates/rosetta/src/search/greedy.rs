@@ -3,7 +3,7 @@
 use super::scorer::Scorer;
 use crate::model::encoder::SourceBatch;
 use burn::prelude::*;
-use rosetta_text::vocab::{BOS, EOS};
+use rosetta_text::vocab::{BOS, EOS, PAD};
 
 /// One decoded sentence.
 #[derive(Debug, Clone, PartialEq)]
@@ -11,6 +11,9 @@ pub struct Hypothesis {
     /// Target ids without `<s>`/`</s>`.
     pub tokens: Vec<u32>,
     /// Sum of the log-probabilities of the tokens (and of `</s>`, when it was produced).
+    pub log_prob: f32,
+    /// The score hypotheses are ranked by: `log_prob` divided by the length penalty in beam
+    /// search, `log_prob` itself otherwise.
     pub score: f32,
     /// Attention per output token, each over the source positions (empty without attention).
     pub attention: Vec<Vec<f32>>,
@@ -28,6 +31,7 @@ pub fn greedy<B: Backend, S: Scorer<B>>(
     let mut hyps = vec![
         Hypothesis {
             tokens: Vec::new(),
+            log_prob: 0.0,
             score: 0.0,
             attention: Vec::new(),
         };
@@ -38,12 +42,23 @@ pub fn greedy<B: Backend, S: Scorer<B>>(
     let mut state = scorer.start(src);
     let mut prev = vec![BOS as i32; batch];
     let mut t = 0;
+    // Padding and `<s>` are never outputs: −∞ added before the argmax (scores stay the model's).
+    let mut forbid: Option<Tensor<B, 2>> = None;
     while !live.is_empty() {
         let n = live.len();
         let prev_tensor =
             Tensor::<B, 1, Int>::from_data(TensorData::new(prev.clone(), [n]), &device);
         let step = scorer.step(prev_tensor, state);
-        let (best_lp, best_id) = step.log_probs.max_dim_with_indices(1); // [n, 1]
+        let vocab = step.log_probs.dims()[1];
+        let forbid = forbid
+            .get_or_insert_with(|| {
+                let mut bias = vec![0.0f32; vocab];
+                bias[PAD as usize] = f32::NEG_INFINITY;
+                bias[BOS as usize] = f32::NEG_INFINITY;
+                Tensor::from_data(TensorData::new(bias, [1, vocab]), &device)
+            })
+            .clone();
+        let (best_lp, best_id) = (step.log_probs + forbid).max_dim_with_indices(1); // [n, 1]
         let best_lp: Vec<f32> = best_lp.into_data().iter::<f32>().collect();
         let best_id: Vec<i64> = best_id.into_data().iter::<i64>().collect();
         let attention: Option<Vec<f32>> = step
@@ -55,7 +70,8 @@ pub fn greedy<B: Backend, S: Scorer<B>>(
         for (row, &sent) in live.iter().enumerate() {
             let id = best_id[row] as u32;
             let hyp = &mut hyps[sent];
-            hyp.score += best_lp[row];
+            hyp.log_prob += best_lp[row];
+            hyp.score = hyp.log_prob;
             if id == EOS {
                 continue;
             }

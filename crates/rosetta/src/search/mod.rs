@@ -1,8 +1,12 @@
 //! Decoding written once against the [`Scorer`] interface (after Marian's `Scorer { startState; step }`),
 //! so RNNs, Transformers and ensembles share the same search.
 
+pub mod beam;
 pub mod greedy;
+pub mod sampling;
 pub mod scorer;
 
+pub use beam::{BeamConfig, beam_search};
 pub use greedy::{Hypothesis, greedy};
+pub use sampling::{SamplingConfig, sample};
 pub use scorer::{Scorer, Step};

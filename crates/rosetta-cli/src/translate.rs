@@ -1,0 +1,275 @@
+//! `rosetta translate --model DIR`: stdin → stdout (or files), one output line per input line.
+
+use anyhow::{Context, Result};
+use rosetta::device::{DeviceChoice, Job, resolve, run_on};
+use rosetta::search::SamplingConfig;
+use rosetta::translate::{TranslateOptions, Translation, Translator, pharaoh};
+use std::io::{BufRead, BufWriter, IsTerminal, Write};
+use std::path::PathBuf;
+
+/// Decoding options shared by `translate` and `evaluate`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DecodeArgs {
+    /// Beam size (1 = greedy).
+    #[arg(long, default_value_t = 5)]
+    beam: usize,
+    /// GNMT length penalty α.
+    #[arg(long, default_value_t = 1.0)]
+    length_penalty: f64,
+    /// Maximum output length: a · source length + b (a).
+    #[arg(long, default_value_t = 1.5)]
+    max_len_a: f64,
+    /// Maximum output length: a · source length + b (b).
+    #[arg(long, default_value_t = 10)]
+    max_len_b: usize,
+    /// Minimum output length.
+    #[arg(long, default_value_t = 0)]
+    min_len: usize,
+    /// Forbid repeating n-grams of this size (0 = off).
+    #[arg(long, default_value_t = 0)]
+    no_repeat_ngram: usize,
+    /// Sample instead of beam search.
+    #[arg(long)]
+    sample: bool,
+    /// Sampling temperature.
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
+    /// Sample from the k most probable tokens only (0 = all).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Sample from the smallest set of tokens with this much probability.
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    /// Seed for sampling.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Tokens per batch (source side, padding included).
+    #[arg(long, default_value_t = 4000)]
+    max_tokens_per_batch: usize,
+    /// Replace <unk> by the most-attended source piece.
+    #[arg(long)]
+    replace_unk: bool,
+}
+
+impl DecodeArgs {
+    pub fn options(&self, n_best: usize) -> TranslateOptions {
+        TranslateOptions {
+            beam: if self.sample { 1 } else { self.beam },
+            n_best,
+            length_penalty: self.length_penalty,
+            max_len_a: self.max_len_a,
+            max_len_b: self.max_len_b,
+            min_len: self.min_len,
+            no_repeat_ngram: self.no_repeat_ngram,
+            sampling: self.sample.then_some(SamplingConfig {
+                temperature: self.temperature,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                seed: self.seed,
+            }),
+            max_tokens_per_batch: self.max_tokens_per_batch,
+            replace_unk: self.replace_unk,
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Model directory written by `rosetta train`.
+    #[arg(long, short = 'm')]
+    model: PathBuf,
+    /// Input file (default: standard input).
+    #[arg(long, short = 'i')]
+    input: Option<PathBuf>,
+    /// Output file (default: standard output).
+    #[arg(long, short = 'o')]
+    output: Option<PathBuf>,
+    /// Candidates per line; above 1 each line is `N ||| text ||| score`.
+    #[arg(long, default_value_t = 1)]
+    n_best: usize,
+    /// Append hard alignments in Pharaoh format (` ||| 0-0 1-2 …`).
+    #[arg(long)]
+    alignments: bool,
+    /// Write an attention heatmap per line to DIR/NNNNNN.png (line number).
+    #[arg(long, value_name = "DIR")]
+    attention_png: Option<PathBuf>,
+    /// Lines translated together (default: 1 on a terminal, 2000 otherwise).
+    #[arg(long)]
+    chunk_lines: Option<usize>,
+    #[command(flatten)]
+    decode: DecodeArgs,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+}
+
+/// Reads lines (invalid UTF-8 is replaced, with a warning, so the line count is kept).
+fn read_chunk(reader: &mut dyn BufRead, max: usize, line_no: &mut u64) -> Result<Vec<String>> {
+    let mut lines = Vec::with_capacity(max);
+    let mut buf = Vec::new();
+    while lines.len() < max {
+        buf.clear();
+        if reader
+            .read_until(b'\n', &mut buf)
+            .context("cannot read the input")?
+            == 0
+        {
+            break;
+        }
+        *line_no += 1;
+        if buf.last() == Some(&b'\n') {
+            buf.pop();
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
+        }
+        let line = match String::from_utf8(std::mem::take(&mut buf)) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!(
+                    "warning: input line {line_no} is not valid UTF-8; invalid bytes replaced"
+                );
+                String::from_utf8_lossy(e.as_bytes()).into_owned()
+            }
+        };
+        lines.push(line);
+    }
+    Ok(lines)
+}
+
+pub fn format_lines(t: &Translation, index: u64, n_best: usize, alignments: bool) -> Vec<String> {
+    let source_len = t.source_pieces.len();
+    if n_best <= 1 {
+        let mut line = t.text().to_owned();
+        if alignments {
+            line.push_str(" ||| ");
+            line.push_str(
+                &t.best()
+                    .map_or_else(String::new, |c| pharaoh(&c.alignment(source_len))),
+            );
+        }
+        return vec![line];
+    }
+    // An empty line still gets n_best lines, so every input has exactly n_best output lines.
+    let empty = [rosetta::translate::Candidate {
+        text: String::new(),
+        pieces: Vec::new(),
+        log_prob: 0.0,
+        score: 0.0,
+        attention: Vec::new(),
+    }];
+    let candidates: Vec<&rosetta::translate::Candidate> = if t.source_pieces.is_empty() {
+        empty.iter().cycle().take(n_best).collect()
+    } else {
+        t.candidates.iter().collect()
+    };
+    candidates
+        .into_iter()
+        .map(|c| {
+            let mut line = format!("{index} ||| {} ||| {:.4}", c.text, c.score);
+            if alignments {
+                line.push_str(" ||| ");
+                line.push_str(&pharaoh(&c.alignment(source_len)));
+            }
+            line
+        })
+        .collect()
+}
+
+struct TranslateJob<'a> {
+    args: &'a Args,
+}
+
+impl Job for TranslateJob<'_> {
+    type Output = Result<()>;
+    fn run<B: rosetta::burn::tensor::backend::AutodiffBackend>(
+        self,
+        device: B::Device,
+    ) -> Result<()> {
+        let args = self.args;
+        let translator = Translator::<B::InnerBackend>::load(&args.model, &device)
+            .with_context(|| format!("cannot load the model {}", args.model.display()))?;
+        let options = args.decode.options(args.n_best);
+        options.validate()?;
+        let (mut reader, interactive): (Box<dyn BufRead>, bool) = match &args.input {
+            Some(path) => (
+                Box::new(std::io::BufReader::new(
+                    std::fs::File::open(path)
+                        .with_context(|| format!("cannot open {}", path.display()))?,
+                )),
+                false,
+            ),
+            None => (
+                Box::new(std::io::stdin().lock()),
+                std::io::stdin().is_terminal(),
+            ),
+        };
+        let mut writer: Box<dyn Write> = match &args.output {
+            Some(path) => Box::new(BufWriter::new(
+                std::fs::File::create(path)
+                    .with_context(|| format!("cannot create {}", path.display()))?,
+            )),
+            None => Box::new(BufWriter::new(std::io::stdout().lock())),
+        };
+        let font = match &args.attention_png {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+                let font = crate::heatmap::find_font();
+                if font.is_none() {
+                    eprintln!(
+                        "warning: no TrueType font found (set ROSETTA_FONT); heatmaps will have no labels"
+                    );
+                }
+                font
+            }
+            None => None,
+        };
+        let chunk = args
+            .chunk_lines
+            .unwrap_or(if interactive { 1 } else { 2000 })
+            .max(1);
+        let mut line_no = 0u64;
+        loop {
+            let first = line_no;
+            let lines = read_chunk(&mut *reader, chunk, &mut line_no)?;
+            if lines.is_empty() {
+                break;
+            }
+            let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+            let translations = translator.translate(&refs, &options)?;
+            for (k, t) in translations.iter().enumerate() {
+                let index = first + k as u64;
+                if t.truncated {
+                    eprintln!(
+                        "warning: input line {} is longer than the model's {} pieces; translated its beginning only",
+                        index + 1,
+                        translator.max_source_len()
+                    );
+                }
+                if let (Some(dir), Some(best)) = (&args.attention_png, t.best())
+                    && !best.attention.is_empty()
+                {
+                    let path = dir.join(format!("{:06}.png", index + 1));
+                    crate::heatmap::write(
+                        &path,
+                        &t.source_pieces,
+                        &best.pieces,
+                        &best.attention,
+                        font.as_ref(),
+                    )?;
+                }
+                for line in format_lines(t, index, args.n_best, args.alignments) {
+                    writeln!(writer, "{line}")?;
+                }
+            }
+            writer.flush()?;
+        }
+        Ok(())
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let device = resolve(args.device)?;
+    run_on(device, TranslateJob { args: &args })
+}

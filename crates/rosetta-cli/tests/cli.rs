@@ -1,0 +1,795 @@
+//! End-to-end tests of the `rosetta` binary: each test runs the real executable, as a user would, and
+//! checks its exit status, its output and the files it writes.
+//!
+//! The model tests share one tiny model (a reverse-the-symbols task, trained once for 60 steps on the
+//! CPU) so that the whole file stays fast.
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use tempfile::TempDir;
+
+// ---------------------------------------------------------------------------------------------------
+// Helpers
+
+fn rosetta() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rosetta"));
+    // Warnings only, whatever the caller's environment says.
+    cmd.env_remove("RUST_LOG");
+    cmd
+}
+
+/// Runs `rosetta ARGS`, feeding `stdin` (or nothing), and collects its output.
+fn run<I, S>(args: I, stdin: Option<&[u8]>) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut cmd = rosetta();
+    cmd.args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+    let mut child = cmd.spawn().expect("cannot start the rosetta binary");
+    // Feed stdin from another thread: the child may fill its stdout pipe before reading all input.
+    let feeder = stdin.map(|bytes| {
+        let mut pipe = child.stdin.take().expect("stdin is piped");
+        let bytes = bytes.to_vec();
+        std::thread::spawn(move || {
+            // The child may legitimately exit before reading everything.
+            let _ = pipe.write_all(&bytes);
+        })
+    });
+    let output = child.wait_with_output().expect("cannot wait for rosetta");
+    if let Some(feeder) = feeder {
+        feeder.join().expect("stdin feeder panicked");
+    }
+    output
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Asserts success and returns stdout.
+#[track_caller]
+fn ok(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "rosetta failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+        output.status,
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    text(&output.stdout)
+}
+
+/// Asserts a clean failure (exit status 1, an `error:` line, no panic) and returns stderr.
+#[track_caller]
+fn fails(output: &Output) -> String {
+    let stderr = text(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "expected a failure, got {}:\n--- stdout\n{}\n--- stderr\n{stderr}",
+        output.status,
+        text(&output.stdout)
+    );
+    assert!(stderr.contains("error: "), "no error message: {stderr}");
+    assert!(!stderr.contains("panicked"), "rosetta panicked: {stderr}");
+    stderr
+}
+
+fn write_lines(path: &Path, lines: &[String]) {
+    let mut content = lines.join("\n");
+    content.push('\n');
+    std::fs::write(path, content).unwrap();
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().expect("temporary paths are UTF-8")
+}
+
+/// A temporary directory under Cargo's per-target scratch space.
+fn temp_dir() -> TempDir {
+    tempfile::Builder::new()
+        .prefix("rosetta-cli-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The shared tiny model: reverse a sequence of symbols ("a b c d" → "d c b a").
+
+const SYMBOLS: [&str; 8] = ["a", "b", "c", "d", "e", "f", "g", "h"];
+
+/// `n` deterministic pairs of 2–6 symbols and their reversal.
+fn reversal_pairs(n: usize, seed: u64) -> (Vec<String>, Vec<String>) {
+    let mut state = seed;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (state >> 33) as usize
+    };
+    let mut src = Vec::with_capacity(n);
+    let mut tgt = Vec::with_capacity(n);
+    for _ in 0..n {
+        let len = 2 + next() % 5;
+        let mut symbols: Vec<&str> = (0..len).map(|_| SYMBOLS[next() % SYMBOLS.len()]).collect();
+        src.push(symbols.join(" "));
+        symbols.reverse();
+        tgt.push(symbols.join(" "));
+    }
+    (src, tgt)
+}
+
+/// Writes the corpus and the config of the tiny task into `root`; returns the config path.
+fn write_task(root: &Path) -> PathBuf {
+    let data = root.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    for (name, n, seed) in [("train", 300, 1), ("valid", 30, 2), ("test", 20, 3)] {
+        let (src, tgt) = reversal_pairs(n, seed);
+        write_lines(&data.join(format!("{name}.src")), &src);
+        write_lines(&data.join(format!("{name}.tgt")), &tgt);
+    }
+    // TOML literal strings: no escaping of the paths.
+    let config = format!(
+        r#"[data]
+train_src = '{train_src}'
+train_tgt = '{train_tgt}'
+valid_src = '{valid_src}'
+valid_tgt = '{valid_tgt}'
+
+[text]
+tokenizer = "word"
+
+[model]
+embedding_size = 16
+encoder_hidden = 16
+encoder_layers = 1
+decoder_hidden = 32
+attention_size = 16
+dropout = 0.0
+
+[train]
+max_steps = 60
+max_epochs = 0
+batch_tokens = 300
+learning_rate = 0.01
+valid_every = 30
+log_every = 10
+schedule = "constant"
+"#,
+        train_src = s(&data.join("train.src")),
+        train_tgt = s(&data.join("train.tgt")),
+        valid_src = s(&data.join("valid.src")),
+        valid_tgt = s(&data.join("valid.tgt")),
+    );
+    let path = root.join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+/// The task directory, with `model/` trained (once per test process).
+fn task() -> &'static Path {
+    static TASK: OnceLock<TempDir> = OnceLock::new();
+    TASK.get_or_init(|| {
+        let root = temp_dir();
+        let config = write_task(root.path());
+        let model = root.path().join("model");
+        let output = run(
+            [
+                "train",
+                s(&config),
+                "--model-dir",
+                s(&model),
+                "--device",
+                "cpu",
+            ],
+            None,
+        );
+        let stdout = ok(&output);
+        assert!(stdout.contains("finished after 60 steps"), "{stdout}");
+        root
+    })
+    .path()
+}
+
+fn model_dir() -> PathBuf {
+    task().join("model")
+}
+
+// ---------------------------------------------------------------------------------------------------
+// prepare
+
+#[test]
+fn prepare_reports_mismatched_line_counts_with_both_files_and_counts() {
+    let dir = temp_dir();
+    let src = dir.path().join("corpus.src");
+    let tgt = dir.path().join("corpus.tgt");
+    std::fs::write(&src, "a b\nc d\ne f\n").unwrap();
+    std::fs::write(&tgt, "x\ny\n").unwrap();
+    let out = dir.path().join("out");
+    let stderr = fails(&run(
+        [
+            "prepare",
+            "--src",
+            s(&src),
+            "--tgt",
+            s(&tgt),
+            "-o",
+            s(&out),
+            "--tokenizer",
+            "word",
+        ],
+        None,
+    ));
+    assert!(stderr.contains("corpus.src has 3 lines"), "{stderr}");
+    assert!(stderr.contains("corpus.tgt has 2 lines"), "{stderr}");
+    assert!(
+        !out.join("text.toml").exists(),
+        "a failed prepare wrote output"
+    );
+}
+
+#[test]
+fn prepare_reports_invalid_utf8_with_file_and_line() {
+    let dir = temp_dir();
+    let src = dir.path().join("bad.src");
+    let tgt = dir.path().join("bad.tgt");
+    std::fs::write(&src, b"a b\nc d\ne \xff\xfe f\n").unwrap();
+    std::fs::write(&tgt, "x\ny\nz\n").unwrap();
+    let stderr = fails(&run(
+        [
+            "prepare",
+            "--src",
+            s(&src),
+            "--tgt",
+            s(&tgt),
+            "-o",
+            s(&dir.path().join("out")),
+            "--tokenizer",
+            "word",
+        ],
+        None,
+    ));
+    assert!(stderr.contains("bad.src:3"), "{stderr}");
+    assert!(stderr.contains("UTF-8"), "{stderr}");
+}
+
+#[test]
+fn prepare_reports_a_missing_file_once() {
+    let dir = temp_dir();
+    let tgt = dir.path().join("present.tgt");
+    std::fs::write(&tgt, "x\n").unwrap();
+    let stderr = fails(&run(
+        [
+            "prepare",
+            "--src",
+            s(&dir.path().join("missing.src")),
+            "--tgt",
+            s(&tgt),
+            "-o",
+            s(&dir.path().join("out")),
+            "--tokenizer",
+            "word",
+        ],
+        None,
+    ));
+    assert!(stderr.contains("missing.src"), "{stderr}");
+    // The OS error is given, and only once (not repeated by every layer of context).
+    assert_eq!(stderr.matches("os error").count(), 1, "{stderr}");
+}
+
+#[test]
+fn prepare_word_writes_the_pipeline_and_prints_statistics() {
+    let dir = temp_dir();
+    let src = dir.path().join("train.src");
+    let tgt = dir.path().join("train.tgt");
+    // Four pairs, one with an empty target side (dropped and counted).
+    std::fs::write(
+        &src,
+        "Hello, world!\nThe cat sat.\nGood   morning\nlonely\n",
+    )
+    .unwrap();
+    std::fs::write(&tgt, "Hallo, Welt!\nDie Katze saß.\nGuten Morgen\n\n").unwrap();
+    let out = dir.path().join("prepared");
+    let stdout = ok(&run(
+        [
+            "prepare",
+            "--src",
+            s(&src),
+            "--tgt",
+            s(&tgt),
+            "-o",
+            s(&out),
+            "--tokenizer",
+            "word",
+        ],
+        None,
+    ));
+    assert!(
+        stdout.contains("pairs: 4 read, 3 kept, 1 dropped as empty"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("(word, joint)"), "{stdout}");
+    for file in ["text.toml", "vocab.txt", "stats.json"] {
+        assert!(out.join(file).is_file(), "{file} missing");
+    }
+    let stats: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("stats.json")).unwrap()).unwrap();
+    assert_eq!(stats["pairs_read"], 4);
+    assert_eq!(stats["pairs_kept"], 3);
+    assert_eq!(stats["dropped_empty"], 1);
+    // "Hello , world !" + "The cat sat ." + "Good morning"
+    assert_eq!(stats["src"]["tokens"], 10);
+    let vocab = std::fs::read_to_string(out.join("vocab.txt")).unwrap();
+    for piece in ["<pad>", "<unk>", "Katze", "world"] {
+        assert!(
+            vocab.lines().any(|l| l.split('\t').next() == Some(piece)),
+            "{piece} not in {vocab}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// score
+
+/// A reference file of sentences long enough for 4-grams, written into `dir`.
+fn reference(dir: &Path) -> (PathBuf, String) {
+    let refs = "The quick brown fox jumps over the lazy dog .\n\
+                A stitch in time saves nine , they say .\n\
+                Rosetta translates text from one language to another .\n";
+    let path = dir.join("ref.txt");
+    std::fs::write(&path, refs).unwrap();
+    (path, refs.to_owned())
+}
+
+#[test]
+fn score_identical_hypotheses_give_bleu_100_in_json() {
+    let dir = temp_dir();
+    let (refs, content) = reference(dir.path());
+    let hyps = dir.path().join("hyp.txt");
+    std::fs::write(&hyps, &content).unwrap();
+    let stdout = ok(&run(
+        ["score", s(&refs), "-i", s(&hyps), "-f", "json"],
+        None,
+    ));
+    let json: serde_json::Value = serde_json::from_str(&stdout).expect("score prints JSON");
+    assert_eq!(json["name"], "BLEU", "{stdout}");
+    assert_eq!(json["score"].as_f64(), Some(100.0), "{stdout}");
+    assert!(
+        json["signature"].as_str().unwrap().contains("tok:13a"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn score_two_metrics_as_text_with_two_decimals() {
+    let dir = temp_dir();
+    let (refs, content) = reference(dir.path());
+    let hyps = dir.path().join("hyp.txt");
+    std::fs::write(&hyps, &content).unwrap();
+    let stdout = ok(&run(
+        [
+            "score",
+            s(&refs),
+            "-i",
+            s(&hyps),
+            "-m",
+            "bleu",
+            "chrf",
+            "-f",
+            "text",
+            "-w",
+            "2",
+        ],
+        None,
+    ));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(lines[0].trim_start().starts_with("BLEU|"), "{stdout}");
+    assert!(lines[0].contains("= 100.00 "), "{stdout}");
+    assert!(lines[1].trim_start().starts_with("chrF2|"), "{stdout}");
+    assert!(lines[1].ends_with("= 100.00"), "{stdout}");
+}
+
+#[test]
+fn score_lowercase_flag_and_stdin_hypotheses() {
+    let dir = temp_dir();
+    let (refs, content) = reference(dir.path());
+    let upper = content.to_uppercase();
+    let bleu = |extra: &[&str]| -> f64 {
+        let mut args = vec!["score", s(&refs), "-b"];
+        args.extend_from_slice(extra);
+        let stdout = ok(&run(args, Some(upper.as_bytes())));
+        stdout.trim().parse().expect("-b prints the score only")
+    };
+    // Hypotheses from stdin: uppercased, they do not match the mixed-case references...
+    let cased = bleu(&[]);
+    assert!(cased < 50.0, "cased BLEU {cased}");
+    // ...but do with sacreBLEU's `-lc`.
+    assert_eq!(bleu(&["-lc"]), 100.0);
+}
+
+#[test]
+fn score_rejects_mismatched_line_counts() {
+    let dir = temp_dir();
+    let (refs, _) = reference(dir.path());
+    let hyps = dir.path().join("short.txt");
+    std::fs::write(&hyps, "only one line\nand two\n").unwrap();
+    let stderr = fails(&run(["score", s(&refs), "-i", s(&hyps)], None));
+    assert!(stderr.contains("have 2 lines"), "{stderr}");
+    assert!(stderr.contains("ref.txt has 3 lines"), "{stderr}");
+    // From stdin too.
+    let stderr = fails(&run(["score", s(&refs)], Some(b"one\n")));
+    assert!(stderr.contains("<stdin>"), "{stderr}");
+    assert!(stderr.contains("have 1 lines"), "{stderr}");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// train
+
+#[test]
+fn train_writes_a_complete_model_directory() {
+    let model = model_dir();
+    for file in ["config.toml", "model.safetensors", "metrics.jsonl"] {
+        assert!(model.join(file).is_file(), "{file} missing");
+    }
+    let checkpoints: Vec<_> = std::fs::read_dir(model.join("checkpoints"))
+        .expect("checkpoints/ missing")
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        checkpoints.iter().any(|name| name.starts_with("step-")),
+        "{checkpoints:?}"
+    );
+    // The resolved config keeps the settings given and writes out the defaults.
+    let config = std::fs::read_to_string(model.join("config.toml")).unwrap();
+    assert!(config.contains("embedding_size = 16"), "{config}");
+    assert!(config.contains("max_steps = 60"), "{config}");
+    assert!(config.contains("label_smoothing"), "{config}");
+    // Every metrics line is a JSON object.
+    let metrics = std::fs::read_to_string(model.join("metrics.jsonl")).unwrap();
+    assert!(metrics.lines().count() >= 2, "{metrics}");
+    for line in metrics.lines() {
+        let value: serde_json::Value = serde_json::from_str(line).expect("metrics line is JSON");
+        assert!(value.is_object(), "{line}");
+    }
+}
+
+#[test]
+fn train_refuses_to_overwrite_a_model_without_resume() {
+    let model = model_dir();
+    let weights = std::fs::read(model.join("model.safetensors")).unwrap();
+    let stderr = fails(&run(
+        [
+            "train",
+            s(&task().join("config.toml")),
+            "--model-dir",
+            s(&model),
+            "--device",
+            "cpu",
+        ],
+        None,
+    ));
+    assert!(stderr.contains("--resume"), "{stderr}");
+    assert_eq!(
+        std::fs::read(model.join("model.safetensors")).unwrap(),
+        weights,
+        "the refused run changed the model"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------
+// translate
+
+#[test]
+fn translate_keeps_one_output_line_per_input_line() {
+    let model = model_dir();
+    let long_line = "!?.,".repeat(500);
+    let mut input: Vec<u8> = Vec::new();
+    for line in [
+        "a b c d",           // 1
+        "",                  // 2
+        "   \t  ",           // 3
+        long_line.as_str(),  // 4
+        "a b 東京 Привет c", // 5
+        "zzz qqq",           // 6
+    ] {
+        input.extend_from_slice(line.as_bytes());
+        input.push(b'\n');
+    }
+    input.extend_from_slice(b"a \xff\xfe b\n"); // 7: invalid UTF-8
+    input.extend_from_slice(b"h g f e\n"); // 8
+    let output = run(
+        [
+            "translate",
+            "--model",
+            s(&model),
+            "--device",
+            "cpu",
+            "--beam",
+            "3",
+        ],
+        Some(&input),
+    );
+    let stdout = ok(&output);
+    let stderr = text(&output.stderr);
+    assert_eq!(stdout.matches('\n').count(), 8, "{stdout:?}");
+    let lines: Vec<&str> = stdout.split('\n').collect();
+    assert_eq!(lines[1], "", "empty input line");
+    assert_eq!(lines[2], "", "whitespace-only input line");
+    assert!(
+        stderr.contains("input line 4 is longer than the model's"),
+        "no truncation warning: {stderr}"
+    );
+    assert!(
+        stderr.contains("input line 7 is not valid UTF-8"),
+        "no UTF-8 warning: {stderr}"
+    );
+    // The model has learnt something of its (tiny) vocabulary: it answers in symbols of the task.
+    assert!(
+        lines[0]
+            .split_whitespace()
+            .all(|w| SYMBOLS.contains(&w) || w == "<unk>"),
+        "{:?}",
+        lines[0]
+    );
+}
+
+#[test]
+fn translate_n_best_lists_are_sorted() {
+    let model = model_dir();
+    let input = "a b c\nd e f g\nb a\n";
+    let stdout = ok(&run(
+        [
+            "translate",
+            "--model",
+            s(&model),
+            "--device",
+            "cpu",
+            "--beam",
+            "3",
+            "--n-best",
+            "2",
+        ],
+        Some(input.as_bytes()),
+    ));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 6, "{stdout}");
+    for (sentence, pair) in lines.chunks(2).enumerate() {
+        let mut scores = Vec::new();
+        for line in pair {
+            let fields: Vec<&str> = line.split(" ||| ").collect();
+            assert_eq!(fields.len(), 3, "{line:?}");
+            assert_eq!(fields[0].parse::<usize>().unwrap(), sentence, "{line:?}");
+            let score: f64 = fields[2].parse().expect("a numeric score");
+            assert!(score.is_finite(), "{line:?}");
+            scores.push(score);
+        }
+        assert!(scores[0] >= scores[1], "n-best not sorted: {pair:?}");
+        assert_ne!(pair[0], pair[1], "duplicate candidates: {pair:?}");
+    }
+}
+
+#[test]
+fn translate_alignments_are_in_pharaoh_format() {
+    let model = model_dir();
+    let input = ["a b c d", "h g", "b c d e f"];
+    let stdout = ok(&run(
+        [
+            "translate",
+            "--model",
+            s(&model),
+            "--device",
+            "cpu",
+            "--beam",
+            "3",
+            "--alignments",
+        ],
+        Some(format!("{}\n", input.join("\n")).as_bytes()),
+    ));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), input.len(), "{stdout}");
+    for (line, source) in lines.iter().zip(input) {
+        let (translation, alignment) = line
+            .split_once(" ||| ")
+            .unwrap_or_else(|| panic!("no alignment in {line:?}"));
+        let source_len = source.split_whitespace().count();
+        let target_len = translation.split_whitespace().count();
+        if target_len > 0 {
+            assert!(!alignment.is_empty(), "{line:?}");
+        }
+        for pair in alignment.split_whitespace() {
+            let (i, j) = pair
+                .split_once('-')
+                .unwrap_or_else(|| panic!("bad pair {pair:?} in {line:?}"));
+            let i: usize = i.parse().unwrap();
+            let j: usize = j.parse().unwrap();
+            assert!(i < source_len, "source index out of range in {line:?}");
+            assert!(j < target_len, "target index out of range in {line:?}");
+        }
+    }
+}
+
+#[test]
+fn translate_exits_cleanly_when_the_reader_goes_away() {
+    let model = model_dir();
+    let dir = temp_dir();
+    let input = dir.path().join("many.src");
+    // 3000 lines of about 20 symbols; with 4 candidates per line the output is far larger than a pipe
+    // buffer, so rosetta is still writing when the reader goes away.
+    let (pairs, _) = reversal_pairs(15_000, 7);
+    let src: Vec<String> = pairs.chunks(5).map(|chunk| chunk.join(" ")).collect();
+    write_lines(&input, &src);
+    let mut child = rosetta()
+        .args([
+            "translate",
+            "--model",
+            s(&model),
+            "--device",
+            "cpu",
+            "--beam",
+            "4",
+            "--n-best",
+            "4",
+            "--input",
+            s(&input),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut first = String::new();
+    BufReader::new(stdout).read_line(&mut first).unwrap();
+    assert!(first.ends_with('\n'), "{first:?}");
+    // The reader (and with it the pipe) is gone: like `rosetta translate ... | head -n 1`.
+    let output = child.wait_with_output().unwrap();
+    let stderr = text(&output.stderr);
+    assert!(
+        output.status.success(),
+        "status {} after a closed pipe: {stderr}",
+        output.status
+    );
+    assert!(!stderr.contains("error"), "{stderr}");
+}
+
+#[test]
+fn translate_reports_a_missing_model() {
+    let stderr = fails(&run(
+        [
+            "translate",
+            "--model",
+            "/nonexistent/rosetta-model",
+            "--device",
+            "cpu",
+        ],
+        Some(b"a b\n"),
+    ));
+    assert!(
+        stderr.contains("/nonexistent/rosetta-model") || stderr.contains("config.toml"),
+        "{stderr}"
+    );
+}
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn translate_on_cuda_without_support_is_a_clear_error() {
+    let stderr = fails(&run(
+        ["translate", "--model", s(&model_dir()), "--device", "cuda"],
+        Some(b"a b\n"),
+    ));
+    assert!(stderr.contains("CUDA"), "{stderr}");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// evaluate
+
+#[test]
+fn evaluate_prints_json_and_writes_the_hypotheses() {
+    let model = model_dir();
+    let src = task().join("data/test.src");
+    let reference = task().join("data/test.tgt");
+    let stdout = ok(&run(
+        [
+            "evaluate",
+            "--model",
+            s(&model),
+            "--src",
+            s(&src),
+            "--ref",
+            s(&reference),
+            "--json",
+            "--device",
+            "cpu",
+            "--beam",
+            "3",
+        ],
+        None,
+    ));
+    let json: serde_json::Value = serde_json::from_str(&stdout).expect("evaluate --json");
+    for key in ["bleu", "bleu_lc", "chrf", "ppl", "sentences_per_sec"] {
+        let value = json[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} missing: {stdout}"));
+        assert!(value.is_finite() && value >= 0.0, "{key} = {value}");
+    }
+    for key in ["bleu", "bleu_lc", "chrf"] {
+        assert!(json[key].as_f64().unwrap() <= 100.0, "{stdout}");
+    }
+    assert!(
+        json["bleu_lc"].as_f64() >= json["bleu"].as_f64(),
+        "{stdout}"
+    );
+    assert!(json["ppl"].as_f64().unwrap() >= 1.0, "{stdout}");
+    assert!(
+        json["sentences_per_sec"].as_f64().unwrap() > 0.0,
+        "{stdout}"
+    );
+    assert_eq!(json["sentences"], 20);
+    let hyp_path = PathBuf::from(json["hypotheses"].as_str().expect("hypotheses path"));
+    let hyps = std::fs::read_to_string(&hyp_path).expect("hypothesis file");
+    let src_lines = std::fs::read_to_string(&src).unwrap().lines().count();
+    assert_eq!(hyps.matches('\n').count(), src_lines);
+}
+
+#[test]
+fn evaluate_rejects_references_of_another_length() {
+    let dir = temp_dir();
+    let reference = dir.path().join("short.tgt");
+    std::fs::write(&reference, "a b\n").unwrap();
+    let stderr = fails(&run(
+        [
+            "evaluate",
+            "--model",
+            s(&model_dir()),
+            "--src",
+            s(&task().join("data/test.src")),
+            "--ref",
+            s(&reference),
+            "--device",
+            "cpu",
+        ],
+        None,
+    ));
+    assert!(stderr.contains("has 20 lines"), "{stderr}");
+    assert!(stderr.contains("short.tgt has 1"), "{stderr}");
+}
+
+#[test]
+fn translate_writes_attention_heatmaps_for_non_empty_lines() {
+    let model = model_dir();
+    let out = temp_dir();
+    let png_dir = out.path().join("png");
+    let stdout = ok(&run(
+        [
+            "translate",
+            "--model",
+            s(&model),
+            "--device",
+            "cpu",
+            "--attention-png",
+            s(&png_dir),
+        ],
+        Some(b"a b c\n\nh g f e\n"),
+    ));
+    assert_eq!(stdout.lines().count(), 3, "{stdout}");
+    let mut files: Vec<String> = std::fs::read_dir(&png_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["000001.png", "000003.png"]);
+    let bytes = std::fs::read(png_dir.join("000001.png")).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+}
