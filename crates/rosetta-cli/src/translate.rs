@@ -158,10 +158,15 @@ pub fn format_lines(t: &Translation, index: u64, n_best: usize, alignments: bool
         score: 0.0,
         attention: Vec::new(),
     }];
+    // Beam search can finish fewer than n_best hypotheses; pad so the count per input is fixed.
     let candidates: Vec<&rosetta::translate::Candidate> = if t.source_pieces.is_empty() {
         empty.iter().cycle().take(n_best).collect()
     } else {
-        t.candidates.iter().collect()
+        t.candidates
+            .iter()
+            .chain(empty.iter().cycle())
+            .take(n_best)
+            .collect()
     };
     candidates
         .into_iter()
@@ -237,7 +242,7 @@ impl Job for TranslateJob<'_> {
                 break;
             }
             let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
-            let translations = translator.translate(&refs, &options)?;
+            let translations = translator.translate_at(&refs, &options, first)?;
             for (k, t) in translations.iter().enumerate() {
                 let index = first + k as u64;
                 if t.truncated {

@@ -298,7 +298,16 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         self.text.validate()?;
         self.model.validate()?;
-        self.train.validate()
+        self.train.validate()?;
+        if self.train.batch_tokens < self.text.max_len + 1 {
+            return Err(Error::Config(format!(
+                "train.batch_tokens ({}) must be at least text.max_len + 1 ({}) so that the longest \
+                 allowed pair (plus </s>) fits in a batch",
+                self.train.batch_tokens,
+                self.text.max_len + 1
+            )));
+        }
+        Ok(())
     }
 }
 

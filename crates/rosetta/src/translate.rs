@@ -234,6 +234,17 @@ impl<B: Backend> Translator<B> {
         lines: &[&str],
         options: &TranslateOptions,
     ) -> Result<Vec<Translation>> {
+        self.translate_at(lines, options, 0)
+    }
+
+    /// Like [`Translator::translate`], for lines that start at index `first` of a longer input:
+    /// sampling seeds each line by its index in the whole input, so chunking does not change results.
+    pub fn translate_at(
+        &self,
+        lines: &[&str],
+        options: &TranslateOptions,
+        first: u64,
+    ) -> Result<Vec<Translation>> {
         options.validate()?;
         let max_len = self.max_source_len();
         let mut out = Vec::with_capacity(lines.len());
@@ -267,7 +278,7 @@ impl<B: Backend> Translator<B> {
             let max_out = |n: usize| ((a * n as f64) as usize + b).max(1);
             let hyps: Vec<Vec<Hypothesis>> = match (&options.sampling, options.beam) {
                 (Some(sampling), _) => {
-                    let sentence_ids: Vec<u64> = chunk.iter().map(|&i| i as u64).collect();
+                    let sentence_ids: Vec<u64> = chunk.iter().map(|&i| first + i as u64).collect();
                     sample(&self.model, &src, sampling, &sentence_ids, max_out)
                         .into_iter()
                         .map(|h| vec![h])

@@ -287,6 +287,24 @@ fn a_trained_model_is_never_overwritten_without_resume() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("--resume"), "{err}");
+    // Resuming with another architecture is refused, and the saved config stays as it was.
+    let saved = std::fs::read_to_string(dir.path().join("config.toml")).unwrap();
+    let mut changed = config.clone();
+    changed.model.decoder_hidden = 64;
+    changed.train.max_steps = 4;
+    let err = train::<B>(
+        &changed,
+        &d(),
+        &options(dir.path(), true),
+        &device,
+        &mut Silent,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("[model] or [text]"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("config.toml")).unwrap(),
+        saved
+    );
     let empty = tempfile::tempdir().unwrap();
     let err = train::<B>(
         &config,

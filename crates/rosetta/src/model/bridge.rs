@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 pub enum BridgeKind {
     /// Zeros: the decoder learns everything through attention.
     None,
-    /// `tanh(W [h→_last; h←_first] + b)` from the final encoder states (Bahdanau et al. 2015, §A.2.2).
+    /// `tanh(W [h→_last; h←_first] + b)` from the final states of both directions (Bahdanau et al.
+    /// 2015, §A.2.2, use the backward state alone; OpenNMT and JoeyNMT use both).
     #[default]
     Dense,
     /// `tanh(W mean_j(h_j) + b)` over the real (non-padding) source states (Sennrich et al. 2017, Nematus).

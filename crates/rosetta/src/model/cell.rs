@@ -143,8 +143,9 @@ impl<B: Backend> Cell<B> {
                 c: None,
             },
             CellKind::Gru => {
-                // Cho et al. 2014, eqs. 5–8: r = σ(W_r x + U_r h), z = σ(W_z x + U_z h),
-                // n = tanh(W x + r ⊙ (U h)), h' = (1 − z) ⊙ n + z ⊙ h.
+                // Cho et al. 2014, eqs. 5–8, in the "reset after" form of PyTorch and cuDNN:
+                // r = σ(W_r x + U_r h), z = σ(W_z x + U_z h), n = tanh(W x + r ⊙ (U h + b)),
+                // h' = (1 − z) ⊙ n + z ⊙ h (the paper's eq. 8 applies r before U: U (r ⊙ h)).
                 let mut x = xp.chunk(3, 1);
                 let mut u = hp.chunk(3, 1);
                 let (xn, un) = (x.remove(2), u.remove(2));

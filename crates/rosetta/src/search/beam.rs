@@ -58,15 +58,17 @@ struct Live {
     attention: Vec<Vec<f32>>,
 }
 
-/// Whether appending `token` would repeat an n-gram already in `tokens`.
-fn repeats_ngram(tokens: &[u32], token: u32, n: usize) -> bool {
+/// Tokens that would repeat an n-gram already in `tokens` if appended (none when `n` is 0).
+fn blocked_tokens(tokens: &[u32], n: usize) -> Vec<u32> {
     if n == 0 || tokens.len() + 1 < n {
-        return false;
+        return Vec::new();
     }
     let prefix = &tokens[tokens.len() + 1 - n..];
     tokens
         .windows(n)
-        .any(|w| w[..n - 1] == *prefix && w[n - 1] == token)
+        .filter(|w| w[..n - 1] == *prefix)
+        .map(|w| w[n - 1])
+        .collect()
 }
 
 /// Indices of the `k` largest values (unordered).
@@ -153,22 +155,28 @@ pub fn beam_search<B: Backend, S: Scorer<B>>(
                 if h.tokens.len() < config.min_len {
                     lp[EOS as usize] = f32::NEG_INFINITY;
                 }
-                for token in top_k(&lp, 2 * beam + 1) {
-                    let token_id = token as u32;
-                    if !lp[token].is_finite()
-                        || (token_id != EOS
-                            && repeats_ngram(&h.tokens, token_id, config.no_repeat_ngram))
-                    {
-                        continue;
+                // Blocked before the top-k cut, so a row never runs out of candidates because of it.
+                for token in blocked_tokens(&h.tokens, config.no_repeat_ngram) {
+                    if token != EOS {
+                        lp[token as usize] = f32::NEG_INFINITY;
                     }
-                    candidates.push((h.log_prob + lp[token], row, token_id));
+                }
+                for token in top_k(&lp, 2 * beam) {
+                    if lp[token].is_finite() {
+                        candidates.push((h.log_prob + lp[token], row, token as u32));
+                    }
                 }
             }
             candidates.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+            // As in fairseq: `</s>` finishes a hypothesis only when it ranks among the best `beam`
+            // candidates; the best `beam` others continue.
             let mut kept = 0;
-            for &(log_prob, row, token) in &candidates {
+            for (rank, &(log_prob, row, token)) in candidates.iter().enumerate() {
                 if kept == beam || finished[sentence].len() >= beam {
                     break;
+                }
+                if token == EOS && rank >= beam {
+                    continue;
                 }
                 let h = &live[row];
                 let mut attn = h.attention.clone();
@@ -236,11 +244,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn detects_repeated_ngrams() {
-        assert!(repeats_ngram(&[1, 2, 3, 1], 2, 2));
-        assert!(!repeats_ngram(&[1, 2, 3, 1], 3, 2));
-        assert!(!repeats_ngram(&[1], 1, 3));
-        assert!(repeats_ngram(&[7], 7, 1));
+    fn blocks_tokens_that_repeat_ngrams() {
+        assert_eq!(blocked_tokens(&[1, 2, 3, 1], 2), [2]);
+        assert!(blocked_tokens(&[1], 3).is_empty());
+        assert_eq!(blocked_tokens(&[7, 8], 1), [7, 8]);
+        assert!(blocked_tokens(&[7, 8], 0).is_empty());
     }
 
     #[test]

@@ -140,6 +140,7 @@ pub fn commit(
 ) -> Result<PathBuf> {
     let parent = model_dir.join(CHECKPOINTS);
     std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+    sync_dir(model_dir)?;
     let final_dir = step_dir(model_dir, step);
     let tmp = parent.join(format!(".tmp-step-{step:08}"));
     if tmp.exists() {
@@ -152,11 +153,16 @@ pub fn commit(
         sync_file(&entry.path())?;
     }
     sync_dir(&tmp)?;
+    // Never delete a complete checkpoint before its replacement is in place.
+    let old = parent.join(format!(".old-step-{step:08}"));
     if final_dir.exists() {
-        std::fs::remove_dir_all(&final_dir).map_err(|e| Error::io(&final_dir, e))?;
+        std::fs::rename(&final_dir, &old).map_err(|e| Error::io(&final_dir, e))?;
     }
     std::fs::rename(&tmp, &final_dir).map_err(|e| Error::io(&final_dir, e))?;
     sync_dir(&parent)?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+    }
     let all = list(model_dir)?;
     if all.len() > keep.max(1) {
         for (_, old) in &all[..all.len() - keep.max(1)] {

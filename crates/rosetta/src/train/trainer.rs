@@ -188,6 +188,25 @@ fn write_json_line(path: &Path, value: &serde_json::Value) -> Result<()> {
     writeln!(file, "{value}").map_err(|e| Error::io(path, e))
 }
 
+/// Drops metric rows logged after `step` (written after the checkpoint a run resumes from), so the
+/// log of a resumed run reads like the log of an uninterrupted one.
+fn trim_metrics(path: &Path, step: u64) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_none_or(|s| s <= step)
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    checkpoint::write_atomic(path, kept.as_bytes())
+}
+
 /// Number of trainable parameters.
 pub fn count_parameters<B: Backend, M: Module<B>>(model: &M) -> usize {
     model.num_params()
@@ -280,7 +299,20 @@ pub fn train<B: AutodiffBackend>(
         p.save(dir)?;
         p
     };
-    checkpoint::write_atomic(&dir.join(CONFIG_FILE), config.to_toml()?.as_bytes())?;
+    if options.resume {
+        // Weights and vocabularies on disk were made with the saved settings: only [train] may change.
+        let saved_path = dir.join(CONFIG_FILE);
+        let saved = Config::load(&saved_path)?;
+        if saved.model != config.model || saved.text != config.text {
+            return Err(Error::Config(format!(
+                "--resume: the [model] or [text] settings differ from those saved in {}; only [train] \
+                 settings may change when resuming",
+                saved_path.display()
+            )));
+        }
+    } else {
+        checkpoint::write_atomic(&dir.join(CONFIG_FILE), config.to_toml()?.as_bytes())?;
+    }
 
     let (train_ids, train_stats) = pipeline.encode_corpus(&data.train, &|_| {})?;
     if train_ids.is_empty() {
@@ -292,8 +324,27 @@ pub fn train<B: AutodiffBackend>(
     let (src_lens, tgt_lens) = train_ids.batch_lengths();
     let planner = BatchPlanner::new(src_lens, tgt_lens, train_cfg.batch_tokens)?;
     let valid = match &data.valid {
-        Some(source) => Some(encode_valid(&pipeline, source, train_cfg.batch_tokens)?),
-        None => None,
+        Some(source) => {
+            let valid = encode_valid(&pipeline, source, train_cfg.batch_tokens)?;
+            if valid.ids.is_empty() {
+                return Err(Error::Config(format!(
+                    "the validation data {} is empty",
+                    source.describe()
+                )));
+            }
+            Some(valid)
+        }
+        None => {
+            if train_cfg.max_steps == 0 && train_cfg.max_epochs == 0 && train_cfg.max_minutes <= 0.0
+            {
+                return Err(Error::Config(
+                    "without validation data, early stopping cannot end training: set train.max_steps, \
+                     train.max_epochs or train.max_minutes"
+                        .into(),
+                ));
+            }
+            None
+        }
     };
 
     B::seed(device, train_cfg.seed);
@@ -331,6 +382,9 @@ pub fn train<B: AutodiffBackend>(
             message: e.to_string(),
         })?;
         schedule = Schedule::restore(train_cfg.schedule_settings(), state.schedule.clone());
+        // The checkpoint loaded: now the (possibly changed) [train] settings become the saved config.
+        checkpoint::write_atomic(&dir.join(CONFIG_FILE), config.to_toml()?.as_bytes())?;
+        trim_metrics(&dir.join(METRICS_FILE), state.step)?;
     }
 
     observer.started(&RunInfo {
@@ -351,7 +405,8 @@ pub fn train<B: AutodiffBackend>(
     let mut plan: Vec<Vec<u32>> = Vec::new();
     let mut consecutive_bad = 0usize;
     let (mut report_tokens, mut report_clock) = (0usize, Instant::now());
-    let mut validated_at = u64::MAX;
+    // A resumed run was validated (and checkpointed) at the step it resumes from.
+    let mut validated_at = if options.resume { state.step } else { u64::MAX };
     let stopped: String;
 
     // One validation + checkpoint; returns true when early stopping says stop.
@@ -429,6 +484,24 @@ pub fn train<B: AutodiffBackend>(
         Ok(stop)
     };
 
+    // Counts a skipped batch; too many in a row end training (the last checkpoint stays as it is).
+    let max_bad = train_cfg.max_bad_batches;
+    let bad_batch =
+        |count: &mut usize, what: &str, step: u64, observer: &mut dyn Observer| -> Result<()> {
+            *count += 1;
+            observer.warn(&format!(
+                "skipping {what} at step {} ({count} in a row)",
+                step + 1
+            ));
+            if *count >= max_bad {
+                return Err(Error::Diverged {
+                    count: *count,
+                    step,
+                });
+            }
+            Ok(())
+        };
+
     loop {
         if train_cfg.max_steps > 0 && state.step >= train_cfg.max_steps {
             stopped = format!("reached max_steps = {}", train_cfg.max_steps);
@@ -469,17 +542,12 @@ pub fn train<B: AutodiffBackend>(
             let loss = sums.smoothed.div_scalar(tokens.max(1) as f64);
             let value = f64::from(loss.clone().into_scalar().elem::<f32>());
             if !value.is_finite() {
-                consecutive_bad += 1;
-                observer.warn(&format!(
-                    "skipping a batch with a non-finite loss at step {} ({consecutive_bad} in a row)",
-                    state.step + 1
-                ));
-                if consecutive_bad >= train_cfg.max_bad_batches {
-                    return Err(Error::Diverged {
-                        count: consecutive_bad,
-                        step: state.step,
-                    });
-                }
+                bad_batch(
+                    &mut consecutive_bad,
+                    "a batch with a non-finite loss",
+                    state.step,
+                    observer,
+                )?;
                 continue;
             }
             let grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -497,17 +565,12 @@ pub fn train<B: AutodiffBackend>(
         }
         let norm = grad_norm(&model, &grads);
         if !norm.is_finite() {
-            consecutive_bad += 1;
-            observer.warn(&format!(
-                "skipping an update with a non-finite gradient norm at step {} ({consecutive_bad} in a row)",
-                state.step + 1
-            ));
-            if consecutive_bad >= train_cfg.max_bad_batches {
-                return Err(Error::Diverged {
-                    count: consecutive_bad,
-                    step: state.step,
-                });
-            }
+            bad_batch(
+                &mut consecutive_bad,
+                "an update with a non-finite gradient norm",
+                state.step,
+                observer,
+            )?;
             continue;
         }
         consecutive_bad = 0;
