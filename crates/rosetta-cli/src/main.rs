@@ -38,6 +38,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    rosetta::device::init_cpu_runtime();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")

@@ -342,6 +342,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("never stop"), "{err}");
+        let err = Config::from_toml("[model]\nattentional_layer = false\ntie_embeddings = true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("needs model.attentional_layer = true"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -54,6 +54,54 @@ fn rayon_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// Keeps freed tensor memory inside the process (glibc only; elsewhere it does nothing).
+///
+/// glibc serves every allocation above a threshold (at most 32 MB) with a fresh `mmap` and unmaps it
+/// on free, and trims the heap top after frees. A training step allocates and frees tensors of
+/// megabytes hundreds of times, so every op would refault and zero its pages: 15 % of a step on the
+/// reference model. With mmap off and trimming disabled the pages are reused; peak RSS stays the
+/// peak working set. Process-wide, so only binaries call it (through [`init_cpu_runtime`]).
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tunables; it is called before other threads exist.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
+
+/// Treats subnormal floats as zero on this thread (x86-64: the FTZ and DAZ bits of MXCSR).
+///
+/// As training goes on, Adam's second moments and many small gradients fall below 1.2e-38, and
+/// every arithmetic op on such subnormal numbers takes a microcode slow path: on the reference model a
+/// training step slowed from 2.3 s to 3.1 s within 14 steps. Values that small are zero for every
+/// practical purpose (cuDNN and XLA flush them too).
+pub fn flush_subnormals() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut csr: u32 = 0;
+        // SAFETY: reads and writes this thread's SSE control register; only the FTZ (bit 15) and
+        // DAZ (bit 6) flags change, which affect rounding of subnormals and nothing else.
+        unsafe {
+            std::arch::asm!("stmxcsr [{}]", in(reg) &mut csr, options(nostack));
+            csr |= (1 << 15) | (1 << 6);
+            std::arch::asm!("ldmxcsr [{}]", in(reg) &csr, options(nostack));
+        }
+    }
+}
+
+/// Prepares the CPU runtime: subnormals flushed on this thread and on every thread of the global
+/// rayon pool (which burn's CPU backend and its GEMM use), and freed memory kept in the process.
+/// Call once at start-up, before any other thread exists; the binaries do, the library never does.
+pub fn init_cpu_runtime() {
+    keep_freed_memory();
+    flush_subnormals();
+    // Fails only when the global pool already exists; its threads then keep their settings.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .start_handler(|_| flush_subnormals())
+        .build_global();
+}
+
 /// Whether CUDA device `index` can run a kernel. Without the `cuda` feature, never.
 #[cfg(feature = "cuda")]
 pub fn cuda_usable(index: usize) -> bool {

@@ -24,6 +24,7 @@ fn small(cell: CellKind, attention: AttentionKind, bridge: BridgeKind) -> RnnCon
         attention_size: 10,
         input_feeding: true,
         embedding_to_output: true,
+        attentional_layer: true,
         tie_embeddings: false,
         dropout: 0.0,
     }
@@ -68,6 +69,13 @@ fn all_configs() -> Vec<RnnConfig> {
     tied.input_feeding = false;
     tied.embedding_to_output = false;
     configs.push(tied);
+    // The reference PyTorch model's output: `[state; context]` straight to the vocabulary.
+    for attention in [AttentionKind::Bahdanau, AttentionKind::LuongGeneral] {
+        let mut direct = small(CellKind::Gru, attention, BridgeKind::Mean);
+        direct.attentional_layer = false;
+        direct.input_feeding = false;
+        configs.push(direct);
+    }
     configs
 }
 

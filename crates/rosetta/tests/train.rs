@@ -113,7 +113,7 @@ fn every_cell_and_attention_kind_learns_to_reverse() {
         config.model.cell = cell;
         config.model.attention = attention;
         config.model.decoder_hidden = 48; // = 2 × encoder_hidden, so luong-dot applies
-        config.train.max_steps = 400;
+        config.train.max_steps = 500;
         let summary = train::<B>(
             &config,
             &data(reverse_task(600, 1), None),
@@ -122,7 +122,7 @@ fn every_cell_and_attention_kind_learns_to_reverse() {
             &mut Silent,
         )
         .unwrap();
-        assert_eq!(summary.steps, 400);
+        assert_eq!(summary.steps, 500);
         let losses = train_losses(dir.path());
         let tail: f64 = losses[losses.len() - 20..].iter().map(|l| l.1).sum::<f64>() / 20.0;
         let head = losses[0].1;

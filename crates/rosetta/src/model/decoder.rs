@@ -43,6 +43,9 @@ pub struct DecoderSpec {
     pub input_feeding: bool,
     /// Let the output layer see the previous target embedding too.
     pub embedding_to_output: bool,
+    /// `tanh(W [state; context] + b)` before the vocabulary projection; off, the concatenation itself
+    /// is projected.
+    pub attentional_layer: bool,
     /// Share the target embedding matrix with the output projection (Press & Wolf 2017).
     pub tie_embeddings: bool,
     /// Dropout probability.
@@ -50,12 +53,24 @@ pub struct DecoderSpec {
 }
 
 impl DecoderSpec {
-    /// Size of the pre-output (attentional) vector: the embedding size when tied, else hidden.
+    /// Size of what the output layer reads: `[state; context (; embedding)]`.
+    pub fn pre_output_input(&self) -> usize {
+        self.hidden
+            + self.encoder_out
+            + if self.embedding_to_output {
+                self.emb
+            } else {
+                0
+            }
+    }
+
+    /// Size of the pre-output (attentional) vector: the embedding size when tied, else hidden; the
+    /// concatenation's size without the attentional layer.
     pub fn output_size(&self) -> usize {
-        if self.tie_embeddings {
-            self.emb
-        } else {
-            self.hidden
+        match (self.attentional_layer, self.tie_embeddings) {
+            (false, _) => self.pre_output_input(),
+            (true, true) => self.emb,
+            (true, false) => self.hidden,
         }
     }
 }
@@ -130,8 +145,9 @@ pub struct Decoder<B: Backend> {
     pub cells: Vec<Cell<B>>,
     /// Attention over the encoder states.
     pub attention: Attention<B>,
-    /// `[hidden + encoder_out (+ emb), output]`: the attentional / deep-output layer.
-    pub pre_output: Linear<B>,
+    /// `[hidden + encoder_out (+ emb), output]`: the attentional / deep-output layer (absent when
+    /// the concatenation is projected to the vocabulary directly).
+    pub pre_output: Option<Linear<B>>,
     /// Vocabulary projection `[output, tgt_vocab]`; absent when tied to the embedding.
     pub output: Option<Linear<B>>,
     /// Output bias `[tgt_vocab]` when the projection is tied to the embedding.
@@ -149,13 +165,7 @@ impl<B: Backend> Decoder<B> {
         let out = spec.output_size();
         let luong = spec.attention.is_luong();
         let feeds = luong && spec.input_feeding;
-        let pre_in = spec.hidden
-            + spec.encoder_out
-            + if spec.embedding_to_output {
-                spec.emb
-            } else {
-                0
-            };
+        let pre_in = spec.pre_output_input();
         Decoder {
             embedding: EmbeddingConfig::new(spec.vocab, spec.emb)
                 .with_initializer(Initializer::Uniform {
@@ -186,7 +196,9 @@ impl<B: Backend> Decoder<B> {
                 spec.attention_size,
                 device,
             ),
-            pre_output: LinearConfig::new(pre_in, out).init(device),
+            pre_output: spec
+                .attentional_layer
+                .then(|| LinearConfig::new(pre_in, out).init(device)),
             output: (!spec.tie_embeddings).then(|| LinearConfig::new(out, spec.vocab).init(device)),
             output_bias: spec
                 .tie_embeddings
@@ -289,7 +301,8 @@ impl<B: Backend> Decoder<B> {
         )
     }
 
-    /// `tanh(W [state; context (; embedding)] + b)`, any leading shape `[.., ·]`.
+    /// `tanh(W [state; context (; embedding)] + b)`, any leading shape `[.., ·]`; the concatenation
+    /// itself without the attentional layer.
     fn attentional<const D: usize>(
         &self,
         top: Tensor<B, D>,
@@ -302,7 +315,11 @@ impl<B: Backend> Decoder<B> {
         {
             parts.push(emb);
         }
-        tanh(self.pre_output.forward(Tensor::cat(parts, D - 1)))
+        let joined = Tensor::cat(parts, D - 1);
+        match &self.pre_output {
+            Some(layer) => tanh(layer.forward(joined)),
+            None => joined,
+        }
     }
 
     /// Vocabulary logits from attentional vectors: `[n, output] → [n, tgt_vocab]`.

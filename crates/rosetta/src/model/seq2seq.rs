@@ -37,6 +37,10 @@ pub struct RnnConfig {
     pub input_feeding: bool,
     /// Let the output layer see the previous target embedding too (Bahdanau's deep output).
     pub embedding_to_output: bool,
+    /// Pass `[state; context]` through `tanh(W · + b)` before the vocabulary projection (Luong et al.
+    /// 2015, eq. 5; JoeyNMT's and OpenNMT's default). Off: project `[state; context]` straight to the
+    /// vocabulary, as the reference PyTorch model does.
+    pub attentional_layer: bool,
     /// Tie the target embedding and the output projection.
     pub tie_embeddings: bool,
     /// Dropout on embeddings, between layers and before the output projection.
@@ -59,6 +63,7 @@ impl Default for RnnConfig {
             attention_size: 512,
             input_feeding: true,
             embedding_to_output: true,
+            attentional_layer: true,
             tie_embeddings: false,
             dropout: 0.3,
         }
@@ -109,6 +114,22 @@ impl RnnConfig {
                 }
             )));
         }
+        if !self.attentional_layer {
+            if self.tie_embeddings {
+                return Err(Error::Config(
+                    "model.tie_embeddings needs model.attentional_layer = true: the tied projection \
+                     reads vectors of the embedding size, which only the attentional layer produces"
+                        .into(),
+                ));
+            }
+            if self.attention.is_luong() && self.input_feeding {
+                return Err(Error::Config(
+                    "Luong input feeding feeds the attentional vector back, so it needs \
+                     model.attentional_layer = true (or set model.input_feeding = false)"
+                        .into(),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -125,6 +146,7 @@ impl RnnConfig {
             attention_size: self.attention_size,
             input_feeding: self.input_feeding,
             embedding_to_output: self.embedding_to_output,
+            attentional_layer: self.attentional_layer,
             tie_embeddings: self.tie_embeddings,
             dropout: self.dropout,
         }

@@ -1,0 +1,368 @@
+//! Rosetta versus PyTorch on the reference attention GRU, in one run.
+//!
+//! The model is the shape of `../shared/bench/torch_attention_gru.py`: BiGRU 2×256 encoder (one
+//! layer), GRU 512 decoder, Bahdanau attention 512, mean bridge, `[state; context]` projected straight
+//! to a vocabulary of 8,000, no dropout; batch 64 × 25, Adam 1e-3. Both sides run three modes, each in
+//! a fresh process so that peak RSS is the mode's own: a training step (forward, backward, Adam), a
+//! greedy decode of the batch, and a beam-5 decode. End-of-sentence is never chosen on either side, so
+//! every decode runs exactly 25 steps for every sentence.
+//!
+//! ```sh
+//! cargo bench -p rosetta --bench vs_pytorch
+//! ROSETTA_PYTHON=/path/to/venv/bin/python3 ROSETTA_BENCH_THREADS=2 cargo bench -p rosetta --bench vs_pytorch
+//! # on an NVIDIA GPU (both sides): build with --features cuda, then ROSETTA_BENCH_DEVICE=cuda
+//! ```
+//!
+//! The PyTorch side is `benches/torch_attention_gru.py` (needs `torch`); without it the Rosetta column is
+//! still printed. This is a benchmark, not a test: CI does not run it.
+
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use rosetta::device::{DeviceChoice, Job, resolve, run_on};
+use rosetta::model::attention::AttentionKind;
+use rosetta::model::bridge::BridgeKind;
+use rosetta::model::cell::CellKind;
+use rosetta::model::encoder::SourceBatch;
+use rosetta::model::seq2seq::{RnnConfig, RnnSeq2Seq};
+use rosetta::search::beam::{BeamConfig, beam_search};
+use rosetta::search::greedy::greedy;
+use rosetta::search::scorer::{Scorer, Step};
+use rosetta::train::loss::cross_entropy;
+use rosetta::train::optim::{AnyOptimizer, OptimizerKind, OptimizerSettings, grad_norm};
+use rosetta::train::trainer::count_parameters;
+use rosetta_text::vocab::EOS;
+use std::process::Command;
+use std::time::Instant;
+
+const BATCH: usize = 64;
+const SRC_LEN: usize = 25;
+const TGT_LEN: usize = 25;
+const VOCAB: usize = 8000;
+const BEAM: usize = 5;
+
+/// The reference model's shape.
+fn reference_config() -> RnnConfig {
+    RnnConfig {
+        cell: CellKind::Gru,
+        embedding_size: 256,
+        encoder_hidden: 256,
+        encoder_layers: 1,
+        bidirectional: true,
+        decoder_hidden: 512,
+        decoder_layers: 1,
+        bridge: BridgeKind::Mean,
+        attention: AttentionKind::Bahdanau,
+        attention_size: 512,
+        input_feeding: false,
+        embedding_to_output: false,
+        attentional_layer: false,
+        tie_embeddings: false,
+        dropout: 0.0,
+    }
+}
+
+/// Seeded token ids in `[4, VOCAB)` (never a special token), `[rows, cols]`.
+fn random_ids(rows: usize, cols: usize, seed: u64) -> Vec<i32> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..rows * cols)
+        .map(|_| rng.random_range(4..VOCAB as i32))
+        .collect()
+}
+
+/// The model with end-of-sentence masked out, so every sentence decodes the full length.
+struct NoEos<'a, B: Backend> {
+    model: &'a RnnSeq2Seq<B>,
+    mask: Tensor<B, 2>,
+}
+
+impl<B: Backend> Scorer<B> for NoEos<'_, B> {
+    type State = <RnnSeq2Seq<B> as Scorer<B>>::State;
+
+    fn start(&self, src: &SourceBatch<B>) -> Self::State {
+        self.model.start(src)
+    }
+
+    fn step(&self, prev: Tensor<B, 1, Int>, state: Self::State) -> Step<B, Self::State> {
+        let mut step = self.model.step(prev, state);
+        step.log_probs = step.log_probs + self.mask.clone();
+        step
+    }
+
+    fn select(&self, state: Self::State, indices: Tensor<B, 1, Int>) -> Self::State {
+        self.model.select(state, indices)
+    }
+}
+
+/// One mode of the Rosetta side, run in this process.
+struct RosettaMode {
+    mode: String,
+    runs: usize,
+}
+
+impl Job for RosettaMode {
+    type Output = (f64, usize);
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> (f64, usize) {
+        B::seed(&device, 0);
+        let config = reference_config();
+        let src = SourceBatch::<B> {
+            ids: Tensor::from_data(
+                TensorData::new(random_ids(BATCH, SRC_LEN, 1), [BATCH, SRC_LEN]),
+                &device,
+            ),
+            lengths: vec![SRC_LEN; BATCH],
+        };
+        let tgt = random_ids(BATCH, TGT_LEN + 1, 2);
+        let column = |range: std::ops::Range<usize>| -> Vec<i32> {
+            tgt.chunks(TGT_LEN + 1)
+                .flat_map(|row| row[range.clone()].to_vec())
+                .collect()
+        };
+        let tgt_in = Tensor::<B, 2, Int>::from_data(
+            TensorData::new(column(0..TGT_LEN), [BATCH, TGT_LEN]),
+            &device,
+        );
+        let tgt_out = Tensor::<B, 2, Int>::from_data(
+            TensorData::new(column(1..TGT_LEN + 1), [BATCH, TGT_LEN]),
+            &device,
+        );
+        let warmup = if self.mode == "train" { 3 } else { 2 };
+        let mut times = Vec::new();
+        let params;
+        if self.mode == "train" {
+            let mut model = RnnSeq2Seq::<B>::new(&config, VOCAB, VOCAB, &device);
+            params = count_parameters(&model);
+            let mut optimizer = AnyOptimizer::new(&OptimizerSettings {
+                kind: OptimizerKind::Adam,
+                weight_decay: 0.0,
+                momentum: 0.0,
+                beta1: 0.9,
+                beta2: 0.999,
+                epsilon: 1e-8,
+            });
+            for i in 0..self.runs + warmup {
+                let t0 = Instant::now();
+                // The trainer's step: loss, backward, gradient norm (for clipping), Adam.
+                let (logits, _) = model.forward(&src, tgt_in.clone());
+                let sums = cross_entropy(logits, tgt_out.clone(), 0.0);
+                let loss = sums.smoothed.div_scalar((BATCH * TGT_LEN) as f64);
+                let value: f32 = loss.clone().into_scalar().elem();
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                let norm = grad_norm(&model, &grads);
+                model = optimizer.step(1e-3, model, grads);
+                if i >= warmup {
+                    times.push(t0.elapsed().as_secs_f64());
+                }
+                if i % 5 == 0 {
+                    eprintln!("rosetta step {i}: loss {value:.4}, grad norm {norm:.3}");
+                }
+            }
+        } else {
+            let model = RnnSeq2Seq::<B::InnerBackend>::new(&config, VOCAB, VOCAB, &device);
+            params = count_parameters(&model);
+            let src = SourceBatch::<B::InnerBackend> {
+                ids: src.ids.inner(),
+                lengths: src.lengths,
+            };
+            let mut mask = vec![0.0f32; VOCAB];
+            mask[EOS as usize] = f32::NEG_INFINITY;
+            let scorer = NoEos {
+                model: &model,
+                mask: Tensor::from_data(TensorData::new(mask, [1, VOCAB]), &device),
+            };
+            let beam = BeamConfig {
+                beam: BEAM,
+                n_best: 1,
+                length_penalty: 0.0,
+                max_len_a: 0.0,
+                max_len_b: TGT_LEN,
+                min_len: 0,
+                no_repeat_ngram: 0,
+            };
+            for i in 0..self.runs + warmup {
+                let t0 = Instant::now();
+                let produced: usize = if self.mode == "greedy" {
+                    greedy(&scorer, &src, |_| TGT_LEN)
+                        .iter()
+                        .map(|h| h.tokens.len())
+                        .sum()
+                } else {
+                    beam_search(&scorer, &src, &beam)
+                        .iter()
+                        .map(|n| n.first().map_or(0, |h| h.tokens.len()))
+                        .sum()
+                };
+                if i >= warmup {
+                    times.push(t0.elapsed().as_secs_f64());
+                }
+                assert_eq!(
+                    produced,
+                    BATCH * TGT_LEN,
+                    "every sentence decodes 25 tokens"
+                );
+            }
+        }
+        eprintln!("rosetta {} seconds per run: {times:.3?}", self.mode);
+        times.sort_by(f64::total_cmp);
+        (times[times.len() / 2], params)
+    }
+}
+
+/// Peak resident set size of this process in MB (Linux), from `/proc/self/status`.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// A measured mode of one side.
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    median_s: f64,
+    peak_rss_mb: f64,
+}
+
+fn parse_result(stdout: &str) -> Option<serde_json::Value> {
+    let line = stdout.lines().rev().find(|l| l.starts_with("RESULT "))?;
+    serde_json::from_str(&line["RESULT ".len()..]).ok()
+}
+
+fn measured(value: &serde_json::Value) -> Option<Measured> {
+    Some(Measured {
+        median_s: value.get("median_s")?.as_f64()?,
+        peak_rss_mb: value.get("peak_rss_mb")?.as_f64()?,
+    })
+}
+
+fn runs_for(mode: &str) -> usize {
+    let var = format!("ROSETTA_BENCH_{}_RUNS", mode.to_uppercase());
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(match mode {
+            "train" => 10,
+            "greedy" => 10,
+            _ => 5,
+        })
+}
+
+fn main() {
+    // As the `rosetta` binary does.
+    rosetta::device::init_cpu_runtime();
+    let threads = std::env::var("ROSETTA_BENCH_THREADS").unwrap_or_else(|_| "2".into());
+    let device_name = std::env::var("ROSETTA_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into());
+    if let Ok(mode) = std::env::var("ROSETTA_BENCH_CHILD") {
+        let choice: DeviceChoice = device_name.parse().expect("ROSETTA_BENCH_DEVICE");
+        let device = resolve(choice).expect("device");
+        let runs = runs_for(&mode);
+        let (median_s, params) = run_on(
+            device,
+            RosettaMode {
+                mode: mode.clone(),
+                runs,
+            },
+        );
+        let result = serde_json::json!({
+            "side": "rosetta", "mode": mode, "device": device.to_string(), "params": params,
+            "median_s": median_s, "runs": runs, "peak_rss_mb": peak_rss_mb(),
+        });
+        println!("RESULT {result}");
+        return;
+    }
+
+    let python = std::env::var("ROSETTA_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/benches/torch_attention_gru.py"
+    );
+    let exe = std::env::current_exe().expect("own path");
+    println!(
+        "Rosetta vs PyTorch: BiGRU 2x256, GRU 512, Bahdanau 512, vocab {VOCAB}, batch {BATCH}x{TGT_LEN}, \
+         device {device_name}, {threads} threads"
+    );
+    let mut rows = Vec::new();
+    for mode in ["train", "greedy", "beam"] {
+        let runs = runs_for(mode).to_string();
+        let ours = Command::new(&exe)
+            .env("ROSETTA_BENCH_CHILD", mode)
+            .env("RAYON_NUM_THREADS", &threads)
+            .output()
+            .expect("run the Rosetta side");
+        let ours_json = parse_result(&String::from_utf8_lossy(&ours.stdout));
+        if ours_json.is_none() {
+            eprintln!(
+                "rosetta {mode} failed:\n{}",
+                String::from_utf8_lossy(&ours.stderr)
+            );
+        }
+        let theirs = Command::new(&python)
+            .args([
+                script,
+                mode,
+                &runs,
+                "--device",
+                &device_name,
+                "--threads",
+                &threads,
+            ])
+            .output();
+        let theirs_json = match &theirs {
+            Ok(out) => {
+                let parsed = parse_result(&String::from_utf8_lossy(&out.stdout));
+                if parsed.is_none() {
+                    eprintln!(
+                        "pytorch {mode} failed (is torch installed for {python}?):\n{}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+                parsed
+            }
+            Err(e) => {
+                eprintln!("could not run {python}: {e}");
+                None
+            }
+        };
+        for json in [&ours_json, &theirs_json].into_iter().flatten() {
+            println!("  {json}");
+        }
+        rows.push((
+            mode,
+            ours_json.as_ref().and_then(measured),
+            theirs_json.as_ref().and_then(measured),
+        ));
+    }
+
+    println!();
+    println!(
+        "| mode | Rosetta | PyTorch | speed ratio (Rosetta/PyTorch) | peak RSS Rosetta | peak RSS PyTorch | RSS ratio |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let target_tokens = (BATCH * TGT_LEN) as f64;
+    for (mode, ours, theirs) in rows {
+        let rate = |m: &Measured| match mode {
+            "train" => format!("{:.0} tgt tok/s", target_tokens / m.median_s),
+            _ => format!("{:.1} sent/s", BATCH as f64 / m.median_s),
+        };
+        let cell = |m: Option<Measured>, f: &dyn Fn(&Measured) -> String| {
+            m.as_ref().map_or("–".to_string(), f)
+        };
+        let speed = match (ours, theirs) {
+            (Some(o), Some(t)) => format!("{:.2}×", t.median_s / o.median_s),
+            _ => "–".into(),
+        };
+        let rss = match (ours, theirs) {
+            (Some(o), Some(t)) => format!("{:.2}×", o.peak_rss_mb / t.peak_rss_mb),
+            _ => "–".into(),
+        };
+        println!(
+            "| {mode} | {} | {} | {speed} | {} | {} | {rss} |",
+            cell(ours, &|m| format!("{} ({:.3} s)", rate(m), m.median_s)),
+            cell(theirs, &|m| format!("{} ({:.3} s)", rate(m), m.median_s)),
+            cell(ours, &|m| format!("{:.0} MB", m.peak_rss_mb)),
+            cell(theirs, &|m| format!("{:.0} MB", m.peak_rss_mb)),
+        );
+    }
+}
