@@ -11,6 +11,7 @@ pub use burn;
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod kernels;
 pub mod model;
 pub mod search;
 pub mod train;

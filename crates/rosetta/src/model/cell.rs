@@ -146,15 +146,8 @@ impl<B: Backend> Cell<B> {
                 // Cho et al. 2014, eqs. 5–8, in the "reset after" form of PyTorch and cuDNN:
                 // r = σ(W_r x + U_r h), z = σ(W_z x + U_z h), n = tanh(W x + r ⊙ (U h + b)),
                 // h' = (1 − z) ⊙ n + z ⊙ h (the paper's eq. 8 applies r before U: U (r ⊙ h)).
-                let mut x = xp.chunk(3, 1);
-                let mut u = hp.chunk(3, 1);
-                let (xn, un) = (x.remove(2), u.remove(2));
-                let (xz, uz) = (x.remove(1), u.remove(1));
-                let (xr, ur) = (x.remove(0), u.remove(0));
-                let r = sigmoid(xr + ur);
-                let z = sigmoid(xz + uz);
-                let n = tanh(xn + r * un);
-                let h = n.clone() + z * (state.h.clone() - n);
+                // One fused operation on the CPU.
+                let h = crate::kernels::gru_gates(xp, hp, state.h.clone());
                 CellState { h, c: None }
             }
             CellKind::Lstm => {

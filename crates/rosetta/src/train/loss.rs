@@ -18,8 +18,33 @@ pub struct LossSums<B: Backend> {
 }
 
 /// Computes the summed losses. `logits`: `[batch, len, vocab]`; `targets`: `[batch, len]` with
-/// [`PAD`] on padding.
+/// [`PAD`] on padding. On the CPU backend this is one fused operation
+/// ([`crate::kernels::fused_cross_entropy`]); elsewhere [`cross_entropy_composite`].
 pub fn cross_entropy<B: Backend>(
+    logits: Tensor<B, 3>,
+    targets: Tensor<B, 2, Int>,
+    smoothing: f64,
+) -> LossSums<B> {
+    let [batch, len, vocab] = logits.dims();
+    let n = batch * len;
+    let fused = crate::kernels::fused_cross_entropy(
+        logits.reshape([n, vocab]),
+        targets.reshape([n]),
+        PAD as i64,
+        smoothing as f32,
+    );
+    match fused {
+        Ok((smoothed, nll)) => LossSums { smoothed, nll },
+        Err((logits, targets)) => cross_entropy_composite(
+            logits.reshape([batch, len, vocab]),
+            targets.reshape([batch, len]),
+            smoothing,
+        ),
+    }
+}
+
+/// [`cross_entropy`] written with tensor operations, for backends without the fused kernel.
+pub fn cross_entropy_composite<B: Backend>(
     logits: Tensor<B, 3>,
     targets: Tensor<B, 2, Int>,
     smoothing: f64,

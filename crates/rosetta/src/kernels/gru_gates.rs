@@ -1,0 +1,180 @@
+//! The gate arithmetic of a GRU step, `(W x, U h + b, h) → h'`, as one operation with its own
+//! backward (Cho et al. 2014, eqs. 5–8, in the "reset after" form of PyTorch and cuDNN):
+//! `r = σ(x_r + u_r)`, `z = σ(x_z + u_z)`, `n = tanh(x_n + r ⊙ u_n)`, `h' = (1 − z) ⊙ n + z ⊙ h`.
+//!
+//! Written with tensor operations, a step is about a dozen small operations, each recorded for the
+//! backward pass; here it is one, and the backward pass recomputes the gates from the inputs.
+
+use super::simd_math::{dispatch, sigmoid, tanh};
+use burn::backend::flex::FlexTensor;
+use burn::prelude::*;
+use burn::tensor::TensorMetadata;
+use burn::tensor::activation::{sigmoid as sigmoid_t, tanh as tanh_t};
+
+/// The new hidden state `[batch, hidden]` from the projected input `xp` and projected state `hp`
+/// (both `[batch, 3·hidden]`, gates in the order r, z, n, biases included) and the state `h`.
+pub fn gru_gates<B: Backend>(xp: Tensor<B, 2>, hp: Tensor<B, 2>, h: Tensor<B, 2>) -> Tensor<B, 2> {
+    super::Fused3 {
+        forward: forward_flex,
+        backward: backward_flex,
+        composite,
+    }
+    .run(xp, hp, h)
+}
+
+/// The same with tensor operations, for other backends.
+pub fn composite<B: Backend>(xp: Tensor<B, 2>, hp: Tensor<B, 2>, h: Tensor<B, 2>) -> Tensor<B, 2> {
+    let mut x = xp.chunk(3, 1);
+    let mut u = hp.chunk(3, 1);
+    let (xn, un) = (x.remove(2), u.remove(2));
+    let (xz, uz) = (x.remove(1), u.remove(1));
+    let (xr, ur) = (x.remove(0), u.remove(0));
+    let r = sigmoid_t(xr + ur);
+    let z = sigmoid_t(xz + uz);
+    let n = tanh_t(xn + r * un);
+    n.clone() + z * (h - n)
+}
+
+/// `[batch, hidden]`, checked against the other operands.
+fn dims(xp: &FlexTensor, hp: &FlexTensor, h: &FlexTensor) -> [usize; 2] {
+    let (x, u, h) = (xp.shape().to_vec(), hp.shape().to_vec(), h.shape().to_vec());
+    // The cell builds these shapes itself; a mismatch is a bug in Rosetta, not bad input.
+    assert!(
+        h.len() == 2 && x == [h[0], 3 * h[1]] && u == x,
+        "GRU gates: xp {x:?}, hp {u:?}, h {h:?}"
+    );
+    [h[0], h[1]]
+}
+
+/// The gates of one row: `(r, z, n)` for element `j`.
+#[inline(always)]
+fn gates(x: &[f32], u: &[f32], hidden: usize, j: usize) -> (f32, f32, f32) {
+    let r = sigmoid(x[j] + u[j]);
+    let z = sigmoid(x[hidden + j] + u[hidden + j]);
+    let n = tanh(x[2 * hidden + j] + r * u[2 * hidden + j]);
+    (r, z, n)
+}
+
+#[inline(always)]
+fn forward_rows(out: &mut [f32], x: &[f32], u: &[f32], h: &[f32], hidden: usize) {
+    let rows = out.chunks_exact_mut(hidden).zip(h.chunks_exact(hidden));
+    for ((out, h), (x, u)) in rows.zip(x.chunks_exact(3 * hidden).zip(u.chunks_exact(3 * hidden))) {
+        for (j, (o, &h)) in out.iter_mut().zip(h).enumerate() {
+            let (_, z, n) = gates(x, u, hidden, j);
+            *o = n + z * (h - n);
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn backward_rows(
+    gx: &mut [f32],
+    gu: &mut [f32],
+    gh: &mut [f32],
+    x: &[f32],
+    u: &[f32],
+    h: &[f32],
+    g: &[f32],
+    hidden: usize,
+) {
+    let h3 = 3 * hidden;
+    let rows = gx
+        .chunks_exact_mut(h3)
+        .zip(gu.chunks_exact_mut(h3))
+        .zip(gh.chunks_exact_mut(hidden));
+    let inputs = x
+        .chunks_exact(h3)
+        .zip(u.chunks_exact(h3))
+        .zip(h.chunks_exact(hidden).zip(g.chunks_exact(hidden)));
+    for (((gx, gu), gh), ((x, u), (h, g))) in rows.zip(inputs) {
+        for j in 0..hidden {
+            let (r, z, n) = gates(x, u, hidden, j);
+            let dn = g[j] * (1.0 - z) * (1.0 - n * n);
+            let dz = g[j] * (h[j] - n) * z * (1.0 - z);
+            let dr = dn * u[2 * hidden + j] * r * (1.0 - r);
+            gx[j] = dr;
+            gu[j] = dr;
+            gx[hidden + j] = dz;
+            gu[hidden + j] = dz;
+            gx[2 * hidden + j] = dn;
+            gu[2 * hidden + j] = dn * r;
+            gh[j] = g[j] * z;
+        }
+    }
+}
+
+fn forward_flex(xp: &FlexTensor, hp: &FlexTensor, h: &FlexTensor) -> FlexTensor {
+    let [batch, hidden] = dims(xp, hp, h);
+    let (x, u, h) = (xp.storage::<f32>(), hp.storage::<f32>(), h.storage::<f32>());
+    let mut out = vec![0f32; batch * hidden];
+    dispatch(|| forward_rows(&mut out, x, u, h, hidden));
+    FlexTensor::from_data(TensorData::new(out, [batch, hidden]))
+}
+
+/// Gradients for `xp`, `hp` and `h` from the gradient `g` of `h'`.
+fn backward_flex(
+    xp: &FlexTensor,
+    hp: &FlexTensor,
+    h: &FlexTensor,
+    g: &FlexTensor,
+) -> [FlexTensor; 3] {
+    let [batch, hidden] = dims(xp, hp, h);
+    let (x, u, h, g) = (
+        xp.storage::<f32>(),
+        hp.storage::<f32>(),
+        h.storage::<f32>(),
+        g.storage::<f32>(),
+    );
+    let mut gx = vec![0f32; batch * 3 * hidden];
+    let mut gu = vec![0f32; batch * 3 * hidden];
+    let mut gh = vec![0f32; batch * hidden];
+    dispatch(|| backward_rows(&mut gx, &mut gu, &mut gh, x, u, h, g, hidden));
+    [
+        FlexTensor::from_data(TensorData::new(gx, [batch, 3 * hidden])),
+        FlexTensor::from_data(TensorData::new(gu, [batch, 3 * hidden])),
+        FlexTensor::from_data(TensorData::new(gh, [batch, hidden])),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, Flex};
+    use burn::tensor::Distribution;
+
+    type A = Autodiff<Flex>;
+
+    fn inputs(device: &burn::backend::flex::FlexDevice) -> [Tensor<Flex, 2>; 4] {
+        Flex::seed(device, 11);
+        let n = |dims: [usize; 2]| Tensor::random(dims, Distribution::Normal(0.0, 2.0), device);
+        [n([4, 3 * 13]), n([4, 3 * 13]), n([4, 13]), n([4, 13])]
+    }
+
+    fn close<const D: usize>(a: Tensor<Flex, D>, b: Tensor<Flex, D>) {
+        crate::kernels::assert_close(a, b, 2e-6);
+    }
+
+    #[test]
+    fn forward_and_gradients_match_tensor_operations() {
+        let device = Default::default();
+        let [x, u, h, w] = inputs(&device);
+        close(
+            gru_gates(x.clone(), u.clone(), h.clone()),
+            composite(x.clone(), u.clone(), h.clone()),
+        );
+        let track = |t: &Tensor<Flex, 2>| Tensor::<A, 2>::from_inner(t.clone()).require_grad();
+        let w = Tensor::<A, 2>::from_inner(w);
+        let (x1, u1, h1) = (track(&x), track(&u), track(&h));
+        let g1 = (gru_gates(x1.clone(), u1.clone(), h1.clone()) * w.clone())
+            .sum()
+            .backward();
+        let (x2, u2, h2) = (track(&x), track(&u), track(&h));
+        let g2 = (composite(x2.clone(), u2.clone(), h2.clone()) * w)
+            .sum()
+            .backward();
+        close(x1.grad(&g1).unwrap(), x2.grad(&g2).unwrap());
+        close(u1.grad(&g1).unwrap(), u2.grad(&g2).unwrap());
+        close(h1.grad(&g1).unwrap(), h2.grad(&g2).unwrap());
+    }
+}

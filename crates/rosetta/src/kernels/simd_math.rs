@@ -1,0 +1,193 @@
+//! `exp`, `tanh` and `sigmoid` for `f32` written so that loops over slices vectorize.
+//!
+//! The standard library calls libm one element at a time; in training those calls were about a
+//! fifth of the CPU time. These functions use only arithmetic, comparisons and bit operations, so
+//! LLVM turns a loop over them into SSE2 (or, under [`dispatch`], AVX2) code. No fused multiply-add
+//! is used, so the SSE2 and AVX2 paths give bit-identical results.
+//!
+//! Accuracy (checked by the tests against the standard library over `[-20, 20]`): `exp` within
+//! 2 ulp (Cephes `expf`), `tanh` within 3·10⁻⁷ absolute (Cephes `tanhf` polynomial below 0.625,
+//! `1 − 2/(e^{2|x|} + 1)` above). NaN in, NaN out.
+
+// The polynomial coefficients are Cephes' as published, digits beyond f32 included.
+#![allow(clippy::excessive_precision)]
+
+/// `1.5 · 2²³`: adding it to a float of magnitude below 2²² rounds it to an integer that can be read
+/// from the low mantissa bits.
+const ROUND: f32 = 12_582_912.0;
+/// Bits of [`ROUND`].
+const ROUND_BITS: i32 = 0x4B40_0000;
+/// Cephes' two-part ln 2, so that `x − n·ln 2` stays exact.
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = -2.121_944_4e-4;
+/// `exp` saturates outside this range (`e^88` ≈ 1.65·10³⁸; below `e^−87.3` results are subnormal
+/// and flushed anyway).
+const EXP_MIN: f32 = -87.336_54;
+const EXP_MAX: f32 = 88.0;
+
+/// `e^x` (Cephes `expf`: `x = n·ln 2 + r`, degree-6 polynomial for `e^r`, `2^n` built in the
+/// exponent bits).
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    let c = x.clamp(EXP_MIN, EXP_MAX);
+    let t = c * std::f32::consts::LOG2_E + ROUND;
+    let n = t - ROUND;
+    let r = c - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4_f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5.000_000_1e-1;
+    let y = p * r * r + r + 1.0;
+    let scale = f32::from_bits(((t.to_bits() as i32 - ROUND_BITS + 127) << 23) as u32);
+    let out = y * scale;
+    if x.is_nan() { x } else { out }
+}
+
+/// `tanh x`.
+#[inline(always)]
+pub fn tanh(x: f32) -> f32 {
+    let a = x.abs();
+    let large = (1.0 - 2.0 / (exp(2.0 * a) + 1.0)).copysign(x);
+    let z = x * x;
+    let small =
+        ((((-5.704_988_7e-3 * z + 2.063_908_9e-2) * z - 5.373_971_6e-2) * z + 1.333_144_2e-1) * z
+            - 3.333_328_2e-1)
+            * z
+            * x
+            + x;
+    let out = if a < 0.625 { small } else { large };
+    if x.is_nan() { x } else { out }
+}
+
+/// The logistic function `1 / (1 + e^{−x})`.
+#[inline(always)]
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp(-x))
+}
+
+/// Runs `body` compiled for AVX2 when the CPU has it, otherwise for the baseline (SSE2). `body`
+/// must be `#[inline(always)]` code so that it is compiled into each wrapper.
+#[inline(always)]
+pub fn dispatch<R>(body: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { with_avx2(body) };
+        }
+    }
+    body()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn with_avx2<R>(body: impl FnOnce() -> R) -> R {
+    body()
+}
+
+/// Sum of a slice with eight independent lanes, so that it vectorizes; the order of additions is
+/// fixed, so the result does not depend on the instruction set.
+#[inline(always)]
+pub fn sum(xs: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let mut chunks = xs.chunks_exact(8);
+    for c in &mut chunks {
+        for (l, x) in lanes.iter_mut().zip(c) {
+            *l += x;
+        }
+    }
+    let mut total = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
+        + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+    for x in chunks.remainder() {
+        total += x;
+    }
+    total
+}
+
+/// Maximum of a slice (NaN if any element is NaN), eight lanes as in [`sum`].
+#[inline(always)]
+pub fn max(xs: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let mut nan = false;
+    let mut chunks = xs.chunks_exact(8);
+    for c in &mut chunks {
+        for (l, &x) in lanes.iter_mut().zip(c) {
+            nan |= x.is_nan();
+            *l = if x > *l { x } else { *l };
+        }
+    }
+    let mut m = lanes
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &l| if l > m { l } else { m });
+    for &x in chunks.remainder() {
+        nan |= x.is_nan();
+        m = if x > m { x } else { m };
+    }
+    if nan { f32::NAN } else { m }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grid() -> impl Iterator<Item = f32> {
+        (-200_000..=200_000).map(|i| i as f32 * 1e-4)
+    }
+
+    fn ulps(a: f32, b: f32) -> u32 {
+        (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs() as u32
+    }
+
+    #[test]
+    fn exp_is_within_two_ulp_of_std() {
+        for x in grid().chain([-87.0, -80.5, 50.0, 87.9]) {
+            let (got, want) = (exp(x), x.exp());
+            assert!(ulps(got, want) <= 2, "exp({x}) = {got}, std {want}");
+        }
+        assert_eq!(exp(0.0), 1.0);
+        assert!(exp(f32::NAN).is_nan());
+        assert!(exp(f32::NEG_INFINITY) < 1e-37);
+        assert!(exp(1000.0).is_finite());
+    }
+
+    #[test]
+    fn tanh_and_sigmoid_match_std() {
+        for x in grid() {
+            let (got, want) = (tanh(x), x.tanh());
+            assert!((got - want).abs() <= 3e-7, "tanh({x}) = {got}, std {want}");
+            let want = 1.0 / (1.0 + (-x).exp());
+            let got = sigmoid(x);
+            assert!(
+                (got - want).abs() <= 3e-7,
+                "sigmoid({x}) = {got}, std {want}"
+            );
+        }
+        assert_eq!(tanh(0.0), 0.0);
+        assert_eq!(tanh(30.0), 1.0);
+        assert_eq!(tanh(-30.0), -1.0);
+        assert!(tanh(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn reductions_match_plain_loops_and_keep_nan() {
+        let xs: Vec<f32> = (0..37).map(|i| ((i * 7919) % 101) as f32 - 50.0).collect();
+        assert_eq!(sum(&xs), xs.iter().sum::<f32>());
+        assert_eq!(max(&xs), 50.0);
+        let mut with_nan = xs.clone();
+        with_nan[33] = f32::NAN;
+        assert!(max(&with_nan).is_nan());
+        assert!(sum(&with_nan).is_nan());
+        assert_eq!(max(&[]), f32::NEG_INFINITY);
+    }
+
+    #[test]
+    fn dispatch_gives_the_baseline_result() {
+        let xs: Vec<f32> = grid().step_by(97).collect();
+        let fast: Vec<f32> = dispatch(|| xs.iter().map(|&x| tanh(x)).collect());
+        let base: Vec<f32> = xs.iter().map(|&x| tanh(x)).collect();
+        assert_eq!(fast, base);
+    }
+}
