@@ -23,6 +23,7 @@ use rosetta::device::{DeviceChoice, Job, resolve, run_on};
 use rosetta::model::attention::AttentionKind;
 use rosetta::model::bridge::BridgeKind;
 use rosetta::model::cell::CellKind;
+use rosetta::model::embedding::EmbeddingInit;
 use rosetta::model::encoder::SourceBatch;
 use rosetta::model::seq2seq::{RnnConfig, RnnSeq2Seq};
 use rosetta::search::beam::{BeamConfig, beam_search};
@@ -59,6 +60,7 @@ fn reference_config() -> RnnConfig {
         attentional_layer: false,
         tie_embeddings: false,
         dropout: 0.0,
+        embedding_init: EmbeddingInit::Normal,
     }
 }
 
@@ -92,6 +94,10 @@ impl<B: Backend> Scorer<B> for NoEos<'_, B> {
 
     fn select(&self, state: Self::State, indices: Tensor<B, 1, Int>) -> Self::State {
         self.model.select(state, indices)
+    }
+
+    fn reorder(&self, state: Self::State, indices: Tensor<B, 1, Int>) -> Self::State {
+        self.model.reorder(state, indices)
     }
 }
 

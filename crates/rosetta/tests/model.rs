@@ -5,6 +5,7 @@ use burn::prelude::*;
 use rosetta::model::attention::AttentionKind;
 use rosetta::model::bridge::BridgeKind;
 use rosetta::model::cell::CellKind;
+use rosetta::model::embedding::EmbeddingInit;
 use rosetta::model::encoder::SourceBatch;
 use rosetta::model::seq2seq::{RnnConfig, RnnSeq2Seq};
 
@@ -27,6 +28,7 @@ fn small(cell: CellKind, attention: AttentionKind, bridge: BridgeKind) -> RnnCon
         attentional_layer: true,
         tie_embeddings: false,
         dropout: 0.0,
+        embedding_init: EmbeddingInit::Normal,
     }
 }
 

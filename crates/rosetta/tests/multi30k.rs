@@ -10,9 +10,10 @@ use rosetta_text::corpus::CorpusSource;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// Measured on the 2-core dev machine (seed 42): validation BLEU 2.8 after 150 steps, 5.5 after 300;
-/// the floor leaves room for numerical differences across machines.
-const BLEU_FLOOR: f64 = 4.0;
+/// Measured on the 2-core dev machine (seed 42): validation BLEU 4.6 after 150 steps, 8.4 after 300
+/// (2.8 and 5.5 before embeddings started from N(0, 1)); the floor leaves room for numerical
+/// differences across machines.
+const BLEU_FLOOR: f64 = 6.5;
 
 fn data_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("ROSETTA_DATA")

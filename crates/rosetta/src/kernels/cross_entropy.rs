@@ -138,7 +138,7 @@ fn forward_rows(logits: &FlexTensor, targets: &[i64], pad: i64, smoothing: f32) 
 
 /// `(max, Σ x, Σ e^{x − max})` of one row of logits.
 #[inline(always)]
-fn row_stats(row: &[f32]) -> (f32, f32, f32) {
+pub(super) fn row_stats(row: &[f32]) -> (f32, f32, f32) {
     let m = max(row);
     let mut lanes = [0f32; 8];
     let mut chunks = row.chunks_exact(8);

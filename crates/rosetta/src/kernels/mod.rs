@@ -1,6 +1,7 @@
 //! Fused CPU kernels with their own backward pass, for the operations where burn's general tensor
-//! operations cost the most: Bahdanau's energies, the GRU gates and the label-smoothed
-//! cross-entropy.
+//! operations cost the most: dense layers, splitting a sequence into steps, Bahdanau's energies,
+//! the attention's softmax and context, the GRU gates, the label-smoothed cross-entropy and the
+//! search's log-softmax.
 //!
 //! Each entry point is generic over the backend. When the backend is burn's CPU backend (`Flex`,
 //! or `Autodiff<Flex>` in training) it runs the fused kernel; any other backend (CUDA) gets the same
@@ -8,13 +9,21 @@
 //! (`Any`), so the model keeps its plain `B: Backend` bound.
 
 mod additive_energy;
+mod attend;
 mod cross_entropy;
 mod gru_gates;
+mod linear;
+mod log_softmax;
 pub mod simd_math;
+mod time_steps;
 
 pub use additive_energy::additive_energy;
+pub use attend::attend;
 pub use cross_entropy::fused_cross_entropy;
 pub use gru_gates::gru_gates;
+pub use linear::linear;
+pub use log_softmax::log_softmax;
+pub use time_steps::time_steps;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;

@@ -20,8 +20,8 @@ const ROUND_BITS: i32 = 0x4B40_0000;
 /// Cephes' two-part ln 2, so that `x − n·ln 2` stays exact.
 const LN2_HI: f32 = 0.693_359_4;
 const LN2_LO: f32 = -2.121_944_4e-4;
-/// `exp` saturates outside this range (`e^88` ≈ 1.65·10³⁸; below `e^−87.3` results are subnormal
-/// and flushed anyway).
+/// `exp` saturates above this range (`e^88` ≈ 1.65·10³⁸) and is 0 below it (results under
+/// `e^−87.3` are subnormal and flushed anyway).
 const EXP_MIN: f32 = -87.336_54;
 const EXP_MAX: f32 = 88.0;
 
@@ -42,7 +42,15 @@ pub fn exp(x: f32) -> f32 {
     let y = p * r * r + r + 1.0;
     let scale = f32::from_bits(((t.to_bits() as i32 - ROUND_BITS + 127) << 23) as u32);
     let out = y * scale;
-    if x.is_nan() { x } else { out }
+    // Below the range the true value is subnormal or zero (and −∞ gives exactly 0, which masked
+    // softmax weights rely on).
+    if x.is_nan() {
+        x
+    } else if x < EXP_MIN {
+        0.0
+    } else {
+        out
+    }
 }
 
 /// `tanh x`.

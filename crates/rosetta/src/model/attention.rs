@@ -2,9 +2,9 @@
 //!
 //! All scorers mask padding with −∞ before the softmax, so padded positions get a weight of exactly 0.
 
+use crate::kernels::linear;
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
 use serde::{Deserialize, Serialize};
 
 /// The attention mechanism.
@@ -42,8 +42,8 @@ pub struct AttentionMemory<B: Backend> {
     pub keys: Tensor<B, 3>,
     /// Whether `keys` is time-major (Bahdanau).
     pub time_major: bool,
-    /// Additive mask `[batch, 1, src_len]`: 0 on real tokens, −∞ on padding.
-    pub bias: Tensor<B, 3>,
+    /// Additive mask `[batch, src_len]`: 0 on real tokens, −∞ on padding.
+    pub bias: Tensor<B, 2>,
 }
 
 impl<B: Backend> AttentionMemory<B> {
@@ -112,13 +112,12 @@ impl<B: Backend> Attention<B> {
         let [batch, len, _] = states.dims();
         let time_major = self.kind == AttentionKind::Bahdanau;
         let keys = match &self.key {
-            Some(key) if time_major => key.forward(states.clone().swap_dims(0, 1)),
-            Some(key) => key.forward(states.clone()),
+            Some(key) if time_major => linear(key, states.clone().swap_dims(0, 1)),
+            Some(key) => linear(key, states.clone()),
             None => states.clone(),
         };
         let bias = Tensor::<B, 2>::zeros([batch, len], &states.device())
-            .mask_fill(pad_mask, f32::NEG_INFINITY)
-            .reshape([batch, 1, len]);
+            .mask_fill(pad_mask, f32::NEG_INFINITY);
         AttentionMemory {
             values: states,
             keys,
@@ -135,29 +134,24 @@ impl<B: Backend> Attention<B> {
         memory: &AttentionMemory<B>,
     ) -> (Tensor<B, 2>, Tensor<B, 2>) {
         let [batch, len, _] = memory.values.dims();
-        let scores: Tensor<B, 3> = match (&self.query, &self.energy) {
+        let scores: Tensor<B, 2> = match (&self.query, &self.energy) {
             (Some(w), Some(v)) => {
                 // Bahdanau: vᵀ tanh(W s + U h_j), time-major, one fused operation on the CPU.
                 let [_, _, attn] = memory.keys.dims();
-                let q = w.forward(query); // [batch, attn]
+                let q = linear(w, query); // [batch, attn]
                 let v = v.weight.val().reshape([attn]);
                 crate::kernels::additive_energy(memory.keys.clone(), q, v) // [src_len, batch]
-                    .swap_dims(0, 1)
-                    .reshape([batch, 1, len]) // [batch, 1, src_len]
+                    .swap_dims(0, 1) // [batch, src_len]
             }
             _ => {
                 // Luong: q · k_j as a batched matmul
                 let q = query.unsqueeze_dim::<3>(1); // [batch, 1, query]
                 q.matmul(memory.keys.clone().swap_dims(1, 2)) // [batch, 1, src_len]
+                    .reshape([batch, len])
             }
         };
-        let weights = softmax(scores + memory.bias.clone(), 2); // [batch, 1, src_len]
-        let context = weights.clone().matmul(memory.values.clone()); // [batch, 1, enc_out]
-        let enc_out = context.dims()[2];
-        (
-            context.reshape([batch, enc_out]),
-            weights.reshape([batch, len]),
-        )
+        // Masked softmax and weighted sum, one fused operation on the CPU.
+        crate::kernels::attend(scores, memory.bias.clone(), memory.values.clone())
     }
 
     /// The mechanism.

@@ -1,6 +1,7 @@
 //! The bridge ("connection layer"): how the encoder's summary becomes the decoder's initial state.
 
 use super::encoder::EncoderOutput;
+use crate::kernels::linear;
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::tanh;
@@ -67,7 +68,7 @@ impl<B: Backend> Bridge<B> {
             }
         };
         match (summary, &self.proj) {
-            (Some(summary), Some(proj)) => tanh(proj.forward(summary))
+            (Some(summary), Some(proj)) => tanh(linear(proj, summary))
                 .chunk(self.layers, 1)
                 .into_iter()
                 .collect(),

@@ -4,6 +4,7 @@
 //! steps with one matmul (`[batch, time, in] → [batch, time, gates·hidden]`) and hand the cell one
 //! slice per step, so only the hidden-to-hidden product remains inside the time loop.
 
+use crate::kernels::linear;
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::{sigmoid, tanh};
@@ -136,7 +137,7 @@ impl<B: Backend> Cell<B> {
     /// `xp`: the input already projected into gate space, bias included, `[batch, gates·hidden]`.
     /// Returns the new state; `h`: `[batch, hidden]`.
     pub fn step(&self, xp: Tensor<B, 2>, state: &CellState<B>) -> CellState<B> {
-        let hp = self.hh.forward(state.h.clone()); // [batch, gates·hidden]
+        let hp = linear(&self.hh, state.h.clone()); // [batch, gates·hidden]
         match self.kind {
             CellKind::Rnn => CellState {
                 h: tanh(xp + hp),

@@ -13,10 +13,10 @@
 
 use super::attention::{Attention, AttentionKind, AttentionMemory};
 use super::cell::{Cell, CellKind, CellState, gate_projection};
+use super::embedding::EmbeddingInit;
+use crate::kernels::{linear, time_steps};
 use burn::module::Param;
-use burn::nn::{
-    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig,
-};
+use burn::nn::{Dropout, DropoutConfig, Embedding, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::tanh;
 
@@ -50,6 +50,8 @@ pub struct DecoderSpec {
     pub tie_embeddings: bool,
     /// Dropout probability.
     pub dropout: f64,
+    /// How the target embedding starts.
+    pub embedding_init: EmbeddingInit,
 }
 
 impl DecoderSpec {
@@ -167,12 +169,7 @@ impl<B: Backend> Decoder<B> {
         let feeds = luong && spec.input_feeding;
         let pre_in = spec.pre_output_input();
         Decoder {
-            embedding: EmbeddingConfig::new(spec.vocab, spec.emb)
-                .with_initializer(Initializer::Uniform {
-                    min: -0.1,
-                    max: 0.1,
-                })
-                .init(device),
+            embedding: spec.embedding_init.table(spec.vocab, spec.emb, device),
             ih: gates(spec.emb),
             ih_context: match (luong, feeds) {
                 (false, _) => Some(gate_projection(
@@ -265,14 +262,14 @@ impl<B: Backend> Decoder<B> {
         };
         let fed = early_context.clone().or_else(|| state.feed.clone());
         let mut x = match (&self.ih_context, fed) {
-            (Some(proj), Some(fed)) => emb_proj + proj.forward(fed),
+            (Some(proj), Some(fed)) => emb_proj + linear(proj, fed),
             _ => emb_proj,
         };
         let mut layers = Vec::with_capacity(self.cells.len());
         for (l, (cell, prev)) in self.cells.iter().zip(&state.layers).enumerate() {
             let new = cell.step(x, prev);
             x = match self.upper.get(l) {
-                Some(next) => next.forward(self.dropout.forward(new.h.clone())),
+                Some(next) => linear(next, self.dropout.forward(new.h.clone())),
                 None => new.h.clone(),
             };
             layers.push(new);
@@ -317,7 +314,7 @@ impl<B: Backend> Decoder<B> {
         }
         let joined = Tensor::cat(parts, D - 1);
         match &self.pre_output {
-            Some(layer) => tanh(layer.forward(joined)),
+            Some(layer) => tanh(linear(layer, joined)),
             None => joined,
         }
     }
@@ -326,7 +323,7 @@ impl<B: Backend> Decoder<B> {
     fn project(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let x = self.dropout.forward(x);
         match (&self.output, &self.output_bias) {
-            (Some(output), _) => output.forward(x),
+            (Some(output), _) => linear(output, x),
             (None, Some(bias)) => {
                 x.matmul(self.embedding.weight.val().transpose()) + bias.val().unsqueeze_dim::<2>(0)
             }
@@ -347,20 +344,11 @@ impl<B: Backend> Decoder<B> {
     ) -> (Tensor<B, 3>, Option<Tensor<B, 3>>) {
         let [batch, len] = tgt_in.dims();
         let emb = self.dropout.forward(self.embedding.forward(tgt_in)); // [batch, len, emb]
-        let gates = self.ih.weight.dims()[1];
-        // One matmul for the embedding part of every step's input projection.
-        let emb_proj: Vec<Tensor<B, 2>> = self
-            .ih
-            .forward(emb.clone())
-            .iter_dim(1)
-            .map(|t| t.reshape([batch, gates]))
-            .collect();
-        let emb_dim = emb.dims()[2];
+        // One matmul for the embedding part of every step's input projection, time-major so that
+        // each step's slice is contiguous.
+        let emb_proj = time_steps(linear(&self.ih, emb.clone().swap_dims(0, 1))); // len × [batch, gates]
         let emb_steps: Vec<Tensor<B, 2>> = if self.input_feeding && self.embedding_to_output {
-            emb.clone()
-                .iter_dim(1)
-                .map(|t| t.reshape([batch, emb_dim]))
-                .collect()
+            time_steps(emb.clone().swap_dims(0, 1))
         } else {
             Vec::new()
         };
@@ -411,7 +399,7 @@ impl<B: Backend> Decoder<B> {
         let emb = self.embedding.forward(prev.reshape([n, 1])); // [n, 1, emb]
         let emb_dim = emb.dims()[2];
         let emb = emb.reshape([n, emb_dim]);
-        let emb_proj = self.ih.forward(emb.clone());
+        let emb_proj = linear(&self.ih, emb.clone());
         let (out, state) = self.step(emb_proj, Some(emb.clone()), state, memory);
         let pre = match out.pre_output {
             Some(pre) => pre,

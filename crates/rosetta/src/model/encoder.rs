@@ -5,7 +5,9 @@
 //! sentence encodes the same whether it is batched with longer ones or alone.
 
 use super::cell::{Cell, CellKind, CellState, gate_projection};
-use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, Linear};
+use super::embedding::EmbeddingInit;
+use crate::kernels::{linear, time_steps};
+use burn::nn::{Dropout, DropoutConfig, Embedding, Linear};
 use burn::prelude::*;
 
 /// The encoder's view of a source batch: `[batch, src_len]` ids plus each row's true length.
@@ -63,14 +65,9 @@ impl<B: Backend> Direction<B> {
         reverse: bool,
     ) -> (Tensor<B, 3>, CellState<B>) {
         let [batch, len, _] = x.dims();
-        let gates = self.cell.kind().gates() * self.cell.hidden();
-        // One matmul for the input projections of every time step.
-        let xp: Vec<Tensor<B, 2>> = self
-            .ih
-            .forward(x)
-            .iter_dim(1)
-            .map(|t| t.reshape([batch, gates]))
-            .collect();
+        // One matmul for the input projections of every time step, time-major so that each step's
+        // slice is contiguous.
+        let xp = time_steps(linear(&self.ih, x.swap_dims(0, 1))); // len × [batch, gates]
         let mut state = self.cell.zero_state(batch, &xp[0].device());
         let mut outputs: Vec<Option<Tensor<B, 2>>> = vec![None; len];
         let order: Box<dyn Iterator<Item = usize>> = if reverse {
@@ -138,16 +135,12 @@ impl<B: Backend> Encoder<B> {
         layers: usize,
         bidirectional: bool,
         dropout: f64,
+        embedding_init: EmbeddingInit,
         device: &B::Device,
     ) -> Self {
         let out = if bidirectional { 2 * hidden } else { hidden };
         Encoder {
-            embedding: EmbeddingConfig::new(vocab, emb)
-                .with_initializer(Initializer::Uniform {
-                    min: -0.1,
-                    max: 0.1,
-                })
-                .init(device),
+            embedding: embedding_init.table(vocab, emb, device),
             layers: (0..layers)
                 .map(|i| {
                     let d_in = if i == 0 { emb } else { out };

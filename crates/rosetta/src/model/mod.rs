@@ -4,6 +4,7 @@ pub mod attention;
 pub mod bridge;
 pub mod cell;
 pub mod decoder;
+pub mod embedding;
 pub mod encoder;
 pub mod input;
 pub mod seq2seq;

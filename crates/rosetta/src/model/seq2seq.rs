@@ -4,6 +4,7 @@ use super::attention::AttentionKind;
 use super::bridge::{Bridge, BridgeKind};
 use super::cell::CellKind;
 use super::decoder::{Decoder, DecoderMemory, DecoderSpec, DecoderState};
+use super::embedding::EmbeddingInit;
 use super::encoder::{Encoder, SourceBatch};
 use crate::error::{Error, Result};
 use burn::prelude::*;
@@ -45,6 +46,9 @@ pub struct RnnConfig {
     pub tie_embeddings: bool,
     /// Dropout on embeddings, between layers and before the output projection.
     pub dropout: f64,
+    /// How source and target embeddings start: `normal` (N(0, 1), PyTorch's default) or `uniform`
+    /// (U(−0.1, 0.1), OpenNMT-py's).
+    pub embedding_init: EmbeddingInit,
 }
 
 impl Default for RnnConfig {
@@ -66,6 +70,7 @@ impl Default for RnnConfig {
             attentional_layer: true,
             tie_embeddings: false,
             dropout: 0.3,
+            embedding_init: EmbeddingInit::Normal,
         }
     }
 }
@@ -149,6 +154,7 @@ impl RnnConfig {
             attentional_layer: self.attentional_layer,
             tie_embeddings: self.tie_embeddings,
             dropout: self.dropout,
+            embedding_init: self.embedding_init,
         }
     }
 }
@@ -176,6 +182,7 @@ impl<B: Backend> RnnSeq2Seq<B> {
                 config.encoder_layers,
                 config.bidirectional,
                 config.dropout,
+                config.embedding_init,
                 device,
             ),
             bridge: Bridge::new(

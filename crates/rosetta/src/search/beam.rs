@@ -10,6 +10,7 @@ use super::greedy::Hypothesis;
 use super::scorer::Scorer;
 use crate::model::encoder::SourceBatch;
 use burn::prelude::*;
+use rayon::prelude::*;
 use rosetta_text::vocab::{BOS, EOS, PAD};
 
 /// Beam search settings.
@@ -71,15 +72,23 @@ fn blocked_tokens(tokens: &[u32], n: usize) -> Vec<u32> {
         .collect()
 }
 
-/// Indices of the `k` largest values (unordered).
-fn top_k(values: &[f32], k: usize) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..values.len()).collect();
-    let k = k.min(values.len());
-    if k < idx.len() {
-        idx.select_nth_unstable_by(k, |&a, &b| values[b].total_cmp(&values[a]));
-        idx.truncate(k);
+/// The `k` largest finite values of `values` that `allowed` lets through, as `(value, index)`,
+/// best first; among equal values the lower index ranks first. One pass, no copy of the row.
+fn top_k(values: &[f32], k: usize, allowed: impl Fn(usize) -> bool) -> Vec<(f32, usize)> {
+    let mut best: Vec<(f32, usize)> = Vec::with_capacity(k + 1);
+    if k == 0 {
+        return best;
     }
-    idx
+    for (i, &v) in values.iter().enumerate() {
+        // Infinities and NaN are never candidates.
+        if !v.is_finite() || (best.len() == k && v <= best[k - 1].0) || !allowed(i) {
+            continue;
+        }
+        let at = best.partition_point(|&(b, _)| b >= v);
+        best.insert(at, (v, i));
+        best.truncate(k);
+    }
+    best
 }
 
 /// Decodes a batch with beam search; returns up to `n_best` hypotheses per sentence, best first,
@@ -129,7 +138,34 @@ pub fn beam_search<B: Backend, S: Scorer<B>>(
             state,
         );
         let vocab = step.log_probs.dims()[1];
-        let log_probs: Vec<f32> = step.log_probs.into_data().iter::<f32>().collect();
+        let data = step.log_probs.into_data();
+        let converted: Vec<f32>;
+        let log_probs = match data.as_slice::<f32>() {
+            Ok(values) => values,
+            Err(_) => {
+                converted = data.iter::<f32>().collect();
+                &converted
+            }
+        };
+        // The best 2·beam tokens of every live row, rows in parallel.
+        let expansions: Vec<Vec<(f32, usize)>> = live
+            .par_iter()
+            .zip(log_probs.par_chunks(vocab.max(1)))
+            .map(|(h, lp)| {
+                // Padding and `<s>` are never outputs (decoding would silently drop them); `</s>`
+                // waits for `min_len`. Repeated n-grams are blocked before the top-k cut, so a
+                // row never runs out of candidates because of them.
+                let blocked = blocked_tokens(&h.tokens, config.no_repeat_ngram);
+                let early = h.tokens.len() < config.min_len;
+                top_k(lp, 2 * beam, |token| {
+                    let t = token as u32;
+                    if t == EOS {
+                        return !early;
+                    }
+                    t != PAD && t != BOS && !blocked.contains(&t)
+                })
+            })
+            .collect();
         let attention: Option<Vec<f32>> = step
             .attention
             .map(|a| a.into_data().iter::<f32>().collect());
@@ -148,23 +184,8 @@ pub fn beam_search<B: Backend, S: Scorer<B>>(
                 Vec::with_capacity((end - start) * beam * 2);
             for row in start..end {
                 let h = &live[row];
-                let mut lp = log_probs[row * vocab..(row + 1) * vocab].to_vec();
-                // Padding and `<s>` are never outputs (decoding would silently drop them).
-                lp[PAD as usize] = f32::NEG_INFINITY;
-                lp[BOS as usize] = f32::NEG_INFINITY;
-                if h.tokens.len() < config.min_len {
-                    lp[EOS as usize] = f32::NEG_INFINITY;
-                }
-                // Blocked before the top-k cut, so a row never runs out of candidates because of it.
-                for token in blocked_tokens(&h.tokens, config.no_repeat_ngram) {
-                    if token != EOS {
-                        lp[token as usize] = f32::NEG_INFINITY;
-                    }
-                }
-                for token in top_k(&lp, 2 * beam) {
-                    if lp[token].is_finite() {
-                        candidates.push((h.log_prob + lp[token], row, token as u32));
-                    }
+                for &(lp, token) in &expansions[row] {
+                    candidates.push((h.log_prob + lp, row, token as u32));
                 }
             }
             candidates.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
@@ -222,10 +243,18 @@ pub fn beam_search<B: Backend, S: Scorer<B>>(
             break;
         }
         let m = rows.len();
-        state = scorer.select(
-            step.state,
-            Tensor::from_data(TensorData::new(rows, [m]), &device),
-        );
+        let rows = Tensor::from_data(TensorData::new(rows, [m]), &device);
+        // Once every sentence holds `beam` hypotheses, steps usually only reorder them within
+        // their sentences; the source side then stays in place instead of being copied.
+        let same_sources = next_live
+            .iter()
+            .map(|h| h.sentence)
+            .eq(live.iter().map(|h| h.sentence));
+        state = if same_sources {
+            scorer.reorder(step.state, rows)
+        } else {
+            scorer.select(step.state, rows)
+        };
         live = next_live;
     }
 
@@ -249,6 +278,15 @@ mod tests {
         assert!(blocked_tokens(&[1], 3).is_empty());
         assert_eq!(blocked_tokens(&[7, 8], 1), [7, 8]);
         assert!(blocked_tokens(&[7, 8], 0).is_empty());
+    }
+
+    #[test]
+    fn top_k_keeps_the_best_allowed_finite_values_in_order() {
+        let v = [0.5, f32::NEG_INFINITY, 2.0, f32::NAN, 2.0, -1.0, 3.0];
+        assert_eq!(top_k(&v, 3, |_| true), [(3.0, 6), (2.0, 2), (2.0, 4)]);
+        assert_eq!(top_k(&v, 3, |i| i != 2), [(3.0, 6), (2.0, 4), (0.5, 0)]);
+        assert_eq!(top_k(&v, 10, |_| true).len(), 5);
+        assert!(top_k(&v, 0, |_| true).is_empty());
     }
 
     #[test]

@@ -4,7 +4,6 @@ use crate::model::decoder::{DecoderMemory, DecoderState};
 use crate::model::encoder::SourceBatch;
 use crate::model::seq2seq::RnnSeq2Seq;
 use burn::prelude::*;
-use burn::tensor::activation::log_softmax;
 
 /// The result of one decoding step for `n` live hypotheses.
 #[derive(Debug, Clone)]
@@ -31,6 +30,13 @@ pub trait Scorer<B: Backend> {
     /// Keeps the rows of `state` named by `indices` (`[m]`, repeats allowed), e.g. to drop finished
     /// sentences or reorder beams.
     fn select(&self, state: Self::State, indices: Tensor<B, 1, Int>) -> Self::State;
+
+    /// [`Scorer::select`] for the case where new row `i` reads the same source sentence as old row
+    /// `i` did (beam search reordering hypotheses within each sentence): what depends only on the
+    /// source, such as the encoder's memory, can stay where it is.
+    fn reorder(&self, state: Self::State, indices: Tensor<B, 1, Int>) -> Self::State {
+        self.select(state, indices)
+    }
 }
 
 impl<B: Backend> Scorer<B> for RnnSeq2Seq<B> {
@@ -43,7 +49,7 @@ impl<B: Backend> Scorer<B> for RnnSeq2Seq<B> {
     fn step(&self, prev: Tensor<B, 1, Int>, (state, memory): Self::State) -> Step<B, Self::State> {
         let (logits, state, attention) = self.decoder.decode_step(prev, state, &memory);
         Step {
-            log_probs: log_softmax(logits, 1),
+            log_probs: crate::kernels::log_softmax(logits),
             state: (state, memory),
             attention,
         }
@@ -51,5 +57,9 @@ impl<B: Backend> Scorer<B> for RnnSeq2Seq<B> {
 
     fn select(&self, (state, memory): Self::State, indices: Tensor<B, 1, Int>) -> Self::State {
         (state.select(indices.clone()), memory.select(indices))
+    }
+
+    fn reorder(&self, (state, memory): Self::State, indices: Tensor<B, 1, Int>) -> Self::State {
+        (state.select(indices), memory)
     }
 }
