@@ -7,6 +7,9 @@
 //! `len` steps that is `len` full-size zero-fills, copies and additions (on Multi30k's decoder,
 //! about 1 GB of memory traffic per training step). Here every step writes its gradient into its
 //! own rows of one shared buffer, and the last step to be differentiated hands the buffer on.
+//!
+//! The gradient reaches `x` only once every step has been differentiated, so every step must
+//! contribute to the loss, as each step of a recurrence does (its state feeds the next step).
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;

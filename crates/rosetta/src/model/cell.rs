@@ -1,8 +1,8 @@
 //! Recurrent cells (LSTM, GRU, Elman tanh RNN) with a single-step API.
 //!
 //! The input-to-hidden projection is *not* part of the cell: callers project the inputs of all time
-//! steps with one matmul (`[batch, time, in] → [batch, time, gates·hidden]`) and hand the cell one
-//! slice per step, so only the hidden-to-hidden product remains inside the time loop.
+//! steps with one matmul (time-major, `[time, batch, in] → [time, batch, gates·hidden]`) and hand
+//! the cell one slice per step, so only the hidden-to-hidden product remains inside the time loop.
 
 use crate::kernels::linear;
 use burn::nn::{Initializer, Linear, LinearConfig};
