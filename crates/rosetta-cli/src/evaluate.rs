@@ -1,10 +1,9 @@
 //! `rosetta evaluate --model DIR --src FILE --ref FILE`: translate a test set and report BLEU (cased
 //! and lowercased), chrF, teacher-forced perplexity and speed.
 
-use crate::translate::DecodeArgs;
+use crate::translate::{DecodeArgs, load_translator};
 use anyhow::{Context, Result, bail};
 use rosetta::device::{DeviceChoice, Job, resolve, run_on};
-use rosetta::translate::Translator;
 use rosetta_text::corpus::read_lines;
 use rosetta_text::metrics::{Bleu, Chrf, strip_line};
 use serde_json::json;
@@ -47,8 +46,9 @@ impl Job for EvaluateJob<'_> {
         device: B::Device,
     ) -> Result<()> {
         let args = self.args;
-        let translator = Translator::<B::InnerBackend>::load(&args.model, &device)
-            .with_context(|| format!("cannot load the model {}", args.model.display()))?;
+        let options = args.decode.options(1);
+        options.validate()?;
+        let translator = load_translator::<B::InnerBackend>(&args.model, &device)?;
         let sources = read_lines(&args.src)?;
         let refs: Vec<Vec<String>> = args
             .refs
@@ -71,7 +71,6 @@ impl Job for EvaluateJob<'_> {
                 );
             }
         }
-        let options = args.decode.options(1);
         let src_refs: Vec<&str> = sources.iter().map(String::as_str).collect();
         let clock = Instant::now();
         let translations = translator.translate(&src_refs, &options)?;
@@ -121,8 +120,8 @@ impl Job for EvaluateJob<'_> {
             "refs": args.refs,
             "hypotheses": out_path,
             "sentences": sources.len(),
-            "beam": options.beam,
-            "length_penalty": options.length_penalty,
+            "beam": options.search.beam,
+            "length_penalty": options.search.length_penalty,
             "bleu": bleu.score,
             "bleu_signature": bleu.signature.format(false),
             "bleu_lc": bleu_lc.score,
@@ -145,7 +144,7 @@ impl Job for EvaluateJob<'_> {
                 out_tokens as f64 / seconds.max(1e-9),
                 sources.len(),
                 seconds,
-                options.beam
+                options.search.beam
             );
             println!("signature {}", bleu.signature.format(false));
             println!("hypotheses: {}", out_path.display());

@@ -91,11 +91,10 @@ impl Job for Quickstart<'_> {
         let summary = summary?;
         let translator = Translator::<B::InnerBackend>::load(self.model_dir, &device)?;
         let inputs: Vec<&str> = self.task.test.iter().map(|(s, _)| s.as_str()).collect();
-        let greedy = TranslateOptions {
-            beam: 1,
-            ..TranslateOptions::default()
-        };
-        Ok((summary, translator.translate(&inputs, &greedy)?))
+        Ok((
+            summary,
+            translator.translate(&inputs, &TranslateOptions::greedy())?,
+        ))
     }
 }
 

@@ -2,10 +2,10 @@
 
 use anyhow::{Context, Result};
 use rosetta::device::{DeviceChoice, Job, resolve, run_on};
-use rosetta::search::SamplingConfig;
+use rosetta::search::{BeamConfig, SamplingConfig};
 use rosetta::translate::{TranslateOptions, Translation, Translator, pharaoh};
 use std::io::{BufRead, BufWriter, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Decoding options shared by `translate` and `evaluate`.
 #[derive(Debug, Clone, clap::Args)]
@@ -54,13 +54,15 @@ pub struct DecodeArgs {
 impl DecodeArgs {
     pub fn options(&self, n_best: usize) -> TranslateOptions {
         TranslateOptions {
-            beam: if self.sample { 1 } else { self.beam },
-            n_best,
-            length_penalty: self.length_penalty,
-            max_len_a: self.max_len_a,
-            max_len_b: self.max_len_b,
-            min_len: self.min_len,
-            no_repeat_ngram: self.no_repeat_ngram,
+            search: BeamConfig {
+                beam: if self.sample { 1 } else { self.beam },
+                n_best,
+                length_penalty: self.length_penalty,
+                max_len_a: self.max_len_a,
+                max_len_b: self.max_len_b,
+                min_len: self.min_len,
+                no_repeat_ngram: self.no_repeat_ngram,
+            },
             sampling: self.sample.then_some(SamplingConfig {
                 temperature: self.temperature,
                 top_k: self.top_k,
@@ -181,6 +183,15 @@ pub fn format_lines(t: &Translation, index: u64, n_best: usize, alignments: bool
         .collect()
 }
 
+/// Loads the model directory written by `rosetta train`, naming it in the error.
+pub fn load_translator<B: rosetta::burn::tensor::backend::Backend>(
+    model: &Path,
+    device: &B::Device,
+) -> Result<Translator<B>> {
+    Translator::<B>::load(model, device)
+        .with_context(|| format!("cannot load the model {}", model.display()))
+}
+
 struct TranslateJob<'a> {
     args: &'a Args,
 }
@@ -192,8 +203,7 @@ impl Job for TranslateJob<'_> {
         device: B::Device,
     ) -> Result<()> {
         let args = self.args;
-        let translator = Translator::<B::InnerBackend>::load(&args.model, &device)
-            .with_context(|| format!("cannot load the model {}", args.model.display()))?;
+        let translator = load_translator::<B::InnerBackend>(&args.model, &device)?;
         let options = args.decode.options(args.n_best);
         options.validate()?;
         let (mut reader, interactive): (Box<dyn BufRead>, bool) = match &args.input {

@@ -66,10 +66,8 @@ fn main() {
     let inputs: Vec<&str> = lines.iter().map(String::as_str).take(1000).collect();
     let mut results = Vec::new();
     for (name, beam) in [("greedy", 1), ("beam-5", 5)] {
-        let options = TranslateOptions {
-            beam,
-            ..TranslateOptions::default()
-        };
+        let mut options = TranslateOptions::default();
+        options.search.beam = beam;
         let mut best = f64::MAX;
         let mut tokens = 0;
         for _ in 0..2 {

@@ -17,20 +17,9 @@ use std::path::Path;
 /// How to decode.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TranslateOptions {
-    /// Beam size (1 = greedy).
-    pub beam: usize,
-    /// Candidates returned per line (≤ beam).
-    pub n_best: usize,
-    /// GNMT length penalty α.
-    pub length_penalty: f64,
-    /// Maximum output length `a · source length + b`.
-    pub max_len_a: f64,
-    /// See `max_len_a`.
-    pub max_len_b: usize,
-    /// Minimum output length (beam search).
-    pub min_len: usize,
-    /// Forbid repeated n-grams of this size (beam search; 0 = off).
-    pub no_repeat_ngram: usize,
+    /// Search settings: beam size (1 = greedy), n-best, length penalty and limits. The output
+    /// length limit also applies to sampling.
+    pub search: BeamConfig,
     /// Sample instead of searching.
     pub sampling: Option<SamplingConfig>,
     /// Tokens per batch, padding included (source side).
@@ -42,13 +31,7 @@ pub struct TranslateOptions {
 impl Default for TranslateOptions {
     fn default() -> Self {
         TranslateOptions {
-            beam: 5,
-            n_best: 1,
-            length_penalty: 1.0,
-            max_len_a: 1.5,
-            max_len_b: 10,
-            min_len: 0,
-            no_repeat_ngram: 0,
+            search: BeamConfig::default(),
             sampling: None,
             max_tokens_per_batch: 4000,
             replace_unk: false,
@@ -57,27 +40,23 @@ impl Default for TranslateOptions {
 }
 
 impl TranslateOptions {
+    /// Greedy decoding (beam 1), other settings at their defaults.
+    pub fn greedy() -> Self {
+        TranslateOptions {
+            search: BeamConfig {
+                beam: 1,
+                ..BeamConfig::default()
+            },
+            ..TranslateOptions::default()
+        }
+    }
+
     /// Checks the options in plain English.
     pub fn validate(&self) -> Result<()> {
-        if self.beam == 0 {
-            return Err(Error::Config("beam size must be at least 1".into()));
-        }
-        if self.n_best == 0 || self.n_best > self.beam {
-            return Err(Error::Config(format!(
-                "n_best ({}) must be between 1 and the beam size ({})",
-                self.n_best, self.beam
-            )));
-        }
-        if let Some(s) = &self.sampling {
-            if s.temperature.is_nan() || s.temperature <= 0.0 {
-                return Err(Error::Config(
-                    "sampling temperature must be positive".into(),
-                ));
-            }
-            if !(s.top_p > 0.0 && s.top_p <= 1.0) {
-                return Err(Error::Config("top_p must be in (0, 1]".into()));
-            }
-            if self.n_best > 1 {
+        self.search.validate()?;
+        if let Some(sampling) = &self.sampling {
+            sampling.validate()?;
+            if self.search.n_best > 1 {
                 return Err(Error::Config(
                     "n_best > 1 needs beam search, not sampling".into(),
                 ));
@@ -262,21 +241,12 @@ impl<B: Backend> Translator<B> {
         }
         let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
         let budget = options.max_tokens_per_batch.max(max_len + 1);
-        let (a, b) = (options.max_len_a, options.max_len_b);
-        let beam = BeamConfig {
-            beam: options.beam,
-            n_best: options.n_best,
-            length_penalty: options.length_penalty,
-            max_len_a: a,
-            max_len_b: b,
-            min_len: options.min_len,
-            no_repeat_ngram: options.no_repeat_ngram,
-        };
+        let search = &options.search;
         for chunk in Self::batches(&lengths, budget) {
             let padded = PaddedIds::new(chunk.iter().map(|&i| ids[i].as_slice()), false, true);
             let src = source_batch::<B>(&padded, &self.device);
-            let max_out = |n: usize| ((a * n as f64) as usize + b).max(1);
-            let hyps: Vec<Vec<Hypothesis>> = match (&options.sampling, options.beam) {
+            let max_out = |n: usize| search.max_output_len(n);
+            let hyps: Vec<Vec<Hypothesis>> = match (&options.sampling, search.beam) {
                 (Some(sampling), _) => {
                     let sentence_ids: Vec<u64> = chunk.iter().map(|&i| first + i as u64).collect();
                     sample(&self.model, &src, sampling, &sentence_ids, max_out)
@@ -288,7 +258,7 @@ impl<B: Backend> Translator<B> {
                     .into_iter()
                     .map(|h| vec![h])
                     .collect(),
-                (None, _) => beam_search(&self.model, &src, &beam),
+                (None, _) => beam_search(&self.model, &src, search),
             };
             for (hyps, &i) in hyps.into_iter().zip(&chunk) {
                 let mut candidates = Vec::with_capacity(hyps.len());

@@ -3,8 +3,8 @@
 
 use burn::backend::{Autodiff, Flex};
 use rosetta::config::Config;
-use rosetta::search::SamplingConfig;
 use rosetta::search::beam::length_penalty;
+use rosetta::search::{BeamConfig, SamplingConfig};
 use rosetta::train::schedule::ScheduleKind;
 use rosetta::train::trainer::{Silent, TrainData, TrainOptions, train};
 use rosetta::translate::{TranslateOptions, Translator};
@@ -70,8 +70,11 @@ const INPUTS: [&str; 6] = ["a b c", "h g f e d c", "b b a", "", "c d e f g h a",
 
 fn options(beam: usize, n_best: usize) -> TranslateOptions {
     TranslateOptions {
-        beam,
-        n_best,
+        search: BeamConfig {
+            beam,
+            n_best,
+            ..BeamConfig::default()
+        },
         ..TranslateOptions::default()
     }
 }
@@ -84,7 +87,10 @@ fn beam_one_equals_greedy() {
         .translate(
             &INPUTS,
             &TranslateOptions {
-                length_penalty: 0.6,
+                search: BeamConfig {
+                    length_penalty: 0.6,
+                    ..options(1, 1).search
+                },
                 ..options(1, 1)
             },
         )
@@ -119,7 +125,7 @@ fn beam_one_equals_greedy() {
     let b = rosetta::search::beam_search(
         &model,
         &src,
-        &rosetta::search::BeamConfig {
+        &BeamConfig {
             beam: 1,
             ..Default::default()
         },
@@ -141,7 +147,10 @@ fn n_best_is_sorted_and_scores_are_length_penalized_log_probabilities() {
         .translate(
             &INPUTS,
             &TranslateOptions {
-                length_penalty: alpha,
+                search: BeamConfig {
+                    length_penalty: alpha,
+                    ..options(5, 5).search
+                },
                 ..options(5, 5)
             },
         )
@@ -228,8 +237,11 @@ fn no_repeat_ngram_and_min_len_are_respected() {
         .translate(
             &["a a a a a a"],
             &TranslateOptions {
-                no_repeat_ngram: 2,
-                min_len: 3,
+                search: BeamConfig {
+                    no_repeat_ngram: 2,
+                    min_len: 3,
+                    ..options(4, 4).search
+                },
                 ..options(4, 4)
             },
         )
@@ -244,5 +256,53 @@ fn no_repeat_ngram_and_min_len_are_respected() {
                 c.pieces
             );
         }
+    }
+}
+
+/// A change to valid options, and what the refusal must say.
+type Case<'a> = (&'a dyn Fn(&mut TranslateOptions), &'a str);
+
+#[test]
+fn invalid_options_are_refused_in_plain_english() {
+    let with = |f: &dyn Fn(&mut TranslateOptions)| {
+        let mut o = options(5, 1);
+        f(&mut o);
+        o.validate().map_err(|e| e.to_string())
+    };
+    assert!(with(&|_| {}).is_ok());
+    let cases: [Case; 6] = [
+        (&|o| o.search.beam = 0, "beam size must be at least 1"),
+        (
+            &|o| o.search.n_best = 6,
+            "n_best (6) must be between 1 and the beam size (5)",
+        ),
+        (
+            &|o| o.search.length_penalty = f64::NAN,
+            "length penalty must be a finite number",
+        ),
+        (
+            &|o| o.search.max_len_a = -1.0,
+            "max_len_a must be a number ≥ 0",
+        ),
+        (
+            &|o| {
+                o.sampling = Some(SamplingConfig {
+                    temperature: 0.0,
+                    ..SamplingConfig::default()
+                })
+            },
+            "sampling temperature must be positive",
+        ),
+        (
+            &|o| {
+                o.search.n_best = 2;
+                o.sampling = Some(SamplingConfig::default());
+            },
+            "n_best > 1 needs beam search",
+        ),
+    ];
+    for (change, message) in cases {
+        let err = with(change).expect_err(message);
+        assert!(err.contains(message), "{err:?} should say {message:?}");
     }
 }

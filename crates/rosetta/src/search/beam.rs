@@ -8,6 +8,7 @@
 
 use super::greedy::Hypothesis;
 use super::scorer::Scorer;
+use crate::error::{Error, Result};
 use crate::model::encoder::SourceBatch;
 use burn::prelude::*;
 use rayon::prelude::*;
@@ -43,6 +44,40 @@ impl Default for BeamConfig {
             min_len: 0,
             no_repeat_ngram: 0,
         }
+    }
+}
+
+impl BeamConfig {
+    /// Checks the settings in plain English.
+    pub fn validate(&self) -> Result<()> {
+        if self.beam == 0 {
+            return Err(Error::Config("beam size must be at least 1".into()));
+        }
+        if self.n_best == 0 || self.n_best > self.beam {
+            return Err(Error::Config(format!(
+                "n_best ({}) must be between 1 and the beam size ({})",
+                self.n_best, self.beam
+            )));
+        }
+        if !self.length_penalty.is_finite() {
+            return Err(Error::Config(format!(
+                "length penalty must be a finite number, got {}",
+                self.length_penalty
+            )));
+        }
+        if !(self.max_len_a.is_finite() && self.max_len_a >= 0.0) {
+            return Err(Error::Config(format!(
+                "max_len_a must be a number ≥ 0, got {}",
+                self.max_len_a
+            )));
+        }
+        Ok(())
+    }
+
+    /// Most output tokens for a source of `src_len` tokens: `max_len_a · src_len + max_len_b`, at
+    /// least 1. Greedy decoding and sampling use the same limit.
+    pub fn max_output_len(&self, src_len: usize) -> usize {
+        ((self.max_len_a * src_len as f64) as usize + self.max_len_b).max(1)
     }
 }
 
@@ -105,7 +140,7 @@ pub fn beam_search<B: Backend, S: Scorer<B>>(
     let limits: Vec<usize> = src
         .lengths
         .iter()
-        .map(|&n| ((config.max_len_a * n as f64) as usize + config.max_len_b).max(1))
+        .map(|&n| config.max_output_len(n))
         .collect();
     let mut finished: Vec<Vec<Hypothesis>> = vec![Vec::new(); batch];
     let mut live: Vec<Live> = (0..batch)

@@ -3,6 +3,7 @@
 
 use super::greedy::Hypothesis;
 use super::scorer::Scorer;
+use crate::error::{Error, Result};
 use crate::model::encoder::SourceBatch;
 use burn::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -30,6 +31,25 @@ impl Default for SamplingConfig {
             top_p: 1.0,
             seed: 0,
         }
+    }
+}
+
+impl SamplingConfig {
+    /// Checks the settings in plain English.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return Err(Error::Config(format!(
+                "sampling temperature must be positive, got {}",
+                self.temperature
+            )));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(Error::Config(format!(
+                "top_p must be in (0, 1], got {}",
+                self.top_p
+            )));
+        }
+        Ok(())
     }
 }
 
