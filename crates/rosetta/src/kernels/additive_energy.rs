@@ -57,7 +57,12 @@ fn forward_flex(keys: &FlexTensor, query: &FlexTensor, v: &FlexTensor) -> FlexTe
     let mut out = vec![0f32; len * batch];
     out.par_chunks_mut(batch)
         .zip(k.par_chunks(batch * attn))
-        .for_each(|(e, k)| dispatch(|| energy_block(e, k, q, v)));
+        .for_each(|(e, k)| {
+            dispatch(
+                #[inline(always)]
+                || energy_block(e, k, q, v),
+            )
+        });
     FlexTensor::from_data(TensorData::new(out, [len, batch]))
 }
 
@@ -87,7 +92,10 @@ fn backward_flex(
         .enumerate()
         .for_each(|(s, (gk, gv))| {
             let (k, g) = (&k[s * row..][..row], &g[s * batch..][..batch]);
-            dispatch(|| energy_grad_block(gk, gv, k, q, v, g))
+            dispatch(
+                #[inline(always)]
+                || energy_grad_block(gk, gv, k, q, v, g),
+            )
         });
     // ∂/∂q_b = Σ_s ∂/∂k_sb, summed over s in order for each column block.
     let mut grad_query = vec![0f32; row];

@@ -100,16 +100,19 @@ fn forward_flex(scores: &FlexTensor, mask: &FlexTensor, values: &FlexTensor) -> 
         out.par_chunks_mut(row.max(1))
             .enumerate()
             .for_each(|(b, out)| {
-                dispatch(|| {
-                    let (context, alpha) = out.split_at_mut(width);
-                    row_weights(alpha, &s[b * len..][..len], &m[b * len..][..len]);
-                    let states = v[b * len * width..][..len * width].chunks_exact(width);
-                    for (&a, h) in alpha.iter().zip(states) {
-                        for (c, &x) in context.iter_mut().zip(h) {
-                            *c += a * x;
+                dispatch(
+                    #[inline(always)]
+                    || {
+                        let (context, alpha) = out.split_at_mut(width);
+                        row_weights(alpha, &s[b * len..][..len], &m[b * len..][..len]);
+                        let states = v[b * len * width..][..len * width].chunks_exact(width);
+                        for (&a, h) in alpha.iter().zip(states) {
+                            for (c, &x) in context.iter_mut().zip(h) {
+                                *c += a * x;
+                            }
                         }
-                    }
-                })
+                    },
+                )
             });
     }
     FlexTensor::from_data(TensorData::new(out, [batch, row]))
@@ -138,34 +141,37 @@ fn backward_flex(
             .zip(g_values.par_chunks_mut(len * width))
             .enumerate()
             .for_each(|(b, (de, dv))| {
-                dispatch(|| {
-                    let (g_context, g_alpha) = g[b * row..][..row].split_at(width);
-                    let mut alpha = vec![0f32; len];
-                    row_weights(&mut alpha, &s[b * len..][..len], &m[b * len..][..len]);
-                    let states = v[b * len * width..][..len * width].chunks_exact(width);
-                    // ∂L/∂α_s = g_α_s + g_c · h_s; ∂h_s = α_s g_c.
-                    for (((d, &a), h), dh) in de
-                        .iter_mut()
-                        .zip(&alpha)
-                        .zip(states)
-                        .zip(dv.chunks_exact_mut(width))
-                    {
-                        let mut dot = 0.0;
-                        for ((dh, &x), &gc) in dh.iter_mut().zip(h).zip(g_context) {
-                            dot += gc * x;
-                            *dh = a * gc;
+                dispatch(
+                    #[inline(always)]
+                    || {
+                        let (g_context, g_alpha) = g[b * row..][..row].split_at(width);
+                        let mut alpha = vec![0f32; len];
+                        row_weights(&mut alpha, &s[b * len..][..len], &m[b * len..][..len]);
+                        let states = v[b * len * width..][..len * width].chunks_exact(width);
+                        // ∂L/∂α_s = g_α_s + g_c · h_s; ∂h_s = α_s g_c.
+                        for (((d, &a), h), dh) in de
+                            .iter_mut()
+                            .zip(&alpha)
+                            .zip(states)
+                            .zip(dv.chunks_exact_mut(width))
+                        {
+                            let mut dot = 0.0;
+                            for ((dh, &x), &gc) in dh.iter_mut().zip(h).zip(g_context) {
+                                dot += gc * x;
+                                *dh = a * gc;
+                            }
+                            *d = dot;
                         }
-                        *d = dot;
-                    }
-                    for (d, &ga) in de.iter_mut().zip(g_alpha) {
-                        *d += ga;
-                    }
-                    // Softmax: ∂L/∂e_s = α_s (∂L/∂α_s − Σ_t α_t ∂L/∂α_t).
-                    let mean: f32 = de.iter().zip(&alpha).map(|(d, a)| d * a).sum();
-                    for (d, &a) in de.iter_mut().zip(&alpha) {
-                        *d = a * (*d - mean);
-                    }
-                })
+                        for (d, &ga) in de.iter_mut().zip(g_alpha) {
+                            *d += ga;
+                        }
+                        // Softmax: ∂L/∂e_s = α_s (∂L/∂α_s − Σ_t α_t ∂L/∂α_t).
+                        let mean: f32 = de.iter().zip(&alpha).map(|(d, a)| d * a).sum();
+                        for (d, &a) in de.iter_mut().zip(&alpha) {
+                            *d = a * (*d - mean);
+                        }
+                    },
+                )
             });
     }
     let g_mask = g_scores.clone();

@@ -110,7 +110,10 @@ fn forward_rows(logits: &FlexTensor, targets: &[i64], pad: i64, smoothing: f32) 
                 return;
             }
             let row = &x[i * vocab..][..vocab];
-            let (m, total, sum_exp) = dispatch(|| row_stats(row));
+            let (m, total, sum_exp) = dispatch(
+                #[inline(always)]
+                || row_stats(row),
+            );
             let row_lse = m + sum_exp.ln();
             // Targets come from the vocabulary the logits were built for; an id out of range
             // makes the loss NaN, which the trainer reports, instead of reading elsewhere.
@@ -182,7 +185,10 @@ fn backward_rows(
         }
         let row = &x[i * vocab..][..vocab];
         let lse = lse[i];
-        dispatch(|| row_grad(out, row, lse, g, uniform));
+        dispatch(
+            #[inline(always)]
+            || row_grad(out, row, lse, g, uniform),
+        );
         if let Some(o) = usize::try_from(y).ok().and_then(|y| out.get_mut(y)) {
             *o -= g * (1.0 - smoothing);
         }

@@ -108,7 +108,10 @@ fn forward_flex(xp: &FlexTensor, hp: &FlexTensor, h: &FlexTensor) -> FlexTensor 
     let [batch, hidden] = dims(xp, hp, h);
     let (x, u, h) = (xp.storage::<f32>(), hp.storage::<f32>(), h.storage::<f32>());
     let mut out = vec![0f32; batch * hidden];
-    dispatch(|| forward_rows(&mut out, x, u, h, hidden));
+    dispatch(
+        #[inline(always)]
+        || forward_rows(&mut out, x, u, h, hidden),
+    );
     FlexTensor::from_data(TensorData::new(out, [batch, hidden]))
 }
 
@@ -129,7 +132,10 @@ fn backward_flex(
     let mut gx = vec![0f32; batch * 3 * hidden];
     let mut gu = vec![0f32; batch * 3 * hidden];
     let mut gh = vec![0f32; batch * hidden];
-    dispatch(|| backward_rows(&mut gx, &mut gu, &mut gh, x, u, h, g, hidden));
+    dispatch(
+        #[inline(always)]
+        || backward_rows(&mut gx, &mut gu, &mut gh, x, u, h, g, hidden),
+    );
     [
         FlexTensor::from_data(TensorData::new(gx, [batch, 3 * hidden])),
         FlexTensor::from_data(TensorData::new(gu, [batch, 3 * hidden])),

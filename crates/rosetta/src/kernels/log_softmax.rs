@@ -39,13 +39,16 @@ fn forward_flex(logits: &FlexTensor) -> FlexTensor {
         out.par_chunks_mut(vocab)
             .zip(x.par_chunks(vocab))
             .for_each(|(out, row)| {
-                dispatch(|| {
-                    let (m, _, sum_exp) = row_stats(row);
-                    let lse = m + sum_exp.ln();
-                    for (o, &v) in out.iter_mut().zip(row) {
-                        *o = v - lse;
-                    }
-                })
+                dispatch(
+                    #[inline(always)]
+                    || {
+                        let (m, _, sum_exp) = row_stats(row);
+                        let lse = m + sum_exp.ln();
+                        for (o, &v) in out.iter_mut().zip(row) {
+                            *o = v - lse;
+                        }
+                    },
+                )
             });
     }
     FlexTensor::from_data(TensorData::new(out, [n, vocab]))
