@@ -24,22 +24,39 @@ pub fn linear<B: Backend, const D: usize>(layer: &Linear<B>, x: Tensor<B, D>) ->
     let dims = x.dims();
     let d_in = dims[D - 1];
     let rows = dims[..D - 1].iter().product();
-    let weight = layer.weight.val();
+    let (weight, bias) = parameters(layer, &x.device());
     let d_out = weight.dims()[1];
-    // A zero-length bias stands for "none": it is not a parameter, so it gets no gradient.
+    let y = dense(x.reshape([rows, d_in]), weight, bias);
+    let mut out = dims;
+    out[D - 1] = d_out;
+    y.reshape(out)
+}
+
+/// The weight `[d_in, d_out]` and bias of `layer`; a zero-length bias stands for "none" (it is
+/// not a parameter, so it gets no gradient).
+pub fn parameters<B: Backend>(
+    layer: &Linear<B>,
+    device: &B::Device,
+) -> (Tensor<B, 2>, Tensor<B, 1>) {
     let bias = match &layer.bias {
         Some(bias) => bias.val(),
-        None => Tensor::empty([0], &x.device()),
+        None => Tensor::empty([0], device),
     };
-    let y = super::Fused3 {
+    (layer.weight.val(), bias)
+}
+
+/// `x W + b` on `[rows, d_in]`, with the weight and bias from [`parameters`].
+pub fn dense<B: Backend>(
+    x: Tensor<B, 2>,
+    weight: Tensor<B, 2>,
+    bias: Tensor<B, 1>,
+) -> Tensor<B, 2> {
+    super::Fused3 {
         forward: forward_flex,
         backward: backward_flex,
         composite,
     }
-    .run(x.reshape([rows, d_in]), weight, bias);
-    let mut out = dims;
-    out[D - 1] = d_out;
-    y.reshape(out)
+    .run(x, weight, bias)
 }
 
 /// The same with burn's operation, for other backends: `x` `[rows, d_in]`, `weight`
@@ -54,7 +71,7 @@ pub fn composite<B: Backend>(
 }
 
 /// `[rows, d_in, d_out]`, checked against the bias.
-fn dims(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor) -> [usize; 3] {
+pub(super) fn dims(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor) -> [usize; 3] {
     let (x, w, b) = (
         x.shape().to_vec(),
         weight.shape().to_vec(),
@@ -113,7 +130,8 @@ fn product(m: usize, n: usize, k: usize, lhs: Operand, rhs: Operand) -> Vec<f32>
     out
 }
 
-fn forward_flex(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor) -> FlexTensor {
+/// `y = x W + b` `[rows, d_out]`; a zero-length bias adds nothing.
+pub(super) fn forward_flex(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor) -> FlexTensor {
     let [rows, d_in, d_out] = dims(x, weight, bias);
     let (x, w, b) = (
         x.storage::<f32>(),
@@ -145,38 +163,13 @@ fn backward_flex(
     g: &FlexTensor,
 ) -> [FlexTensor; 3] {
     let [rows, d_in, d_out] = dims(x, weight, bias);
-    let (xs, w, gs) = (
-        x.storage::<f32>(),
-        weight.storage::<f32>(),
-        g.storage::<f32>(),
-    );
-    // dx = g Wᵀ: Wᵀ[o, i] = W[i, o].
-    let gx = product(
-        rows,
-        d_in,
-        d_out,
-        (gs, d_out as isize, 1),
-        (w, 1, d_out as isize),
-    );
-    // dW = xᵀ g: xᵀ[i, r] = x[r, i].
-    let gw = product(
-        d_in,
-        d_out,
-        rows,
-        (xs, 1, d_in as isize),
-        (gs, d_out as isize, 1),
-    );
-    // db = Σ_rows g, in row order (the same sum on every run).
+    let gs = g.storage::<f32>();
+    let gx = grad_input(gs, weight.storage::<f32>(), rows, d_in, d_out);
+    let gw = grad_weight(x.storage::<f32>(), gs, rows, d_in, d_out);
     let gb = if bias.shape()[0] == 0 {
         Vec::new()
     } else {
-        let mut gb = vec![0f32; d_out];
-        for row in gs.chunks_exact(d_out) {
-            for (acc, g) in gb.iter_mut().zip(row) {
-                *acc += g;
-            }
-        }
-        gb
+        grad_bias(gs, d_out)
     };
     let nb = gb.len();
     [
@@ -184,6 +177,45 @@ fn backward_flex(
         FlexTensor::from_data(TensorData::new(gw, [d_in, d_out])),
         FlexTensor::from_data(TensorData::new(gb, [nb])),
     ]
+}
+
+/// `dx = g Wᵀ` `[rows, d_in]` from `g` `[rows, d_out]` and `W` `[d_in, d_out]` (Wᵀ[o, i] = W[i, o]).
+pub(super) fn grad_input(g: &[f32], w: &[f32], rows: usize, d_in: usize, d_out: usize) -> Vec<f32> {
+    product(
+        rows,
+        d_in,
+        d_out,
+        (g, d_out as isize, 1),
+        (w, 1, d_out as isize),
+    )
+}
+
+/// `dW = xᵀ g` `[d_in, d_out]` from `x` `[rows, d_in]` and `g` `[rows, d_out]` (xᵀ[i, r] = x[r, i]).
+pub(super) fn grad_weight(
+    x: &[f32],
+    g: &[f32],
+    rows: usize,
+    d_in: usize,
+    d_out: usize,
+) -> Vec<f32> {
+    product(
+        d_in,
+        d_out,
+        rows,
+        (x, 1, d_in as isize),
+        (g, d_out as isize, 1),
+    )
+}
+
+/// `db = Σ_rows g` `[d_out]`, in row order (the same sum on every run).
+pub(super) fn grad_bias(g: &[f32], d_out: usize) -> Vec<f32> {
+    let mut gb = vec![0f32; d_out];
+    for row in g.chunks_exact(d_out) {
+        for (acc, g) in gb.iter_mut().zip(row) {
+            *acc += g;
+        }
+    }
+    gb
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Fused CPU kernels with their own backward pass, for the operations where burn's general tensor
-//! operations cost the most: dense layers, splitting a sequence into steps, Bahdanau's energies,
+//! operations cost the most: dense layers (and the same layer at every step of a recurrence),
+//! splitting a sequence into steps, Bahdanau's energies,
 //! the attention's softmax and context, the GRU gates, the label-smoothed cross-entropy and the
 //! search's log-softmax.
 //!
@@ -15,6 +16,7 @@ mod gru_gates;
 mod linear;
 mod log_softmax;
 pub mod simd_math;
+mod step_linear;
 mod time_steps;
 
 pub use additive_energy::additive_energy;
@@ -23,6 +25,7 @@ pub use cross_entropy::fused_cross_entropy;
 pub use gru_gates::gru_gates;
 pub use linear::linear;
 pub use log_softmax::log_softmax;
+pub use step_linear::StepLinear;
 pub use time_steps::time_steps;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;

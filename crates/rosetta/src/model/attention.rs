@@ -2,7 +2,7 @@
 //!
 //! All scorers mask padding with −∞ before the softmax, so padded positions get a weight of exactly 0.
 
-use crate::kernels::linear;
+use crate::kernels::{StepLinear, linear};
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -44,6 +44,8 @@ pub struct AttentionMemory<B: Backend> {
     pub time_major: bool,
     /// Additive mask `[batch, src_len]`: 0 on real tokens, −∞ on padding.
     pub bias: Tensor<B, 2>,
+    /// Bahdanau's `W` for this pass over the target, applied to the query at every step.
+    pub query: Option<StepLinear<B>>,
 }
 
 impl<B: Backend> AttentionMemory<B> {
@@ -56,6 +58,7 @@ impl<B: Backend> AttentionMemory<B> {
                 .select(usize::from(self.time_major), indices.clone()),
             time_major: self.time_major,
             bias: self.bias.select(0, indices),
+            query: self.query,
         }
     }
 }
@@ -123,6 +126,7 @@ impl<B: Backend> Attention<B> {
             keys,
             time_major,
             bias,
+            query: self.query.as_ref().map(StepLinear::new),
         }
     }
 
@@ -134,11 +138,11 @@ impl<B: Backend> Attention<B> {
         memory: &AttentionMemory<B>,
     ) -> (Tensor<B, 2>, Tensor<B, 2>) {
         let [batch, len, _] = memory.values.dims();
-        let scores: Tensor<B, 2> = match (&self.query, &self.energy) {
+        let scores: Tensor<B, 2> = match (&memory.query, &self.energy) {
             (Some(w), Some(v)) => {
                 // Bahdanau: vᵀ tanh(W s + U h_j), time-major, one fused operation on the CPU.
                 let [_, _, attn] = memory.keys.dims();
-                let q = linear(w, query); // [batch, attn]
+                let q = w.forward(query); // [batch, attn]
                 let v = v.weight.val().reshape([attn]);
                 crate::kernels::additive_energy(memory.keys.clone(), q, v) // [src_len, batch]
                     .swap_dims(0, 1) // [batch, src_len]

@@ -4,7 +4,7 @@
 //! steps with one matmul (time-major, `[time, batch, in] → [time, batch, gates·hidden]`) and hand
 //! the cell one slice per step, so only the hidden-to-hidden product remains inside the time loop.
 
-use crate::kernels::linear;
+use crate::kernels::StepLinear;
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::{sigmoid, tanh};
@@ -132,12 +132,30 @@ impl<B: Backend> Cell<B> {
         }
     }
 
+    /// The cell prepared for one pass over a sequence, whose steps share one hidden-to-hidden
+    /// weight gradient ([`StepLinear`]).
+    pub fn pass(&self) -> CellPass<B> {
+        CellPass {
+            hh: StepLinear::new(&self.hh),
+            kind: self.kind,
+        }
+    }
+}
+
+/// A [`Cell`] during one pass over a sequence.
+#[derive(Debug, Clone)]
+pub struct CellPass<B: Backend> {
+    hh: StepLinear<B>,
+    kind: CellKind,
+}
+
+impl<B: Backend> CellPass<B> {
     /// One time step.
     ///
     /// `xp`: the input already projected into gate space, bias included, `[batch, gates·hidden]`.
     /// Returns the new state; `h`: `[batch, hidden]`.
     pub fn step(&self, xp: Tensor<B, 2>, state: &CellState<B>) -> CellState<B> {
-        let hp = linear(&self.hh, state.h.clone()); // [batch, gates·hidden]
+        let hp = self.hh.forward(state.h.clone()); // [batch, gates·hidden]
         match self.kind {
             CellKind::Rnn => CellState {
                 h: tanh(xp + hp),

@@ -12,9 +12,9 @@
 //! input feeding), the pre-output and the vocabulary projection run once over all target positions.
 
 use super::attention::{Attention, AttentionKind, AttentionMemory};
-use super::cell::{Cell, CellKind, CellState, gate_projection};
+use super::cell::{Cell, CellKind, CellPass, CellState, gate_projection};
 use super::embedding::EmbeddingInit;
-use crate::kernels::{linear, time_steps};
+use crate::kernels::{StepLinear, linear, time_steps};
 use burn::module::Param;
 use burn::nn::{Dropout, DropoutConfig, Embedding, Linear, LinearConfig};
 use burn::prelude::*;
@@ -84,6 +84,20 @@ pub struct DecoderMemory<B: Backend> {
     pub attention: AttentionMemory<B>,
     /// Fixed context for the no-attention model: final encoder states `[batch, encoder_out]`.
     pub summary: Tensor<B, 2>,
+    /// The layers applied at every step, prepared for this pass over the target.
+    pub pass: DecoderPass<B>,
+}
+
+/// The decoder's per-step layers during one pass over the target: each weight gets one gradient
+/// product for all steps ([`StepLinear`]).
+#[derive(Debug, Clone)]
+pub struct DecoderPass<B: Backend> {
+    /// The recurrent layers, bottom first.
+    cells: Vec<CellPass<B>>,
+    /// The projection of the context (Bahdanau, no attention) or of the fed attentional vector.
+    ih_context: Option<StepLinear<B>>,
+    /// The input projections of the layers above the first.
+    upper: Vec<StepLinear<B>>,
 }
 
 impl<B: Backend> DecoderMemory<B> {
@@ -92,6 +106,7 @@ impl<B: Backend> DecoderMemory<B> {
         DecoderMemory {
             attention: self.attention.select(indices.clone()),
             summary: self.summary.select(0, indices),
+            pass: self.pass,
         }
     }
 }
@@ -217,6 +232,11 @@ impl<B: Backend> Decoder<B> {
         DecoderMemory {
             attention: self.attention.memory(states, pad_mask),
             summary,
+            pass: DecoderPass {
+                cells: self.cells.iter().map(Cell::pass).collect(),
+                ih_context: self.ih_context.as_ref().map(StepLinear::new),
+                upper: self.upper.iter().map(StepLinear::new).collect(),
+            },
         }
     }
 
@@ -261,15 +281,16 @@ impl<B: Backend> Decoder<B> {
             _ => (None, None),
         };
         let fed = early_context.clone().or_else(|| state.feed.clone());
-        let mut x = match (&self.ih_context, fed) {
-            (Some(proj), Some(fed)) => emb_proj + linear(proj, fed),
+        let pass = &memory.pass;
+        let mut x = match (&pass.ih_context, fed) {
+            (Some(proj), Some(fed)) => emb_proj + proj.forward(fed),
             _ => emb_proj,
         };
-        let mut layers = Vec::with_capacity(self.cells.len());
-        for (l, (cell, prev)) in self.cells.iter().zip(&state.layers).enumerate() {
+        let mut layers = Vec::with_capacity(pass.cells.len());
+        for (l, (cell, prev)) in pass.cells.iter().zip(&state.layers).enumerate() {
             let new = cell.step(x, prev);
-            x = match self.upper.get(l) {
-                Some(next) => linear(next, self.dropout.forward(new.h.clone())),
+            x = match pass.upper.get(l) {
+                Some(next) => next.forward(self.dropout.forward(new.h.clone())),
                 None => new.h.clone(),
             };
             layers.push(new);

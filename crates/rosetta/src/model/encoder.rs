@@ -69,6 +69,7 @@ impl<B: Backend> Direction<B> {
         // slice is contiguous.
         let xp = time_steps(linear(&self.ih, x.swap_dims(0, 1))); // len × [batch, gates]
         let mut state = self.cell.zero_state(batch, &xp[0].device());
+        let cell = self.cell.pass();
         let mut outputs: Vec<Option<Tensor<B, 2>>> = vec![None; len];
         let order: Box<dyn Iterator<Item = usize>> = if reverse {
             Box::new((0..len).rev())
@@ -76,7 +77,7 @@ impl<B: Backend> Direction<B> {
             Box::new(0..len)
         };
         for t in order {
-            let new = self.cell.step(xp[t].clone(), &state);
+            let new = cell.step(xp[t].clone(), &state);
             state = match pad {
                 Some(pad) => state.keep_where(&pad[t], new),
                 None => new,
