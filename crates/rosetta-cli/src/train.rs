@@ -52,11 +52,21 @@ impl Progress {
     pub fn finish(&self) {
         self.bar.finish_and_clear();
     }
+
+    /// A log line above the bar; straight to stderr when the bar is hidden (stderr is not a
+    /// terminal), where indicatif would drop it.
+    fn line(&self, text: String) {
+        if self.bar.is_hidden() {
+            eprintln!("{text}");
+        } else {
+            self.bar.println(text);
+        }
+    }
 }
 
 impl Observer for Progress {
     fn started(&mut self, info: &RunInfo) {
-        self.bar.println(format!(
+        self.line(format!(
             "{} parameters; {} training pairs ({} batches/epoch), {} validation pairs{}",
             info.parameters,
             info.train_stats.pairs_kept,
@@ -87,7 +97,7 @@ impl Observer for Progress {
     }
 
     fn validated(&mut self, r: &ValidReport) {
-        self.bar.println(format!(
+        self.line(format!(
             "step {:>6}: valid ppl {:.2}, BLEU {:.2}{}{} ({:.1}s)",
             r.step,
             r.ppl,
@@ -103,7 +113,7 @@ impl Observer for Progress {
     }
 
     fn warn(&mut self, message: &str) {
-        self.bar.println(format!("warning: {message}"));
+        self.line(format!("warning: {message}"));
     }
 }
 

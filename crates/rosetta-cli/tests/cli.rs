@@ -197,6 +197,13 @@ fn task() -> &'static Path {
         );
         let stdout = ok(&output);
         assert!(stdout.contains("finished after 60 steps"), "{stdout}");
+        // stderr is not a terminal here: the log lines must still be written (a redirected log).
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.contains(" parameters; 300 training pairs"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("step     60: valid ppl"), "{stderr}");
         root
     })
     .path()
