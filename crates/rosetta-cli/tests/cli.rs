@@ -209,6 +209,24 @@ fn task() -> &'static Path {
     .path()
 }
 
+/// `rosetta prepare --tokenizer word` on a source, target and output path.
+fn prepare_word(src: &str, tgt: &str, out: &str) -> Output {
+    run(
+        [
+            "prepare",
+            "--src",
+            src,
+            "--tgt",
+            tgt,
+            "-o",
+            out,
+            "--tokenizer",
+            "word",
+        ],
+        None,
+    )
+}
+
 fn model_dir() -> PathBuf {
     task().join("model")
 }
@@ -224,20 +242,7 @@ fn prepare_reports_mismatched_line_counts_with_both_files_and_counts() {
     std::fs::write(&src, "a b\nc d\ne f\n").unwrap();
     std::fs::write(&tgt, "x\ny\n").unwrap();
     let out = dir.path().join("out");
-    let stderr = fails(&run(
-        [
-            "prepare",
-            "--src",
-            s(&src),
-            "--tgt",
-            s(&tgt),
-            "-o",
-            s(&out),
-            "--tokenizer",
-            "word",
-        ],
-        None,
-    ));
+    let stderr = fails(&prepare_word(s(&src), s(&tgt), s(&out)));
     assert!(stderr.contains("corpus.src has 3 lines"), "{stderr}");
     assert!(stderr.contains("corpus.tgt has 2 lines"), "{stderr}");
     assert!(
@@ -253,20 +258,7 @@ fn prepare_reports_invalid_utf8_with_file_and_line() {
     let tgt = dir.path().join("bad.tgt");
     std::fs::write(&src, b"a b\nc d\ne \xff\xfe f\n").unwrap();
     std::fs::write(&tgt, "x\ny\nz\n").unwrap();
-    let stderr = fails(&run(
-        [
-            "prepare",
-            "--src",
-            s(&src),
-            "--tgt",
-            s(&tgt),
-            "-o",
-            s(&dir.path().join("out")),
-            "--tokenizer",
-            "word",
-        ],
-        None,
-    ));
+    let stderr = fails(&prepare_word(s(&src), s(&tgt), s(&dir.path().join("out"))));
     assert!(stderr.contains("bad.src:3"), "{stderr}");
     assert!(stderr.contains("UTF-8"), "{stderr}");
 }
@@ -276,19 +268,10 @@ fn prepare_reports_a_missing_file_once() {
     let dir = temp_dir();
     let tgt = dir.path().join("present.tgt");
     std::fs::write(&tgt, "x\n").unwrap();
-    let stderr = fails(&run(
-        [
-            "prepare",
-            "--src",
-            s(&dir.path().join("missing.src")),
-            "--tgt",
-            s(&tgt),
-            "-o",
-            s(&dir.path().join("out")),
-            "--tokenizer",
-            "word",
-        ],
-        None,
+    let stderr = fails(&prepare_word(
+        s(&dir.path().join("missing.src")),
+        s(&tgt),
+        s(&dir.path().join("out")),
     ));
     assert!(stderr.contains("missing.src"), "{stderr}");
     // The OS error is given, and only once (not repeated by every layer of context).
@@ -308,20 +291,7 @@ fn prepare_word_writes_the_pipeline_and_prints_statistics() {
     .unwrap();
     std::fs::write(&tgt, "Hallo, Welt!\nDie Katze saß.\nGuten Morgen\n\n").unwrap();
     let out = dir.path().join("prepared");
-    let stdout = ok(&run(
-        [
-            "prepare",
-            "--src",
-            s(&src),
-            "--tgt",
-            s(&tgt),
-            "-o",
-            s(&out),
-            "--tokenizer",
-            "word",
-        ],
-        None,
-    ));
+    let stdout = ok(&prepare_word(s(&src), s(&tgt), s(&out)));
     assert!(
         stdout.contains("pairs: 4 read, 3 kept, 1 dropped as empty"),
         "{stdout}"
