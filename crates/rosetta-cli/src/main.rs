@@ -1,6 +1,7 @@
 //! The `rosetta` command-line tool. It stays thin: it parses arguments, adds context to errors and
 //! calls the libraries, where all real work lives.
 
+mod average;
 mod evaluate;
 mod heatmap;
 mod prepare;
@@ -33,6 +34,8 @@ enum Command {
     Evaluate(evaluate::Args),
     /// Train tokenizers and vocabularies on a parallel corpus and print its statistics.
     Prepare(prepare::Args),
+    /// Average the weights of a run's last checkpoints into a new model directory.
+    Average(average::Args),
     /// Score hypotheses against references with BLEU and chrF, exactly as sacreBLEU does.
     Score(score::Args),
 }
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Command::Translate(args) => translate::run(args),
         Command::Evaluate(args) => evaluate::run(args),
         Command::Prepare(args) => prepare::run(args),
+        Command::Average(args) => average::run(args),
         Command::Score(args) => score::run(args),
     };
     match result {

@@ -770,3 +770,57 @@ fn translate_writes_attention_heatmaps_for_non_empty_lines() {
     let bytes = std::fs::read(png_dir.join("000001.png")).unwrap();
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
 }
+
+// ---------------------------------------------------------------------------------------------------
+// average
+
+#[test]
+fn average_writes_a_model_that_translates_and_never_overwrites() {
+    let model = model_dir();
+    let root = temp_dir();
+    let out = root.path().join("avg");
+    let output = run(
+        [
+            "average",
+            "--model",
+            s(&model),
+            "--last",
+            "2",
+            "--out",
+            s(&out),
+        ],
+        None,
+    );
+    ok(&output);
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("averaged 2 checkpoint(s)"), "{stderr}");
+    assert!(stderr.contains("(steps 30, 60)"), "{stderr}");
+    let record = std::fs::read_to_string(out.join("average.json")).unwrap();
+    assert!(record.contains("30") && record.contains("60"), "{record}");
+    let stdout = ok(&run(
+        ["translate", "--model", s(&out), "--device", "cpu"],
+        Some(b"a b c\n\nd e\n"),
+    ));
+    assert_eq!(stdout.lines().count(), 3, "{stdout}");
+
+    // The same output directory again: refused, and the model there is kept.
+    let err = fails(&run(
+        ["average", "--model", s(&model), "--out", s(&out)],
+        None,
+    ));
+    assert!(err.contains("not empty"), "{err}");
+    assert!(out.join("model.safetensors").is_file());
+    let err = fails(&run(
+        [
+            "average",
+            "--model",
+            s(&model),
+            "--steps",
+            "30,45",
+            "--out",
+            s(&root.path().join("x")),
+        ],
+        None,
+    ));
+    assert!(err.contains("no checkpoint of step 45"), "{err}");
+}

@@ -343,3 +343,89 @@ fn weights_from_another_model_are_a_clear_error() {
         .to_string();
     assert!(err.contains("model.safetensors"), "{err}");
 }
+
+#[test]
+fn averaged_checkpoints_are_the_mean_of_their_weights() {
+    use burn::module::Module;
+    use rosetta::model::seq2seq::RnnSeq2Seq;
+    use rosetta::train::average::{Selection, average_checkpoints};
+    use rosetta::train::checkpoint;
+    use rosetta_text::pipeline::TextPipeline;
+
+    let _guard = serial();
+    let device = Default::default();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = tiny_config();
+    config.train.max_steps = 6;
+    config.train.valid_every = 2;
+    config.train.keep_checkpoints = 3;
+    train::<B>(
+        &config,
+        &data(reverse_task(200, 7), None),
+        &options(dir.path(), false),
+        &device,
+        &mut Silent,
+    )
+    .unwrap();
+    let pipeline = TextPipeline::load(dir.path()).unwrap();
+    let fresh = || {
+        RnnSeq2Seq::<Flex>::new(
+            &config.model,
+            pipeline.src_vocab().len(),
+            pipeline.tgt_vocab().len(),
+            &device,
+        )
+    };
+    let at_step = |step: u64| {
+        fresh()
+            .load_file(
+                checkpoint::step_dir(dir.path(), step).join("model"),
+                &checkpoint::recorder(),
+                &device,
+            )
+            .unwrap()
+    };
+    let out = tempfile::tempdir().unwrap();
+    let out_dir = out.path().join("avg");
+    let averaged =
+        average_checkpoints::<Flex>(dir.path(), &Selection::Last(2), &out_dir, &device).unwrap();
+    assert_eq!(averaged.steps, vec![4, 6]);
+
+    let mean = checkpoint::load_weights(fresh(), &out_dir.join(checkpoint::WEIGHTS)).unwrap();
+    let (a, b) = (at_step(4), at_step(6));
+    let weight = |m: &RnnSeq2Seq<Flex>| m.decoder.ih.weight.val();
+    let expected = (weight(&a) + weight(&b)).div_scalar(2.0);
+    expected
+        .into_data()
+        .assert_approx_eq::<f32>(&weight(&mean).into_data(), Default::default());
+    assert!(
+        !weight(&a).equal(weight(&b)).all().into_scalar(),
+        "steps 4 and 6 should differ"
+    );
+    // The result is a model directory like any other.
+    let translator = Translator::<Flex>::load(&out_dir, &device).unwrap();
+    assert_eq!(
+        translator
+            .translate(&["a b"], &TranslateOptions::default())
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Mistakes are plain errors, and nothing is overwritten.
+    let err = |selection: Selection, to: &Path| {
+        average_checkpoints::<Flex>(dir.path(), &selection, to, &device)
+            .unwrap_err()
+            .to_string()
+    };
+    let fresh_out = out.path().join("other");
+    let e = err(Selection::Last(4), &fresh_out);
+    assert!(e.contains("holds 3 checkpoint(s) (steps: 2, 4, 6)"), "{e}");
+    let e = err(Selection::Steps(vec![5]), &fresh_out);
+    assert!(e.contains("no checkpoint of step 5"), "{e}");
+    let e = err(Selection::Last(0), &fresh_out);
+    assert!(e.contains("at least 1"), "{e}");
+    let e = err(Selection::All, &out_dir);
+    assert!(e.contains("not empty"), "{e}");
+    assert!(!fresh_out.exists());
+}
