@@ -88,7 +88,7 @@ impl<B: Backend> Scorer<B> for NoEos<'_, B> {
 
     fn step(&self, prev: Tensor<B, 1, Int>, state: Self::State) -> Step<B, Self::State> {
         let mut step = self.model.step(prev, state);
-        step.log_probs = step.log_probs + self.mask.clone();
+        step.logits = step.logits + self.mask.clone();
         step
     }
 

@@ -1,9 +1,11 @@
-//! Row-wise log-softmax for decoding, `[n, vocab] → [n, vocab]`.
+//! Row-wise normalization of logits for decoding: the log-softmax `[n, vocab] → [n, vocab]` for
+//! beam search and sampling, and the best token with its log-probability for greedy search.
 //!
 //! Every search step normalizes a `[hypotheses, vocab]` matrix of logits. burn's `log_softmax` is
 //! five tensor operations (max, subtract, exp, sum, log and subtract again), each writing a new
-//! matrix; here each row is read twice and written once, rows in parallel. Inference only: the
-//! training loss has its own fused kernel.
+//! matrix; here each row is read twice and written once, rows in parallel. Greedy search needs one
+//! number per row, so it writes no matrix at all. Inference only: the training loss has its own
+//! fused kernel.
 
 use super::cross_entropy::row_stats;
 use super::simd_math::dispatch;
@@ -28,6 +30,77 @@ pub fn log_softmax<B: Backend>(logits: Tensor<B, 2>) -> Tensor<B, 2> {
         }
         Err(x) => activation::log_softmax(x, 1),
     }
+}
+
+/// The most probable token of every row of `logits` `[n, vocab]` other than those in `banned`, and
+/// its log-probability. The normalization runs over the whole row, banned tokens included, so the
+/// log-probability is the model's. Ties go to the lowest id.
+pub fn best_tokens<B: Backend>(logits: Tensor<B, 2>, banned: &[usize]) -> (Vec<usize>, Vec<f32>) {
+    let [n, vocab] = logits.dims();
+    let x = match super::cast::<_, Tensor<Flex, 2>>(logits) {
+        Ok(x) if x.dtype() == DType::F32 => x,
+        Ok(x) => return best_tokens_composite(x, banned),
+        Err(x) => return best_tokens_composite(x, banned),
+    };
+    let x = x.into_primitive().tensor().to_contiguous();
+    let x = x.storage::<f32>();
+    if vocab == 0 {
+        return (vec![0; n], vec![f32::NEG_INFINITY; n]);
+    }
+    x.par_chunks(vocab)
+        .map(|row| {
+            dispatch(
+                #[inline(always)]
+                || best_in_row(row, banned),
+            )
+        })
+        .unzip()
+}
+
+/// [`best_tokens`] with burn's operations, for other backends.
+fn best_tokens_composite<B: Backend>(
+    logits: Tensor<B, 2>,
+    banned: &[usize],
+) -> (Vec<usize>, Vec<f32>) {
+    let [_, vocab] = logits.dims();
+    let mut bias = vec![0f32; vocab];
+    for &b in banned.iter().filter(|&&b| b < vocab) {
+        bias[b] = f32::NEG_INFINITY;
+    }
+    let bias = Tensor::<B, 2>::from_data(TensorData::new(bias, [1, vocab]), &logits.device());
+    let (lp, id) = (activation::log_softmax(logits, 1) + bias).max_dim_with_indices(1);
+    (
+        id.into_data()
+            .iter::<i64>()
+            .map(|i| usize::try_from(i).unwrap_or(0))
+            .collect(),
+        lp.into_data().iter::<f32>().collect(),
+    )
+}
+
+/// The best allowed token of one row and its log-probability.
+#[inline(always)]
+fn best_in_row(row: &[f32], banned: &[usize]) -> (usize, f32) {
+    let (m, _, sum_exp) = row_stats(row);
+    let lse = m + sum_exp.ln();
+    // The row's maximum is almost always an allowed token: one scan that stops at it.
+    let best = match row.iter().position(|&v| v == m) {
+        Some(i) if !banned.contains(&i) => i,
+        _ => {
+            let mut best: Option<usize> = None;
+            for (i, &v) in row.iter().enumerate() {
+                if !banned.contains(&i) && best.is_none_or(|b| v > row[b]) {
+                    best = Some(i);
+                }
+            }
+            // Only a row made of banned tokens has no candidate.
+            match best {
+                Some(b) => b,
+                None => return (0, f32::NEG_INFINITY),
+            }
+        }
+    };
+    (best, row[best] - lse)
 }
 
 fn forward_flex(logits: &FlexTensor) -> FlexTensor {
@@ -65,6 +138,36 @@ mod tests {
         Flex::seed(&device, 3);
         let x = Tensor::<Flex, 2>::random([9, 1003], Distribution::Normal(0.0, 4.0), &device);
         crate::kernels::assert_close(log_softmax(x.clone()), activation::log_softmax(x, 1), 1e-5);
+    }
+
+    /// Against burn's log-softmax, a −∞ bias on the banned ids and `max_dim_with_indices`, including
+    /// rows whose overall maximum is banned.
+    #[test]
+    fn best_tokens_match_the_argmax_of_the_log_softmax() {
+        let device = Default::default();
+        Flex::seed(&device, 4);
+        let [n, vocab] = [7, 1001];
+        let mut x = Tensor::<Flex, 2>::random([n, vocab], Distribution::Normal(0.0, 3.0), &device)
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        x[2] = 50.0; // row 0: the maximum is banned id 2
+        x[vocab + 1] = 50.0; // row 1: banned id 1
+        x[2 * vocab + 7] = 50.0; // row 2: an allowed maximum
+        let x = Tensor::<Flex, 2>::from_data(TensorData::new(x, [n, vocab]), &device);
+        let banned = [1, 2];
+        let (ids, lps) = best_tokens(x.clone(), &banned);
+        let (want_ids, want_lps) = best_tokens_composite(x, &banned);
+        assert_eq!(ids, want_ids);
+        assert_eq!(ids[2], 7);
+        assert!(ids.iter().all(|i| !banned.contains(i)));
+        for (a, b) in lps.iter().zip(&want_lps) {
+            assert!((a - b).abs() < 1e-5, "{lps:?} vs {want_lps:?}");
+        }
+        assert!(
+            lps[0] < -40.0,
+            "the banned maximum still counts in the normalization"
+        );
     }
 
     #[test]

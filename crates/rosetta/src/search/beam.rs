@@ -172,8 +172,8 @@ pub fn beam_search<B: Backend, S: Scorer<B>>(
             Tensor::from_data(TensorData::new(prev, [n]), &device),
             state,
         );
-        let vocab = step.log_probs.dims()[1];
-        let data = step.log_probs.into_data();
+        let vocab = step.logits.dims()[1];
+        let data = crate::kernels::log_softmax(step.logits).into_data();
         let converted: Vec<f32>;
         let log_probs = match data.as_slice::<f32>() {
             Ok(values) => values,

@@ -42,25 +42,15 @@ pub fn greedy<B: Backend, S: Scorer<B>>(
     let mut state = scorer.start(src);
     let mut prev = vec![BOS as i32; batch];
     let mut t = 0;
-    // Padding and `<s>` are never outputs: −∞ added before the argmax (scores stay the model's).
-    let mut forbid: Option<Tensor<B, 2>> = None;
     while !live.is_empty() {
         let n = live.len();
         let prev_tensor =
             Tensor::<B, 1, Int>::from_data(TensorData::new(prev.clone(), [n]), &device);
         let step = scorer.step(prev_tensor, state);
-        let vocab = step.log_probs.dims()[1];
-        let forbid = forbid
-            .get_or_insert_with(|| {
-                let mut bias = vec![0.0f32; vocab];
-                bias[PAD as usize] = f32::NEG_INFINITY;
-                bias[BOS as usize] = f32::NEG_INFINITY;
-                Tensor::from_data(TensorData::new(bias, [1, vocab]), &device)
-            })
-            .clone();
-        let (best_lp, best_id) = (step.log_probs + forbid).max_dim_with_indices(1); // [n, 1]
-        let best_lp: Vec<f32> = best_lp.into_data().iter::<f32>().collect();
-        let best_id: Vec<i64> = best_id.into_data().iter::<i64>().collect();
+        // Padding and `<s>` are never outputs (their probabilities still count in the
+        // normalization: scores stay the model's).
+        let (best_id, best_lp) =
+            crate::kernels::best_tokens(step.logits, &[PAD as usize, BOS as usize]);
         let attention: Option<Vec<f32>> = step
             .attention
             .map(|a| a.into_data().iter::<f32>().collect());

@@ -128,8 +128,11 @@ pub fn sample<B: Backend, S: Scorer<B>>(
             Tensor::from_data(TensorData::new(prev.clone(), [n]), &device),
             state,
         );
-        let vocab = step.log_probs.dims()[1];
-        let log_probs: Vec<f32> = step.log_probs.into_data().iter::<f32>().collect();
+        let vocab = step.logits.dims()[1];
+        let log_probs: Vec<f32> = crate::kernels::log_softmax(step.logits)
+            .into_data()
+            .iter::<f32>()
+            .collect();
         let attention: Option<Vec<f32>> = step
             .attention
             .map(|a| a.into_data().iter::<f32>().collect());

@@ -8,8 +8,10 @@ use burn::prelude::*;
 /// The result of one decoding step for `n` live hypotheses.
 #[derive(Debug, Clone)]
 pub struct Step<B: Backend, S> {
-    /// Log-probabilities of the next token, `[n, tgt_vocab]`.
-    pub log_probs: Tensor<B, 2>,
+    /// Scores of the next token, `[n, tgt_vocab]`: logits, or anything equal to the
+    /// log-probabilities up to a constant per row (log-probabilities themselves, e.g. an ensemble's).
+    /// The search normalizes them, each in the cheapest way it needs.
+    pub logits: Tensor<B, 2>,
     /// State after the step.
     pub state: S,
     /// Attention over the source, `[n, src_len]` (none for models without attention).
@@ -49,7 +51,7 @@ impl<B: Backend> Scorer<B> for RnnSeq2Seq<B> {
     fn step(&self, prev: Tensor<B, 1, Int>, (state, memory): Self::State) -> Step<B, Self::State> {
         let (logits, state, attention) = self.decoder.decode_step(prev, state, &memory);
         Step {
-            log_probs: crate::kernels::log_softmax(logits),
+            logits,
             state: (state, memory),
             attention,
         }
