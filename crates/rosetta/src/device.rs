@@ -44,14 +44,12 @@ pub enum Resolved {
 impl std::fmt::Display for Resolved {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Resolved::Cpu => write!(f, "cpu ({} threads)", rayon_threads()),
+            // The global pool runs every parallel CPU kernel and product; its size honours
+            // RAYON_NUM_THREADS.
+            Resolved::Cpu => write!(f, "cpu ({} threads)", rayon::current_num_threads()),
             Resolved::Cuda(n) => write!(f, "cuda:{n}"),
         }
     }
-}
-
-fn rayon_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Keeps freed tensor memory inside the process (glibc only; elsewhere it does nothing).
