@@ -2,7 +2,7 @@
 //! checkpoints into a new model directory.
 
 use anyhow::{Context, Result};
-use rosetta::device::{Job, Resolved, run_on};
+use rosetta::burn::backend::Flex;
 use rosetta::train::average::{Selection, average_checkpoints};
 use std::path::PathBuf;
 
@@ -22,40 +22,25 @@ pub struct Args {
     out: PathBuf,
 }
 
-struct AverageJob<'a> {
-    args: &'a Args,
-}
-
-impl Job for AverageJob<'_> {
-    type Output = Result<()>;
-    fn run<B: rosetta::burn::tensor::backend::AutodiffBackend>(
-        self,
-        device: B::Device,
-    ) -> Result<()> {
-        let args = self.args;
-        let selection = match (args.last, args.steps.is_empty()) {
-            (Some(n), _) => Selection::Last(n),
-            (None, false) => Selection::Steps(args.steps.clone()),
-            (None, true) => Selection::All,
-        };
-        let averaged =
-            average_checkpoints::<B::InnerBackend>(&args.model, &selection, &args.out, &device)
-                .with_context(|| {
-                    format!("cannot average the checkpoints of {}", args.model.display())
-                })?;
-        let steps: Vec<String> = averaged.steps.iter().map(u64::to_string).collect();
-        eprintln!(
-            "averaged {} checkpoint(s) of {} (steps {}) into {}",
-            averaged.steps.len(),
-            args.model.display(),
-            steps.join(", "),
-            args.out.display()
-        );
-        Ok(())
-    }
-}
-
 pub fn run(args: Args) -> Result<()> {
-    // A mean of a few tensors: the CPU is always enough.
-    run_on(Resolved::Cpu, AverageJob { args: &args })
+    let selection = match (args.last, args.steps.is_empty()) {
+        (Some(n), _) => Selection::Last(n),
+        (None, false) => Selection::Steps(args.steps.clone()),
+        (None, true) => Selection::All,
+    };
+    // A mean of a few tensors: the CPU backend is always enough.
+    let averaged =
+        average_checkpoints::<Flex>(&args.model, &selection, &args.out, &Default::default())
+            .with_context(|| {
+                format!("cannot average the checkpoints of {}", args.model.display())
+            })?;
+    let steps: Vec<String> = averaged.steps.iter().map(u64::to_string).collect();
+    eprintln!(
+        "averaged {} checkpoint(s) of {} (steps {}) into {}",
+        averaged.steps.len(),
+        args.model.display(),
+        steps.join(", "),
+        args.out.display()
+    );
+    Ok(())
 }
