@@ -131,7 +131,7 @@ impl Backward<Flex, 3> for Backward3Op {
 }
 
 /// `t` as a `U` when `T` and `U` are the same type, otherwise `t` back.
-fn cast<T: 'static, U: 'static>(t: T) -> Result<U, T> {
+pub(crate) fn cast<T: 'static, U: 'static>(t: T) -> Result<U, T> {
     let boxed: Box<dyn Any> = Box::new(t);
     match boxed.downcast::<U>() {
         Ok(u) => Ok(*u),
@@ -144,7 +144,7 @@ fn cast<T: 'static, U: 'static>(t: T) -> Result<U, T> {
 }
 
 /// The way back after [`cast`] succeeded: the caller has proven `T` and `U` are the same type.
-fn cast_back<T: 'static, U: 'static>(t: T) -> U {
+pub(crate) fn cast_back<T: 'static, U: 'static>(t: T) -> U {
     match cast::<T, U>(t) {
         Ok(u) => u,
         // Only called with the result of a computation on the type `cast` matched.

@@ -1,5 +1,6 @@
 //! Training: loss, optimizers, schedules, checkpoints, logging, and the loop that ties them together.
 
+pub mod adam;
 pub mod average;
 pub mod checkpoint;
 pub mod loss;

@@ -1,14 +1,14 @@
 //! Optimizers (Adam, AdamW, SGD with momentum, RMSprop), global-norm gradient clipping, and saving
 //! optimizer state for exact resume.
 
+use super::adam::FusedAdam;
 use crate::error::{Error, Result};
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{
-    Adam, AdamConfig, AdamW, AdamWConfig, GradientsParams, Optimizer, RmsProp, RmsPropConfig, Sgd,
-    SgdConfig,
+    AdamW, AdamWConfig, GradientsParams, Optimizer, RmsProp, RmsPropConfig, Sgd, SgdConfig,
 };
 use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
@@ -50,8 +50,8 @@ pub struct OptimizerSettings {
 
 /// One of the optimizers, for a model type `M`.
 pub enum AnyOptimizer<B: AutodiffBackend, M: AutodiffModule<B>> {
-    /// Adam.
-    Adam(OptimizerAdaptor<Adam, M, B>),
+    /// Adam (one fused pass per parameter; burn's `Adam` state format).
+    Adam(OptimizerAdaptor<FusedAdam, M, B>),
     /// AdamW.
     AdamW(OptimizerAdaptor<AdamW, M, B>),
     /// SGD.
@@ -69,14 +69,12 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> AnyOptimizer<B, M> {
     pub fn new(s: &OptimizerSettings) -> Self {
         let decay = (s.weight_decay > 0.0).then(|| WeightDecayConfig::new(s.weight_decay as f32));
         match s.kind {
-            OptimizerKind::Adam => AnyOptimizer::Adam(
-                AdamConfig::new()
-                    .with_beta_1(s.beta1 as f32)
-                    .with_beta_2(s.beta2 as f32)
-                    .with_epsilon(s.epsilon as f32)
-                    .with_weight_decay(decay)
-                    .init(),
-            ),
+            OptimizerKind::Adam => AnyOptimizer::Adam(OptimizerAdaptor::from(FusedAdam {
+                beta_1: s.beta1 as f32,
+                beta_2: s.beta2 as f32,
+                epsilon: s.epsilon as f32,
+                weight_decay: s.weight_decay as f32,
+            })),
             OptimizerKind::Adamw => AnyOptimizer::AdamW(
                 AdamWConfig::new()
                     .with_beta_1(s.beta1 as f32)
