@@ -115,13 +115,15 @@ fn product(m: usize, n: usize, k: usize, lhs: Operand, rhs: Operand) -> Vec<f32>
         } else {
             gemm::Parallelism::None
         };
-        // SAFETY: `out` holds m·n elements (row stride n) and is the only view of them.
+        // SAFETY: `out` holds m·n elements (row stride n) and is the only view of them; the
+        // operands' strides stay inside their slices, as `product`'s callers guarantee (`dims`).
         unsafe { product_into(m, n, k, lhs, rhs, out.as_mut_ptr(), n, parallelism) };
     }
     out
 }
 
 /// `out = lhs × rhs` with the columns split into about `blocks` ranges, one rayon task each.
+/// `out` holds `m × n` row-major; the operands must fit their slices as for [`product_into`].
 fn product_by_columns(
     m: usize,
     n: usize,
