@@ -13,9 +13,11 @@ use std::time::Instant;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Model directory written by `rosetta train`.
-    #[arg(long, short = 'm')]
-    model: PathBuf,
+    /// Model directory written by `rosetta train`. Give several (`--model A B`, or `--model`
+    /// repeated) to decode with their ensemble: models trained on the same prepared text, whose
+    /// next-token distributions are averaged.
+    #[arg(long, short = 'm', required = true, num_args = 1..)]
+    model: Vec<PathBuf>,
     /// Source file (plain text or gzip).
     #[arg(long)]
     src: PathBuf,
@@ -86,9 +88,15 @@ impl Job for EvaluateJob<'_> {
                 .src
                 .file_name()
                 .map_or("eval".into(), |n| n.to_string_lossy().into_owned());
-            args.model
+            // An ensemble's hypotheses go beside its first member's, under their own name. (clap
+            // requires at least one --model, so `args.model[0]` exists.)
+            let suffix = match args.model.len() {
+                1 => String::new(),
+                k => format!(".ensemble{k}"),
+            };
+            args.model[0]
                 .join("eval")
-                .join(format!("{}.hyp", name.trim_end_matches(".gz")))
+                .join(format!("{}{suffix}.hyp", name.trim_end_matches(".gz")))
         });
         if let Some(parent) = out_path.parent() {
             std::fs::create_dir_all(parent)
@@ -115,7 +123,11 @@ impl Job for EvaluateJob<'_> {
             translator.score_references(&src_refs, &ref_strs, options.max_tokens_per_batch)?;
         let ppl = (nll / tokens.max(1) as f64).exp();
         let result = json!({
-            "model": args.model,
+            // One directory as a string (as before ensembles); an ensemble as a list.
+            "model": match args.model.as_slice() {
+                [one] => json!(one),
+                all => json!(all),
+            },
             "src": args.src,
             "refs": args.refs,
             "hypotheses": out_path,

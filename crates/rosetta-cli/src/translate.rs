@@ -5,7 +5,7 @@ use rosetta::device::{DeviceChoice, Job, resolve, run_on};
 use rosetta::search::{BeamConfig, SamplingConfig};
 use rosetta::translate::{TranslateOptions, Translation, Translator, pharaoh};
 use std::io::{BufRead, BufWriter, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Decoding options shared by `translate` and `evaluate`.
 #[derive(Debug, Clone, clap::Args)]
@@ -77,9 +77,11 @@ impl DecodeArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Model directory written by `rosetta train`.
-    #[arg(long, short = 'm')]
-    model: PathBuf,
+    /// Model directory written by `rosetta train`. Give several (`--model A B`, or `--model`
+    /// repeated) to decode with their ensemble: models trained on the same prepared text, whose
+    /// next-token distributions are averaged.
+    #[arg(long, short = 'm', required = true, num_args = 1..)]
+    model: Vec<PathBuf>,
     /// Input file (default: standard input).
     #[arg(long, short = 'i')]
     input: Option<PathBuf>,
@@ -183,13 +185,23 @@ pub fn format_lines(t: &Translation, index: u64, n_best: usize, alignments: bool
         .collect()
 }
 
-/// Loads the model directory written by `rosetta train`, naming it in the error.
+/// Loads the model directories written by `rosetta train` (several: an ensemble), naming them in
+/// the error.
 pub fn load_translator<B: rosetta::burn::tensor::backend::Backend>(
-    model: &Path,
+    models: &[PathBuf],
     device: &B::Device,
 ) -> Result<Translator<B>> {
-    Translator::<B>::load(model, device)
-        .with_context(|| format!("cannot load the model {}", model.display()))
+    let translator = Translator::<B>::load_ensemble(models, device).with_context(|| {
+        let names: Vec<String> = models.iter().map(|m| m.display().to_string()).collect();
+        match names.len() {
+            1 => format!("cannot load the model {}", names[0]),
+            _ => format!("cannot load the ensemble {}", names.join(" + ")),
+        }
+    })?;
+    if translator.ensemble_size() > 1 {
+        eprintln!("ensemble of {} models", translator.ensemble_size());
+    }
+    Ok(translator)
 }
 
 struct TranslateJob<'a> {

@@ -721,6 +721,37 @@ fn evaluate_prints_json_and_writes_the_hypotheses() {
 }
 
 #[test]
+fn evaluate_decodes_with_an_ensemble_of_models() {
+    let model = model_dir();
+    let output = run(
+        [
+            "evaluate",
+            "--model",
+            s(&model),
+            s(&model),
+            "--src",
+            s(&task().join("data/test.src")),
+            "--ref",
+            s(&task().join("data/test.tgt")),
+            "--json",
+            "--device",
+            "cpu",
+        ],
+        None,
+    );
+    let stdout = ok(&output);
+    assert!(text(&output.stderr).contains("ensemble of 2 models"));
+    let json: serde_json::Value = serde_json::from_str(&stdout).expect("evaluate --json");
+    assert_eq!(json["model"].as_array().map(Vec::len), Some(2), "{stdout}");
+    let hyps = json["hypotheses"].as_str().expect("hypotheses path");
+    assert!(hyps.ends_with("test.src.ensemble2.hyp"), "{hyps}");
+    assert!(
+        json["bleu"].as_f64().is_some_and(f64::is_finite),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn evaluate_rejects_references_of_another_length() {
     let dir = temp_dir();
     let reference = dir.path().join("short.tgt");

@@ -265,6 +265,16 @@ impl TextPipeline {
         &self.config
     }
 
+    /// Whether `other` turns every text into the same ids and back (same settings, tokenizers and
+    /// vocabularies): the condition for models to be ensembled.
+    pub fn same_as(&self, other: &TextPipeline) -> bool {
+        self.config == other.config
+            && self.src_vocab == other.src_vocab
+            && self.tgt_vocab == other.tgt_vocab
+            && self.src_tokenizer.same_as(&other.src_tokenizer)
+            && self.tgt_tokenizer.same_as(&other.tgt_tokenizer)
+    }
+
     /// Source vocabulary.
     pub fn src_vocab(&self) -> &Vocab {
         &self.src_vocab

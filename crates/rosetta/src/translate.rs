@@ -4,7 +4,10 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::model::input::{ids_tensor, source_batch};
 use crate::model::seq2seq::RnnSeq2Seq;
-use crate::search::{BeamConfig, Hypothesis, SamplingConfig, beam_search, greedy, sample};
+use crate::search::ensemble::mixture;
+use crate::search::{
+    BeamConfig, Ensemble, Hypothesis, SamplingConfig, Scorer, beam_search, greedy, sample,
+};
 use crate::train::checkpoint::{WEIGHTS, load_weights};
 use crate::train::loss::cross_entropy;
 use crate::train::trainer::CONFIG_FILE;
@@ -134,10 +137,11 @@ pub fn pharaoh(alignment: &[(usize, usize)]) -> String {
         .join(" ")
 }
 
-/// A loaded model ready to translate.
+/// A loaded model (or ensemble of models) ready to translate.
 #[derive(Debug)]
 pub struct Translator<B: Backend> {
-    model: RnnSeq2Seq<B>,
+    /// One model, or the members of an ensemble; never empty.
+    models: Vec<RnnSeq2Seq<B>>,
     pipeline: TextPipeline,
     config: Config,
     device: B::Device,
@@ -166,11 +170,43 @@ impl<B: Backend> Translator<B> {
         );
         let model = load_weights(model, &dir.join(WEIGHTS))?;
         Ok(Translator {
-            model,
+            models: vec![model],
             pipeline,
             config,
             device: device.clone(),
         })
+    }
+
+    /// Loads several model directories as one ensemble (see [`Ensemble`]): every next-token
+    /// distribution is the mean of the members'. The first directory's settings (maximum length)
+    /// apply; all members must have been trained with the same text pipeline (tokenizers,
+    /// vocabularies and text settings), e.g. runs on the same prepared data or checkpoints of one run.
+    pub fn load_ensemble(dirs: &[impl AsRef<Path>], device: &B::Device) -> Result<Self> {
+        let Some((first, rest)) = dirs.split_first() else {
+            return Err(Error::Config("an ensemble needs at least one model".into()));
+        };
+        let mut translator = Self::load(first.as_ref(), device)?;
+        for dir in rest {
+            let dir = dir.as_ref();
+            let member = Self::load(dir, device)?;
+            if !member.pipeline.same_as(&translator.pipeline) {
+                return Err(Error::Checkpoint {
+                    path: dir.to_path_buf(),
+                    message: format!(
+                        "cannot join an ensemble with {}: its text pipeline (tokenizer, \
+                         vocabularies or text settings) differs, so the models do not share token ids",
+                        first.as_ref().display()
+                    ),
+                });
+            }
+            translator.models.extend(member.models);
+        }
+        Ok(translator)
+    }
+
+    /// How many models vote on every token (1 for a single model).
+    pub fn ensemble_size(&self) -> usize {
+        self.models.len()
     }
 
     /// The model's text pipeline.
@@ -241,24 +277,13 @@ impl<B: Backend> Translator<B> {
         }
         let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
         let budget = options.max_tokens_per_batch.max(max_len + 1);
-        let search = &options.search;
         for chunk in Self::batches(&lengths, budget) {
             let padded = PaddedIds::new(chunk.iter().map(|&i| ids[i].as_slice()), false, true);
             let src = source_batch::<B>(&padded, &self.device);
-            let max_out = |n: usize| search.max_output_len(n);
-            let hyps: Vec<Vec<Hypothesis>> = match (&options.sampling, search.beam) {
-                (Some(sampling), _) => {
-                    let sentence_ids: Vec<u64> = chunk.iter().map(|&i| first + i as u64).collect();
-                    sample(&self.model, &src, sampling, &sentence_ids, max_out)
-                        .into_iter()
-                        .map(|h| vec![h])
-                        .collect()
-                }
-                (None, 1) => greedy(&self.model, &src, max_out)
-                    .into_iter()
-                    .map(|h| vec![h])
-                    .collect(),
-                (None, _) => beam_search(&self.model, &src, search),
+            let sentence_ids: Vec<u64> = chunk.iter().map(|&i| first + i as u64).collect();
+            let hyps = match self.models.as_slice() {
+                [model] => decode(model, &src, options, &sentence_ids),
+                models => decode(&Ensemble::new(models)?, &src, options, &sentence_ids),
             };
             for (hyps, &i) in hyps.into_iter().zip(&chunk) {
                 let mut candidates = Vec::with_capacity(hyps.len());
@@ -352,14 +377,54 @@ impl<B: Backend> Translator<B> {
             let src = PaddedIds::new(chunk.iter().map(|&i| src_ids[i].as_slice()), false, true);
             let tgt_in = PaddedIds::new(chunk.iter().map(|&i| tgt_ids[i].as_slice()), true, false);
             let tgt_out = PaddedIds::new(chunk.iter().map(|&i| tgt_ids[i].as_slice()), false, true);
-            let (logits, _) = self.model.forward(
-                &source_batch::<B>(&src, &self.device),
-                ids_tensor(&tgt_in, &self.device),
-            );
+            let src = source_batch::<B>(&src, &self.device);
+            let tgt_in = ids_tensor(&tgt_in, &self.device);
+            let logits = match self.models.as_slice() {
+                [model] => model.forward(&src, tgt_in).0,
+                models => {
+                    // The mixture's log-probabilities are valid logits: cross-entropy's
+                    // normalization leaves them unchanged.
+                    let mut dims = [0; 3];
+                    let log_probs = models
+                        .iter()
+                        .map(|m| {
+                            let logits = m.forward(&src, tgt_in.clone()).0; // [batch, len, vocab]
+                            dims = logits.dims();
+                            crate::kernels::log_softmax(
+                                logits.reshape([dims[0] * dims[1], dims[2]]),
+                            )
+                        })
+                        .collect();
+                    mixture(log_probs).reshape(dims)
+                }
+            };
             let sums = cross_entropy(logits, ids_tensor(&tgt_out, &self.device), 0.0);
             nll += f64::from(sums.nll.into_scalar().elem::<f32>());
             tokens += tgt_out.real_tokens();
         }
         Ok((nll, tokens))
+    }
+}
+
+/// Runs the search `options` ask for over one batch: one list of candidates per sentence, best first.
+/// `sentence_ids` seed sampling per sentence.
+fn decode<B: Backend, S: Scorer<B>>(
+    scorer: &S,
+    src: &crate::model::encoder::SourceBatch<B>,
+    options: &TranslateOptions,
+    sentence_ids: &[u64],
+) -> Vec<Vec<Hypothesis>> {
+    let search = &options.search;
+    let max_out = |n: usize| search.max_output_len(n);
+    match (&options.sampling, search.beam) {
+        (Some(sampling), _) => sample(scorer, src, sampling, sentence_ids, max_out)
+            .into_iter()
+            .map(|h| vec![h])
+            .collect(),
+        (None, 1) => greedy(scorer, src, max_out)
+            .into_iter()
+            .map(|h| vec![h])
+            .collect(),
+        (None, _) => beam_search(scorer, src, search),
     }
 }

@@ -306,3 +306,98 @@ fn invalid_options_are_refused_in_plain_english() {
         assert!(err.contains(message), "{err:?} should say {message:?}");
     }
 }
+
+#[test]
+fn the_ensemble_distribution_is_the_mean_of_the_members() {
+    use burn::prelude::*;
+    let device = Default::default();
+    let log_probs =
+        |p: [[f32; 3]; 2]| Tensor::<Flex, 2>::from_data(TensorData::from(p), &device).log();
+    // The last column is impossible for both members: it must stay impossible, not become NaN.
+    let a = log_probs([[0.2, 0.3, 0.5], [1.0, 0.0, 0.0]]);
+    let b = log_probs([[0.6, 0.3, 0.1], [0.5, 0.5, 0.0]]);
+    let mixed: Vec<f32> = rosetta::search::ensemble::mixture(vec![a, b])
+        .exp()
+        .into_data()
+        .to_vec()
+        .unwrap();
+    let expected = [0.4, 0.3, 0.3, 0.75, 0.25, 0.0];
+    for (m, e) in mixed.iter().zip(expected) {
+        assert!((m - e).abs() < 1e-6, "{mixed:?} vs {expected:?}");
+    }
+}
+
+#[test]
+fn an_ensemble_of_a_model_with_itself_decodes_and_scores_like_the_model() {
+    let single = translator();
+    let dir = model_dir().path();
+    let pair = Translator::<Flex>::load_ensemble(&[dir, dir], &Default::default()).unwrap();
+    assert_eq!(pair.ensemble_size(), 2);
+    for opts in [options(1, 1), options(4, 3)] {
+        let a = single.translate(&INPUTS, &opts).unwrap();
+        let b = pair.translate(&INPUTS, &opts).unwrap();
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x.candidates.len(), y.candidates.len());
+            for (cx, cy) in x.candidates.iter().zip(&y.candidates) {
+                assert_eq!(cx.text, cy.text);
+                assert!((cx.log_prob - cy.log_prob).abs() < 1e-4, "{cx:?} vs {cy:?}");
+                assert_eq!(cx.attention.len(), cy.attention.len());
+                for (rx, ry) in cx.attention.iter().zip(&cy.attention) {
+                    assert!(rx.iter().zip(ry).all(|(p, q)| (p - q).abs() < 1e-5));
+                }
+            }
+        }
+    }
+    let sources: Vec<&str> = INPUTS.iter().copied().filter(|l| !l.is_empty()).collect();
+    let references: Vec<String> = sources
+        .iter()
+        .map(|l| l.split(' ').rev().collect::<Vec<_>>().join(" "))
+        .collect();
+    let references: Vec<&str> = references.iter().map(String::as_str).collect();
+    let (nll_single, tokens_single) = single
+        .score_references(&sources, &references, 1000)
+        .unwrap();
+    let (nll_pair, tokens_pair) = pair.score_references(&sources, &references, 1000).unwrap();
+    assert_eq!(tokens_single, tokens_pair);
+    assert!(
+        (nll_single - nll_pair).abs() < 1e-4 * nll_single.abs().max(1.0),
+        "{nll_single} vs {nll_pair}"
+    );
+}
+
+#[test]
+fn models_that_do_not_share_token_ids_are_refused_as_an_ensemble() {
+    let dir = model_dir().path();
+    let other = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, other.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    // Same sizes, so the weights still load; two words trade ids.
+    let mut swapped = 0;
+    for entry in std::fs::read_dir(other.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.to_string_lossy().ends_with("vocab.txt") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let mut lines: Vec<&str> = text.lines().collect();
+            lines.swap(5, 6);
+            std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+            swapped += 1;
+        }
+    }
+    assert!(swapped > 0, "no vocabulary file in {}", dir.display());
+    let device = Default::default();
+    Translator::<Flex>::load(other.path(), &device).expect("the copy loads on its own");
+    let err = Translator::<Flex>::load_ensemble(&[dir, other.path()], &device)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("text pipeline"), "{err}");
+    assert!(err.contains(&other.path().display().to_string()), "{err}");
+    let none: [&std::path::Path; 0] = [];
+    let err = Translator::<Flex>::load_ensemble(&none, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("at least one model"), "{err}");
+}

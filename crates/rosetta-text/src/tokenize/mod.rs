@@ -87,6 +87,18 @@ pub enum AnyTokenizer {
     Subword(Box<SubwordTokenizer>),
 }
 
+impl AnyTokenizer {
+    /// Whether `other` splits every text the same way.
+    pub fn same_as(&self, other: &AnyTokenizer) -> bool {
+        match (self, other) {
+            (AnyTokenizer::Word(_), AnyTokenizer::Word(_))
+            | (AnyTokenizer::Char(_), AnyTokenizer::Char(_)) => true,
+            (AnyTokenizer::Subword(a), AnyTokenizer::Subword(b)) => a.same_model(b),
+            _ => false,
+        }
+    }
+}
+
 impl Tokenize for AnyTokenizer {
     fn tokenize(&self, text: &str) -> Result<Vec<String>> {
         match self {

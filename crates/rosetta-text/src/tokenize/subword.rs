@@ -129,6 +129,15 @@ impl SubwordTokenizer {
         Ok(SubwordTokenizer { inner })
     }
 
+    /// Whether `other` is the same trained model (same serialized `tokenizer.json`), i.e. splits
+    /// every text the same way.
+    pub fn same_model(&self, other: &SubwordTokenizer) -> bool {
+        match (self.inner.to_string(false), other.inner.to_string(false)) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        }
+    }
+
     /// Saves the model as a standard `tokenizer.json`.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();

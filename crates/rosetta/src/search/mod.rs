@@ -2,11 +2,13 @@
 //! so RNNs, Transformers and ensembles share the same search.
 
 pub mod beam;
+pub mod ensemble;
 pub mod greedy;
 pub mod sampling;
 pub mod scorer;
 
 pub use beam::{BeamConfig, beam_search};
+pub use ensemble::Ensemble;
 pub use greedy::{Hypothesis, greedy};
 pub use sampling::{SamplingConfig, sample};
 pub use scorer::{Scorer, Step};
