@@ -5,11 +5,14 @@
 //! to a vocabulary of 8,000, no dropout; batch 64 × 25, Adam 1e-3. Both sides run three modes, each in
 //! a fresh process so that peak RSS is the mode's own: a training step (forward, backward, Adam), a
 //! greedy decode of the batch, and a beam-5 decode. End-of-sentence is never chosen on either side, so
-//! every decode runs exactly 25 steps for every sentence.
+//! every decode runs exactly 25 steps for every sentence. Each mode runs for several rounds, the two
+//! sides taking turns to go first; the speed ratio reported is the median of the rounds' ratios, with
+//! their range, so one noisy minute does not decide it.
 //!
 //! ```sh
 //! cargo bench -p rosetta --bench vs_pytorch
 //! ROSETTA_PYTHON=/path/to/venv/bin/python3 ROSETTA_BENCH_THREADS=2 cargo bench -p rosetta --bench vs_pytorch
+//! ROSETTA_BENCH_ROUNDS=5 cargo bench -p rosetta --bench vs_pytorch   # more rounds (default 3)
 //! # on an NVIDIA GPU (both sides): build with --features cuda, then ROSETTA_BENCH_DEVICE=cuda
 //! ```
 //!
@@ -255,6 +258,86 @@ fn runs_for(mode: &str) -> usize {
         })
 }
 
+/// Rounds per mode (`ROSETTA_BENCH_ROUNDS`, default 3).
+fn rounds() -> usize {
+    std::env::var("ROSETTA_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or(3)
+}
+
+/// The median (mean of the middle two for an even count), `None` for no values.
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
+}
+
+/// One mode of the Rosetta side, in a fresh process of this benchmark.
+fn run_ours(exe: &std::path::Path, mode: &str, threads: &str) -> Option<Measured> {
+    let out = Command::new(exe)
+        .env("ROSETTA_BENCH_CHILD", mode)
+        .env("RAYON_NUM_THREADS", threads)
+        .output()
+        .expect("run the Rosetta side");
+    let json = parse_result(&String::from_utf8_lossy(&out.stdout));
+    match &json {
+        Some(json) => println!("  {json}"),
+        None => eprintln!(
+            "rosetta {mode} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+    json.as_ref().and_then(measured)
+}
+
+/// One mode of the PyTorch side, `None` (with the reason on stderr) when it cannot run.
+fn run_theirs(
+    python: &str,
+    script: &str,
+    mode: &str,
+    device: &str,
+    threads: &str,
+) -> Option<Measured> {
+    let runs = runs_for(mode).to_string();
+    let out = Command::new(python)
+        .args([
+            script,
+            mode,
+            &runs,
+            "--device",
+            device,
+            "--threads",
+            threads,
+        ])
+        .output();
+    let json = match &out {
+        Ok(out) => {
+            let parsed = parse_result(&String::from_utf8_lossy(&out.stdout));
+            if parsed.is_none() {
+                eprintln!(
+                    "pytorch {mode} failed (is torch installed for {python}?):\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            parsed
+        }
+        Err(e) => {
+            eprintln!("could not run {python}: {e}");
+            None
+        }
+    };
+    if let Some(json) = &json {
+        println!("  {json}");
+    }
+    json.as_ref().and_then(measured)
+}
+
 fn main() {
     // As the `rosetta` binary does.
     rosetta::device::init_cpu_runtime();
@@ -285,90 +368,72 @@ fn main() {
         "/benches/torch_attention_gru.py"
     );
     let exe = std::env::current_exe().expect("own path");
+    let rounds = rounds();
     println!(
         "Rosetta vs PyTorch: BiGRU 2x256, GRU 512, Bahdanau 512, vocab {VOCAB}, batch {BATCH}x{TGT_LEN}, \
-         device {device_name}, {threads} threads"
+         device {device_name}, {threads} threads, {rounds} rounds"
     );
     let mut rows = Vec::new();
     for mode in ["train", "greedy", "beam"] {
-        let runs = runs_for(mode).to_string();
-        let ours = Command::new(&exe)
-            .env("ROSETTA_BENCH_CHILD", mode)
-            .env("RAYON_NUM_THREADS", &threads)
-            .output()
-            .expect("run the Rosetta side");
-        let ours_json = parse_result(&String::from_utf8_lossy(&ours.stdout));
-        if ours_json.is_none() {
-            eprintln!(
-                "rosetta {mode} failed:\n{}",
-                String::from_utf8_lossy(&ours.stderr)
-            );
+        let mut pairs = Vec::with_capacity(rounds);
+        for round in 0..rounds {
+            // Sides alternate which goes first, so a machine that speeds up or slows down during the
+            // run weighs on both; each round gives one ratio, and the table reports their median.
+            let ours = || run_ours(&exe, mode, &threads);
+            let theirs = || run_theirs(&python, script, mode, &device_name, &threads);
+            let pair = if round % 2 == 0 {
+                let o = ours();
+                (o, theirs())
+            } else {
+                let t = theirs();
+                (ours(), t)
+            };
+            pairs.push(pair);
         }
-        let theirs = Command::new(&python)
-            .args([
-                script,
-                mode,
-                &runs,
-                "--device",
-                &device_name,
-                "--threads",
-                &threads,
-            ])
-            .output();
-        let theirs_json = match &theirs {
-            Ok(out) => {
-                let parsed = parse_result(&String::from_utf8_lossy(&out.stdout));
-                if parsed.is_none() {
-                    eprintln!(
-                        "pytorch {mode} failed (is torch installed for {python}?):\n{}",
-                        String::from_utf8_lossy(&out.stderr)
-                    );
-                }
-                parsed
-            }
-            Err(e) => {
-                eprintln!("could not run {python}: {e}");
-                None
-            }
-        };
-        for json in [&ours_json, &theirs_json].into_iter().flatten() {
-            println!("  {json}");
-        }
-        rows.push((
-            mode,
-            ours_json.as_ref().and_then(measured),
-            theirs_json.as_ref().and_then(measured),
-        ));
+        rows.push((mode, pairs));
     }
 
     println!();
     println!(
-        "| mode | Rosetta | PyTorch | speed ratio (Rosetta/PyTorch) | peak RSS Rosetta | peak RSS PyTorch | RSS ratio |"
+        "| mode | Rosetta | PyTorch | speed ratio (Rosetta/PyTorch), median of rounds (range) | peak RSS Rosetta | peak RSS PyTorch | RSS ratio |"
     );
     println!("|---|---|---|---|---|---|---|");
     let target_tokens = (BATCH * TGT_LEN) as f64;
-    for (mode, ours, theirs) in rows {
-        let rate = |m: &Measured| match mode {
-            "train" => format!("{:.0} tgt tok/s", target_tokens / m.median_s),
-            _ => format!("{:.1} sent/s", BATCH as f64 / m.median_s),
+    for (mode, pairs) in rows {
+        let ours: Vec<Measured> = pairs.iter().filter_map(|p| p.0).collect();
+        let theirs: Vec<Measured> = pairs.iter().filter_map(|p| p.1).collect();
+        let ratios: Vec<f64> = pairs
+            .iter()
+            .filter_map(|p| Some(p.1?.median_s / p.0?.median_s))
+            .collect();
+        let rate = |seconds: f64| match mode {
+            "train" => format!("{:.0} tgt tok/s", target_tokens / seconds),
+            _ => format!("{:.1} sent/s", BATCH as f64 / seconds),
         };
-        let cell = |m: Option<Measured>, f: &dyn Fn(&Measured) -> String| {
-            m.as_ref().map_or("–".to_string(), f)
+        let time = |side: &[Measured]| {
+            median(side.iter().map(|m| m.median_s).collect())
+                .map_or("–".to_string(), |s| format!("{} ({s:.3} s)", rate(s)))
         };
-        let speed = match (ours, theirs) {
-            (Some(o), Some(t)) => format!("{:.2}×", t.median_s / o.median_s),
+        let peak = |side: &[Measured]| side.iter().map(|m| m.peak_rss_mb).reduce(f64::max);
+        let speed = match median(ratios.clone()) {
+            Some(m) => {
+                let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = ratios.iter().copied().fold(0.0, f64::max);
+                format!("{m:.2}× ({lo:.2}–{hi:.2}, {} rounds)", ratios.len())
+            }
+            None => "–".into(),
+        };
+        let rss = match (peak(&ours), peak(&theirs)) {
+            (Some(o), Some(t)) => format!("{:.2}×", o / t),
             _ => "–".into(),
         };
-        let rss = match (ours, theirs) {
-            (Some(o), Some(t)) => format!("{:.2}×", o.peak_rss_mb / t.peak_rss_mb),
-            _ => "–".into(),
-        };
+        let mb = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.0} MB"));
         println!(
             "| {mode} | {} | {} | {speed} | {} | {} | {rss} |",
-            cell(ours, &|m| format!("{} ({:.3} s)", rate(m), m.median_s)),
-            cell(theirs, &|m| format!("{} ({:.3} s)", rate(m), m.median_s)),
-            cell(ours, &|m| format!("{:.0} MB", m.peak_rss_mb)),
-            cell(theirs, &|m| format!("{:.0} MB", m.peak_rss_mb)),
+            time(&ours),
+            time(&theirs),
+            mb(peak(&ours)),
+            mb(peak(&theirs)),
         );
     }
 }

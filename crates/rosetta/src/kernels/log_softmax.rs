@@ -1,5 +1,6 @@
 //! Row-wise normalization of logits for decoding: the log-softmax `[n, vocab] → [n, vocab]` for
-//! beam search and sampling, and the best token with its log-probability for greedy search.
+//! sampling and ensembles, one row's normalizer for beam search (which normalizes only the tokens
+//! it keeps), and the best token with its log-probability for greedy search.
 //!
 //! Every search step normalizes a `[hypotheses, vocab]` matrix of logits. burn's `log_softmax` is
 //! five tensor operations (max, subtract, exp, sum, log and subtract again), each writing a new
@@ -30,6 +31,17 @@ pub fn log_softmax<B: Backend>(logits: Tensor<B, 2>) -> Tensor<B, 2> {
         }
         Err(x) => activation::log_softmax(x, 1),
     }
+}
+
+/// `log Σ e^x` of one row of logits: what [`log_softmax`] subtracts from it, to the same bits.
+pub fn log_sum_exp(row: &[f32]) -> f32 {
+    dispatch(
+        #[inline(always)]
+        || {
+            let (m, _, sum_exp) = row_stats(row);
+            m + sum_exp.ln()
+        },
+    )
 }
 
 /// The most probable token of every row of `logits` `[n, vocab]` other than those in `banned`, and
@@ -138,6 +150,23 @@ mod tests {
         Flex::seed(&device, 3);
         let x = Tensor::<Flex, 2>::random([9, 1003], Distribution::Normal(0.0, 4.0), &device);
         crate::kernels::assert_close(log_softmax(x.clone()), activation::log_softmax(x, 1), 1e-5);
+    }
+
+    /// Beam search normalizes its kept tokens with `log_sum_exp`: the same bits as the log-softmax.
+    #[test]
+    fn log_sum_exp_is_the_log_softmax_normalizer_to_the_bit() {
+        let device = Default::default();
+        Flex::seed(&device, 5);
+        let [n, vocab] = [6, 1003];
+        let x = Tensor::<Flex, 2>::random([n, vocab], Distribution::Normal(0.0, 4.0), &device);
+        let logits: Vec<f32> = x.clone().into_data().to_vec().unwrap();
+        let log_probs: Vec<f32> = log_softmax(x).into_data().to_vec().unwrap();
+        for (row, lp) in logits.chunks(vocab).zip(log_probs.chunks(vocab)) {
+            let lse = log_sum_exp(row);
+            for (&v, &p) in row.iter().zip(lp) {
+                assert_eq!((v - lse).to_bits(), p.to_bits());
+            }
+        }
     }
 
     /// Against burn's log-softmax, a −∞ bias on the banned ids and `max_dim_with_indices`, including

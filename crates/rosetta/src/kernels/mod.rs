@@ -24,7 +24,7 @@ pub use attend::attend;
 pub use cross_entropy::fused_cross_entropy;
 pub use gru_gates::gru_gates;
 pub use linear::linear;
-pub use log_softmax::{best_tokens, log_softmax};
+pub use log_softmax::{best_tokens, log_softmax, log_sum_exp};
 pub use step_linear::StepLinear;
 pub use time_steps::time_steps;
 

@@ -173,32 +173,40 @@ pub fn beam_search<B: Backend, S: Scorer<B>>(
             state,
         );
         let vocab = step.logits.dims()[1];
-        let data = crate::kernels::log_softmax(step.logits).into_data();
+        let data = step.logits.into_data();
         let converted: Vec<f32>;
-        let log_probs = match data.as_slice::<f32>() {
+        let logits = match data.as_slice::<f32>() {
             Ok(values) => values,
             Err(_) => {
                 converted = data.iter::<f32>().collect();
                 &converted
             }
         };
-        // The best 2·beam tokens of every live row, rows in parallel.
+        // The best 2·beam tokens of every live row, rows in parallel, with their
+        // log-probabilities. Subtracting a row's normalizer keeps the order, so the top tokens of
+        // the logits are those of the log-softmax; only they are normalized, and no
+        // `[n, vocab]` matrix of log-probabilities is written.
         let expansions: Vec<Vec<(f32, usize)>> = live
             .par_iter()
-            .zip(log_probs.par_chunks(vocab.max(1)))
-            .map(|(h, lp)| {
+            .zip(logits.par_chunks(vocab.max(1)))
+            .map(|(h, row)| {
                 // Padding and `<s>` are never outputs (decoding would silently drop them); `</s>`
                 // waits for `min_len`. Repeated n-grams are blocked before the top-k cut, so a
                 // row never runs out of candidates because of them.
                 let blocked = blocked_tokens(&h.tokens, config.no_repeat_ngram);
                 let early = h.tokens.len() < config.min_len;
-                top_k(lp, 2 * beam, |token| {
+                let mut best = top_k(row, 2 * beam, |token| {
                     let t = token as u32;
                     if t == EOS {
                         return !early;
                     }
                     t != PAD && t != BOS && !blocked.contains(&t)
-                })
+                });
+                let log_sum_exp = crate::kernels::log_sum_exp(row);
+                for (value, _) in &mut best {
+                    *value -= log_sum_exp;
+                }
+                best
             })
             .collect();
         let attention: Option<Vec<f32>> = step
