@@ -168,7 +168,7 @@ unsafe fn product_by_columns(
 /// A pointer into the output of [`product_by_columns`], shared by tasks that write disjoint
 /// column blocks of it.
 #[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
+pub(super) struct SharedOut(*mut f32);
 
 // SAFETY: the tasks that share it write disjoint elements (see `product_by_columns`).
 unsafe impl Send for SharedOut {}
@@ -176,11 +176,16 @@ unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
 impl SharedOut {
+    /// Shares `out` with tasks that write disjoint parts of it.
+    pub(super) fn new(out: *mut f32) -> Self {
+        SharedOut(out)
+    }
+
     /// The element `offset` places on.
     ///
     /// # Safety
     /// `offset` must lie inside the output.
-    unsafe fn at(self, offset: usize) -> *mut f32 {
+    pub(super) unsafe fn at(self, offset: usize) -> *mut f32 {
         // SAFETY: guaranteed by the caller.
         unsafe { self.0.add(offset) }
     }

@@ -2,7 +2,8 @@
 //! operations cost the most: dense layers (and the same layer at every step of a recurrence),
 //! splitting a sequence into steps, Bahdanau's energies,
 //! the attention's softmax and context, the GRU gates, the label-smoothed cross-entropy and the
-//! search's log-softmax.
+//! search's log-softmax; and, for search steps, the vocabulary projection with its weight packed once
+//! per model (inference only, no backward).
 //!
 //! Each entry point is generic over the backend. When the backend is burn's CPU backend (`Flex`,
 //! or `Autodiff<Flex>` in training) it runs the fused kernel; any other backend (CUDA) gets the same
@@ -15,6 +16,7 @@ mod cross_entropy;
 mod gru_gates;
 mod linear;
 mod log_softmax;
+mod packed_linear;
 pub mod simd_math;
 mod step_linear;
 mod time_steps;
@@ -25,6 +27,7 @@ pub use cross_entropy::fused_cross_entropy;
 pub use gru_gates::gru_gates;
 pub use linear::linear;
 pub use log_softmax::{best_tokens, log_softmax, log_sum_exp};
+pub use packed_linear::{PackCache, WeightLayout};
 pub use step_linear::StepLinear;
 pub use time_steps::time_steps;
 

@@ -14,7 +14,7 @@
 use super::attention::{Attention, AttentionKind, AttentionMemory};
 use super::cell::{Cell, CellKind, CellPass, CellState, gate_projection};
 use super::embedding::EmbeddingInit;
-use crate::kernels::{StepLinear, linear, time_steps};
+use crate::kernels::{PackCache, StepLinear, WeightLayout, linear, time_steps};
 use burn::module::Param;
 use burn::nn::{Dropout, DropoutConfig, Embedding, Linear, LinearConfig};
 use burn::prelude::*;
@@ -173,6 +173,10 @@ pub struct Decoder<B: Backend> {
     input_feeding: bool,
     embedding_to_output: bool,
     output_size: usize,
+    /// The vocabulary projection's weight packed for search steps (not a parameter; rebuilt from
+    /// the weight when it changes).
+    #[module(skip)]
+    output_pack: PackCache,
 }
 
 impl<B: Backend> Decoder<B> {
@@ -219,6 +223,7 @@ impl<B: Backend> Decoder<B> {
             input_feeding: feeds,
             embedding_to_output: spec.embedding_to_output,
             output_size: out,
+            output_pack: PackCache::default(),
         }
     }
 
@@ -342,7 +347,33 @@ impl<B: Backend> Decoder<B> {
 
     /// Vocabulary logits from attentional vectors: `[n, output] → [n, tgt_vocab]`.
     fn project(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        self.vocabulary(self.dropout.forward(x))
+    }
+
+    /// [`Self::project`] for one search step: with the weight packed once per model where the CPU
+    /// runs that kernel ([`PackCache`]). `[n, output] → [n, tgt_vocab]`.
+    fn project_step(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let x = self.dropout.forward(x);
+        let packed = match (&self.output, &self.output_bias) {
+            (Some(output), _) => self.output_pack.project(
+                &x,
+                &output.weight.val(),
+                WeightLayout::InOut,
+                output.bias.as_ref().map(|b| b.val()).as_ref(),
+            ),
+            (None, Some(bias)) => self.output_pack.project(
+                &x,
+                &self.embedding.weight.val(),
+                WeightLayout::OutIn,
+                Some(&bias.val()),
+            ),
+            (None, None) => None,
+        };
+        packed.unwrap_or_else(|| self.vocabulary(x))
+    }
+
+    /// The vocabulary projection itself: `[n, output] → [n, tgt_vocab]`.
+    fn vocabulary(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         match (&self.output, &self.output_bias) {
             (Some(output), _) => linear(output, x),
             (None, Some(bias)) => {
@@ -426,6 +457,6 @@ impl<B: Backend> Decoder<B> {
             Some(pre) => pre,
             None => self.attentional(out.top, out.context, Some(emb)),
         };
-        (self.project(pre), state, out.weights)
+        (self.project_step(pre), state, out.weights)
     }
 }
