@@ -441,38 +441,17 @@ mod tests {
         let (rows, d_in, d_out) = (37, 300, 500);
         let x = values(rows * d_in, 4);
         let cache = PackCache::default();
+        let run = |x: &[f32], w: &Tensor<Flex, 2>| -> Vec<f32> {
+            let x = tensor(x.to_vec(), [x.len() / d_in, d_in]);
+            let y = cache.project(&x, w, WeightLayout::InOut, None).unwrap();
+            y.into_data().to_vec::<f32>().unwrap()
+        };
         let w1 = tensor(values(d_in * d_out, 5), [d_in, d_out]);
-        let all = cache
-            .project(
-                &tensor(x.clone(), [rows, d_in]),
-                &w1,
-                WeightLayout::InOut,
-                None,
-            )
-            .unwrap()
-            .into_data()
-            .to_vec::<f32>()
-            .unwrap();
-        let one = cache
-            .project(
-                &tensor(x[5 * d_in..6 * d_in].to_vec(), [1, d_in]),
-                &w1,
-                WeightLayout::InOut,
-                None,
-            )
-            .unwrap()
-            .into_data()
-            .to_vec::<f32>()
-            .unwrap();
+        let all = run(&x, &w1);
+        let one = run(&x[5 * d_in..6 * d_in], &w1);
         assert_eq!(one, all[5 * d_out..6 * d_out]);
 
-        let w2 = w1.clone() * 2.0;
-        let twice = cache
-            .project(&tensor(x, [rows, d_in]), &w2, WeightLayout::InOut, None)
-            .unwrap()
-            .into_data()
-            .to_vec::<f32>()
-            .unwrap();
+        let twice = run(&x, &(w1.clone() * 2.0));
         for (t, a) in twice.iter().zip(&all) {
             assert!(
                 (t - 2.0 * a).abs() <= 1e-4 * (1.0 + a.abs()),
