@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 /// Columns per packed panel: two AVX-512 registers.
 const NR: usize = 32;
 /// Rows per register tile: 2 × 8 accumulators, 2 weight registers.
+#[cfg(target_arch = "x86_64")]
 const MR: usize = 8;
 /// Below this many multiply-adds a projection runs on one thread.
 const PARALLEL_MACS: usize = 192 * 192 * 192;
@@ -291,6 +292,7 @@ impl Packed {
 }
 
 /// What every tile of one panel shares.
+#[cfg(target_arch = "x86_64")]
 struct TileArgs<'a> {
     /// The panel `[k, NR]`.
     b: *const f32,
