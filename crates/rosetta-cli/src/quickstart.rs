@@ -7,8 +7,10 @@ use crate::train::{Progress, print_summary};
 use anyhow::{Context, Result, bail};
 use rosetta::config::{Config, StopMetric};
 use rosetta::device::{DeviceChoice, Job, resolve, run_on};
+use rosetta::model::architecture::ModelConfig;
 use rosetta::model::attention::AttentionKind;
 use rosetta::model::cell::CellKind;
+use rosetta::model::seq2seq::RnnConfig;
 use rosetta::train::schedule::ScheduleKind;
 use rosetta::train::trainer::{TrainData, TrainOptions, TrainSummary, train};
 use rosetta::translate::{TranslateOptions, Translation, Translator};
@@ -40,15 +42,18 @@ fn config(seed: u64) -> Config {
     c.text.tokenizer = TokenizerKind::Char;
     c.text.joint = false;
     c.text.max_len = 64;
-    c.model.cell = CellKind::Gru;
-    c.model.embedding_size = 32;
-    c.model.encoder_hidden = 64;
-    c.model.encoder_layers = 1;
-    c.model.decoder_hidden = 128;
-    c.model.decoder_layers = 1;
-    c.model.attention = AttentionKind::Bahdanau;
-    c.model.attention_size = 64;
-    c.model.dropout = 0.1;
+    c.model = ModelConfig::Rnn(RnnConfig {
+        cell: CellKind::Gru,
+        embedding_size: 32,
+        encoder_hidden: 64,
+        encoder_layers: 1,
+        decoder_hidden: 128,
+        decoder_layers: 1,
+        attention: AttentionKind::Bahdanau,
+        attention_size: 64,
+        dropout: 0.1,
+        ..RnnConfig::default()
+    });
     c.train.seed = seed;
     c.train.batch_tokens = 1200;
     c.train.learning_rate = 3e-3;

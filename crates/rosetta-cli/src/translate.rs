@@ -11,40 +11,40 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, clap::Args)]
 pub struct DecodeArgs {
     /// Beam size (1 = greedy).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = BeamConfig::default().beam)]
     beam: usize,
     /// GNMT length penalty α.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = BeamConfig::default().length_penalty)]
     length_penalty: f64,
     /// Maximum output length: a · source length + b (a).
-    #[arg(long, default_value_t = 1.5)]
+    #[arg(long, default_value_t = BeamConfig::default().max_len_a)]
     max_len_a: f64,
     /// Maximum output length: a · source length + b (b).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = BeamConfig::default().max_len_b)]
     max_len_b: usize,
     /// Minimum output length.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = BeamConfig::default().min_len)]
     min_len: usize,
     /// Forbid repeating n-grams of this size (0 = off).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = BeamConfig::default().no_repeat_ngram)]
     no_repeat_ngram: usize,
     /// Sample instead of beam search.
     #[arg(long)]
     sample: bool,
     /// Sampling temperature.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = SamplingConfig::default().temperature)]
     temperature: f64,
     /// Sample from the k most probable tokens only (0 = all).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = SamplingConfig::default().top_k)]
     top_k: usize,
     /// Sample from the smallest set of tokens with this much probability.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = SamplingConfig::default().top_p)]
     top_p: f64,
     /// Seed for sampling.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = SamplingConfig::default().seed)]
     seed: u64,
     /// Tokens per batch (source side, padding included).
-    #[arg(long, default_value_t = 4000)]
+    #[arg(long, default_value_t = TranslateOptions::default().max_tokens_per_batch)]
     max_tokens_per_batch: usize,
     /// Replace <unk> by the most-attended source piece.
     #[arg(long)]

@@ -6,6 +6,8 @@
 
 use burn::backend::{Autodiff, Flex};
 use rosetta::config::Config;
+use rosetta::model::architecture::ModelConfig;
+use rosetta::model::seq2seq::RnnConfig;
 use rosetta::train::schedule::ScheduleKind;
 use rosetta::train::trainer::{Silent, TrainData, TrainOptions, train};
 use rosetta::translate::{TranslateOptions, Translator};
@@ -29,11 +31,14 @@ fn main() {
             let tmp = tempfile::tempdir().expect("temp dir");
             let mut c = Config::default();
             c.text.vocab_size = 8000;
-            c.model.embedding_size = 128;
-            c.model.encoder_hidden = 128;
-            c.model.encoder_layers = 1;
-            c.model.decoder_hidden = 256;
-            c.model.attention_size = 256;
+            c.model = ModelConfig::Rnn(RnnConfig {
+                embedding_size: 128,
+                encoder_hidden: 128,
+                encoder_layers: 1,
+                decoder_hidden: 256,
+                attention_size: 256,
+                ..RnnConfig::default()
+            });
             c.train.batch_tokens = 3000;
             c.train.learning_rate = 2e-3;
             c.train.schedule = ScheduleKind::Constant;

@@ -27,7 +27,7 @@ use rosetta::model::attention::AttentionKind;
 use rosetta::model::bridge::BridgeKind;
 use rosetta::model::cell::CellKind;
 use rosetta::model::embedding::EmbeddingInit;
-use rosetta::model::encoder::SourceBatch;
+use rosetta::model::input::SourceBatch;
 use rosetta::model::seq2seq::{RnnConfig, RnnSeq2Seq};
 use rosetta::search::beam::{BeamConfig, beam_search};
 use rosetta::search::greedy::greedy;

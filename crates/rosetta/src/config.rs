@@ -3,7 +3,7 @@
 //! English. The resolved config is saved as `config.toml` in the model directory.
 
 use crate::error::{Error, Result};
-use crate::model::seq2seq::RnnConfig;
+use crate::model::architecture::ModelConfig;
 use crate::train::optim::{OptimizerKind, OptimizerSettings};
 use crate::train::schedule::{ScheduleKind, ScheduleSettings};
 use rosetta_text::corpus::CorpusSource;
@@ -258,8 +258,8 @@ pub struct Config {
     pub data: DataConfig,
     /// Normalization, tokenization and vocabulary.
     pub text: TextConfig,
-    /// Architecture.
-    pub model: RnnConfig,
+    /// Architecture (`arch = "rnn"` by default, or `"transformer"`).
+    pub model: ModelConfig,
     /// Training.
     pub train: TrainConfig,
 }
@@ -299,6 +299,22 @@ impl Config {
         self.text.validate()?;
         self.model.validate()?;
         self.train.validate()?;
+        if let ModelConfig::Transformer(t) = &self.model {
+            if t.share_embeddings && !self.text.joint {
+                return Err(Error::Config(
+                    "model.share_embeddings needs one vocabulary for both sides: set text.joint = true"
+                        .into(),
+                ));
+            }
+            if self.text.max_len + 1 > t.max_positions {
+                return Err(Error::Config(format!(
+                    "model.max_positions ({}) must be at least text.max_len + 1 ({}): every source \
+                     and target position (plus </s>) needs a position",
+                    t.max_positions,
+                    self.text.max_len + 1
+                )));
+            }
+        }
         if self.train.batch_tokens < self.text.max_len + 1 {
             return Err(Error::Config(format!(
                 "train.batch_tokens ({}) must be at least text.max_len + 1 ({}) so that the longest \

@@ -2,14 +2,14 @@
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::model::input::{ids_tensor, source_batch};
-use crate::model::seq2seq::RnnSeq2Seq;
+use crate::model::architecture::AnyModel;
+use crate::model::input::{SourceBatch, ids_tensor, source_batch};
 use crate::search::ensemble::mixture;
 use crate::search::{
     BeamConfig, Ensemble, Hypothesis, SamplingConfig, Scorer, beam_search, greedy, sample,
 };
 use crate::train::checkpoint::{WEIGHTS, load_weights};
-use crate::train::loss::cross_entropy;
+use crate::train::loss::teacher_forced_nll;
 use crate::train::trainer::CONFIG_FILE;
 use burn::prelude::*;
 use rosetta_text::batch::PaddedIds;
@@ -141,7 +141,7 @@ pub fn pharaoh(alignment: &[(usize, usize)]) -> String {
 #[derive(Debug)]
 pub struct Translator<B: Backend> {
     /// One model, or the members of an ensemble; never empty.
-    models: Vec<RnnSeq2Seq<B>>,
+    models: Vec<AnyModel<B>>,
     pipeline: TextPipeline,
     config: Config,
     device: B::Device,
@@ -162,13 +162,14 @@ impl<B: Backend> Translator<B> {
         }
         let config = Config::load(&config_path)?;
         let pipeline = TextPipeline::load(dir)?;
-        let model = RnnSeq2Seq::new(
+        let weights = dir.join(WEIGHTS);
+        let model = AnyModel::init(
             &config.model,
             pipeline.src_vocab().len(),
             pipeline.tgt_vocab().len(),
             device,
-        );
-        let model = load_weights(model, &dir.join(WEIGHTS))?;
+        )?
+        .try_map(|m| load_weights(m, &weights), |m| load_weights(m, &weights))?;
         Ok(Translator {
             models: vec![model],
             pipeline,
@@ -398,9 +399,9 @@ impl<B: Backend> Translator<B> {
                     mixture(log_probs).reshape(dims)
                 }
             };
-            let sums = cross_entropy(logits, ids_tensor(&tgt_out, &self.device), 0.0);
-            nll += f64::from(sums.nll.into_scalar().elem::<f32>());
-            tokens += tgt_out.real_tokens();
+            let (batch_nll, batch_tokens) = teacher_forced_nll(logits, &tgt_out, &self.device);
+            nll += batch_nll;
+            tokens += batch_tokens;
         }
         Ok((nll, tokens))
     }
@@ -410,7 +411,7 @@ impl<B: Backend> Translator<B> {
 /// `sentence_ids` seed sampling per sentence.
 fn decode<B: Backend, S: Scorer<B>>(
     scorer: &S,
-    src: &crate::model::encoder::SourceBatch<B>,
+    src: &SourceBatch<B>,
     options: &TranslateOptions,
     sentence_ids: &[u64],
 ) -> Vec<Vec<Hypothesis>> {

@@ -6,7 +6,7 @@ use rosetta::model::attention::AttentionKind;
 use rosetta::model::bridge::BridgeKind;
 use rosetta::model::cell::CellKind;
 use rosetta::model::embedding::EmbeddingInit;
-use rosetta::model::encoder::SourceBatch;
+use rosetta::model::input::SourceBatch;
 use rosetta::model::seq2seq::{RnnConfig, RnnSeq2Seq};
 
 type B = Flex;
@@ -133,4 +133,49 @@ fn a_sentence_scores_the_same_alone_and_in_a_padded_batch() {
             assert!((a - b).abs() < 1e-4, "{config:?}: {a} vs {b}");
         }
     }
+}
+
+/// A model directory written by Rosetta before the Transformer existed (commit 2c50f7a: no
+/// `arch` key, RNN weights) loads unchanged and scores exactly as that version did: its n-best
+/// lists were recorded with that version's `rosetta translate --beam 3 --n-best 3`.
+#[test]
+fn a_model_directory_written_before_the_transformer_loads_unchanged() {
+    use rosetta::search::BeamConfig;
+    use rosetta::translate::{TranslateOptions, Translator};
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rnn-v0.1-model");
+    let config = rosetta::config::Config::load(&dir.join("config.toml")).unwrap();
+    assert_eq!(config.model.arch(), "rnn");
+    let translator = Translator::<Flex>::load(&dir, &Default::default()).unwrap();
+    let options = TranslateOptions {
+        search: BeamConfig {
+            beam: 3,
+            n_best: 3,
+            ..BeamConfig::default()
+        },
+        ..TranslateOptions::default()
+    };
+    let out = translator
+        .translate(
+            &["Ein Mann fährt Fahrrad.", "Zwei Hunde spielen im Schnee."],
+            &options,
+        )
+        .unwrap();
+    let expected = std::fs::read_to_string(dir.join("expected-nbest.txt")).unwrap();
+    let mut lines = expected.lines();
+    for (i, t) in out.iter().enumerate() {
+        for c in &t.candidates {
+            let line = lines.next().unwrap();
+            let fields: Vec<&str> = line.split(" ||| ").collect();
+            assert_eq!(fields[0], i.to_string());
+            assert_eq!(fields[1].trim(), c.text);
+            let score: f32 = fields[2].parse().unwrap();
+            assert!((score - c.score).abs() < 1e-3, "{line}: now {}", c.score);
+        }
+    }
+    assert!(lines.next().is_none());
+    // Its resolved config now reads with the architecture named.
+    let text = config.to_toml().unwrap();
+    assert!(text.contains("arch = \"rnn\""), "{text}");
+    assert_eq!(rosetta::config::Config::from_toml(&text).unwrap(), config);
 }

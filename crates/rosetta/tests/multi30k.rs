@@ -4,6 +4,8 @@
 
 use burn::backend::{Autodiff, Flex};
 use rosetta::config::Config;
+use rosetta::model::architecture::ModelConfig;
+use rosetta::model::seq2seq::RnnConfig;
 use rosetta::train::schedule::ScheduleKind;
 use rosetta::train::trainer::{Observer, Silent, TrainData, TrainOptions, ValidReport, train};
 use rosetta_text::corpus::CorpusSource;
@@ -55,12 +57,15 @@ fn tiny_model_on_multi30k_rises_above_the_bleu_floor() {
     let valid_pairs = first_pairs(dir.join("val.de.gz"), dir.join("val.en.gz"), 200);
     let mut c = Config::default();
     c.text.vocab_size = 1000;
-    c.model.embedding_size = 64;
-    c.model.encoder_hidden = 64;
-    c.model.encoder_layers = 1;
-    c.model.decoder_hidden = 128;
-    c.model.attention_size = 64;
-    c.model.dropout = 0.1;
+    c.model = ModelConfig::Rnn(RnnConfig {
+        embedding_size: 64,
+        encoder_hidden: 64,
+        encoder_layers: 1,
+        decoder_hidden: 128,
+        attention_size: 64,
+        dropout: 0.1,
+        ..RnnConfig::default()
+    });
     c.train.batch_tokens = 1000;
     c.train.learning_rate = 3e-3;
     c.train.schedule = ScheduleKind::Constant;

@@ -3,6 +3,8 @@
 
 use burn::backend::{Autodiff, Flex};
 use rosetta::config::Config;
+use rosetta::model::architecture::ModelConfig;
+use rosetta::model::seq2seq::RnnConfig;
 use rosetta::search::beam::length_penalty;
 use rosetta::search::{BeamConfig, SamplingConfig};
 use rosetta::train::schedule::ScheduleKind;
@@ -36,12 +38,15 @@ fn model_dir() -> &'static tempfile::TempDir {
             .collect();
         let mut c = Config::default();
         c.text.tokenizer = TokenizerKind::Word;
-        c.model.embedding_size = 16;
-        c.model.encoder_hidden = 24;
-        c.model.encoder_layers = 1;
-        c.model.decoder_hidden = 48;
-        c.model.attention_size = 24;
-        c.model.dropout = 0.0;
+        c.model = ModelConfig::Rnn(RnnConfig {
+            embedding_size: 16,
+            encoder_hidden: 24,
+            encoder_layers: 1,
+            decoder_hidden: 48,
+            attention_size: 24,
+            dropout: 0.0,
+            ..RnnConfig::default()
+        });
         c.train.batch_tokens = 300;
         c.train.learning_rate = 1e-2;
         c.train.schedule = ScheduleKind::Constant;
@@ -110,17 +115,20 @@ fn beam_one_equals_greedy() {
         ),
         &Default::default(),
     );
-    let model = rosetta::model::seq2seq::RnnSeq2Seq::<Flex>::new(
+    let model = rosetta::model::architecture::AnyModel::<Flex>::init(
         &t.config().model,
         t.pipeline().src_vocab().len(),
         t.pipeline().tgt_vocab().len(),
         &Default::default(),
-    );
-    let model = rosetta::train::checkpoint::load_weights(
-        model,
-        &model_dir().path().join("model.safetensors"),
     )
     .unwrap();
+    let weights = model_dir().path().join("model.safetensors");
+    let model = model
+        .try_map(
+            |m| rosetta::train::checkpoint::load_weights(m, &weights),
+            |m| rosetta::train::checkpoint::load_weights(m, &weights),
+        )
+        .unwrap();
     let g = rosetta::search::greedy(&model, &src, |n| (1.5 * n as f64) as usize + 10);
     let b = rosetta::search::beam_search(
         &model,

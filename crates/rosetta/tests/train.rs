@@ -4,8 +4,10 @@
 use burn::backend::{Autodiff, Flex};
 use rosetta::Error;
 use rosetta::config::Config;
+use rosetta::model::architecture::{ModelConfig, Seq2Seq};
 use rosetta::model::attention::AttentionKind;
 use rosetta::model::cell::CellKind;
+use rosetta::model::seq2seq::RnnConfig;
 use rosetta::train::optim::OptimizerKind;
 use rosetta::train::schedule::ScheduleKind;
 use rosetta::train::trainer::{Silent, TrainData, TrainOptions, train};
@@ -51,12 +53,15 @@ fn reverse_task(n: usize, seed: u64) -> Vec<(String, String)> {
 fn tiny_config() -> Config {
     let mut c = Config::default();
     c.text.tokenizer = TokenizerKind::Word;
-    c.model.embedding_size = 16;
-    c.model.encoder_hidden = 24;
-    c.model.encoder_layers = 1;
-    c.model.decoder_hidden = 48;
-    c.model.attention_size = 24;
-    c.model.dropout = 0.0;
+    c.model = ModelConfig::Rnn(RnnConfig {
+        embedding_size: 16,
+        encoder_hidden: 24,
+        encoder_layers: 1,
+        decoder_hidden: 48,
+        attention_size: 24,
+        dropout: 0.0,
+        ..RnnConfig::default()
+    });
     c.train.batch_tokens = 320;
     c.train.learning_rate = 1e-2;
     c.train.label_smoothing = 0.0;
@@ -110,9 +115,11 @@ fn every_cell_and_attention_kind_learns_to_reverse() {
     for (cell, attention) in cases {
         let dir = tempfile::tempdir().unwrap();
         let mut config = tiny_config();
-        config.model.cell = cell;
-        config.model.attention = attention;
-        config.model.decoder_hidden = 48; // = 2 × encoder_hidden, so luong-dot applies
+        if let ModelConfig::Rnn(rnn) = &mut config.model {
+            rnn.cell = cell;
+            rnn.attention = attention;
+            rnn.decoder_hidden = 48; // = 2 × encoder_hidden, so luong-dot applies
+        }
         config.train.max_steps = 500;
         let summary = train::<B>(
             &config,
@@ -150,7 +157,7 @@ fn resume_continues_exactly() {
     let _guard = serial();
     let device = Default::default();
     let mut config = tiny_config();
-    config.model.dropout = 0.3; // dropout masks must replay too
+    config.model.rnn_mut().unwrap().dropout = 0.3; // dropout masks must replay too
     config.train.valid_every = 5;
     config.train.schedule = ScheduleKind::Plateau;
     config.train.plateau_patience = 0;
@@ -290,7 +297,7 @@ fn a_trained_model_is_never_overwritten_without_resume() {
     // Resuming with another architecture is refused, and the saved config stays as it was.
     let saved = std::fs::read_to_string(dir.path().join("config.toml")).unwrap();
     let mut changed = config.clone();
-    changed.model.decoder_hidden = 64;
+    changed.model.rnn_mut().unwrap().decoder_hidden = 64;
     changed.train.max_steps = 4;
     let err = train::<B>(
         &changed,
@@ -369,12 +376,13 @@ fn averaged_checkpoints_are_the_mean_of_their_weights() {
     .unwrap();
     let pipeline = TextPipeline::load(dir.path()).unwrap();
     let fresh = || {
-        RnnSeq2Seq::<Flex>::new(
+        RnnSeq2Seq::<Flex>::init(
             &config.model,
             pipeline.src_vocab().len(),
             pipeline.tgt_vocab().len(),
             &device,
         )
+        .unwrap()
     };
     let at_step = |step: u64| {
         fresh()

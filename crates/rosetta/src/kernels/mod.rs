@@ -25,7 +25,7 @@ pub use additive_energy::additive_energy;
 pub use attend::attend;
 pub use cross_entropy::fused_cross_entropy;
 pub use gru_gates::gru_gates;
-pub use linear::linear;
+pub use linear::{dense, linear};
 pub use log_softmax::{best_tokens, log_softmax, log_sum_exp};
 pub use packed_linear::{PackCache, WeightLayout};
 pub use step_linear::StepLinear;

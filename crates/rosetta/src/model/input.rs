@@ -1,8 +1,36 @@
-//! Turning padded id matrices from the text pipeline into tensors.
+//! Turning padded id matrices from the text pipeline into tensors, and the source batch every
+//! architecture's encoder reads.
 
-use super::encoder::SourceBatch;
 use burn::prelude::*;
 use rosetta_text::batch::PaddedIds;
+
+/// A source batch as every encoder reads it: `[batch, src_len]` ids plus each row's true length.
+#[derive(Debug, Clone)]
+pub struct SourceBatch<B: Backend> {
+    /// Token ids `[batch, src_len]`, padded.
+    pub ids: Tensor<B, 2, Int>,
+    /// True length of each row (the last real token is `</s>`).
+    pub lengths: Vec<usize>,
+}
+
+impl<B: Backend> SourceBatch<B> {
+    /// `[batch, src_len]`, true on padding.
+    pub fn pad_mask(&self) -> Tensor<B, 2, Bool> {
+        let [batch, len] = self.ids.dims();
+        let data: Vec<bool> = self
+            .lengths
+            .iter()
+            .flat_map(|&n| (0..len).map(move |j| j >= n))
+            .collect();
+        Tensor::from_data(TensorData::new(data, [batch, len]), &self.ids.device())
+    }
+
+    /// Whether any row is shorter than the padded length.
+    pub fn has_padding(&self) -> bool {
+        let len = self.ids.dims()[1];
+        self.lengths.iter().any(|&n| n < len)
+    }
+}
 
 /// `[batch, len]` id tensor.
 pub fn ids_tensor<B: Backend>(ids: &PaddedIds, device: &B::Device) -> Tensor<B, 2, Int> {

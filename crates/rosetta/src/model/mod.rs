@@ -1,5 +1,8 @@
-//! The attention RNN encoder-decoder, one concept per file, in data-flow order.
+//! The models: [`architecture`] is the one interface (and the one place `arch` is read); the
+//! attention RNN (`embedding` → `encoder` → `bridge` → `attention` → `decoder` → `seq2seq`) and the
+//! [`transformer`] sit behind it. [`input`] makes the source batch both read.
 
+pub mod architecture;
 pub mod attention;
 pub mod bridge;
 pub mod cell;
@@ -8,3 +11,4 @@ pub mod embedding;
 pub mod encoder;
 pub mod input;
 pub mod seq2seq;
+pub mod transformer;

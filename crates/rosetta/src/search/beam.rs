@@ -9,7 +9,7 @@
 use super::greedy::Hypothesis;
 use super::scorer::Scorer;
 use crate::error::{Error, Result};
-use crate::model::encoder::SourceBatch;
+use crate::model::input::SourceBatch;
 use burn::prelude::*;
 use rayon::prelude::*;
 use rosetta_text::vocab::{BOS, EOS, PAD};
@@ -77,7 +77,7 @@ impl BeamConfig {
     /// Most output tokens for a source of `src_len` tokens: `max_len_a · src_len + max_len_b`, at
     /// least 1. Greedy decoding and sampling use the same limit.
     pub fn max_output_len(&self, src_len: usize) -> usize {
-        ((self.max_len_a * src_len as f64) as usize + self.max_len_b).max(1)
+        super::scorer::max_output_len(self.max_len_a, self.max_len_b, src_len, usize::MAX)
     }
 }
 
@@ -140,7 +140,7 @@ pub fn beam_search<B: Backend, S: Scorer<B>>(
     let limits: Vec<usize> = src
         .lengths
         .iter()
-        .map(|&n| config.max_output_len(n))
+        .map(|&n| config.max_output_len(n).min(scorer.max_len()))
         .collect();
     let mut finished: Vec<Vec<Hypothesis>> = vec![Vec::new(); batch];
     let mut live: Vec<Live> = (0..batch)

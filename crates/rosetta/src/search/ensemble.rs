@@ -2,7 +2,7 @@
 
 use super::scorer::{Scorer, Step};
 use crate::error::{Error, Result};
-use crate::model::encoder::SourceBatch;
+use crate::model::input::SourceBatch;
 use burn::prelude::*;
 
 /// Several scorers read the same source and vote on every next token.
@@ -85,6 +85,14 @@ impl<B: Backend, S: Scorer<B>> Scorer<B> for Ensemble<'_, S> {
             .zip(states)
             .map(|(m, s)| m.select(s, indices.clone()))
             .collect()
+    }
+
+    fn max_len(&self) -> usize {
+        self.members
+            .iter()
+            .map(Scorer::max_len)
+            .min()
+            .unwrap_or(usize::MAX)
     }
 
     fn reorder(&self, states: Self::State, indices: Tensor<B, 1, Int>) -> Self::State {

@@ -1,7 +1,7 @@
 //! Greedy decoding: the most probable token at every step, batched, dropping finished sentences.
 
 use super::scorer::Scorer;
-use crate::model::encoder::SourceBatch;
+use crate::model::input::SourceBatch;
 use burn::prelude::*;
 use rosetta_text::vocab::{BOS, EOS, PAD};
 
@@ -27,7 +27,11 @@ pub fn greedy<B: Backend, S: Scorer<B>>(
 ) -> Vec<Hypothesis> {
     let batch = src.lengths.len();
     let device = src.ids.device();
-    let limits: Vec<usize> = src.lengths.iter().map(|&n| max_len(n)).collect();
+    let limits: Vec<usize> = src
+        .lengths
+        .iter()
+        .map(|&n| max_len(n).min(scorer.max_len()))
+        .collect();
     let mut hyps = vec![
         Hypothesis {
             tokens: Vec::new(),

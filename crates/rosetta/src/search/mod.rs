@@ -11,4 +11,4 @@ pub use beam::{BeamConfig, beam_search};
 pub use ensemble::Ensemble;
 pub use greedy::{Hypothesis, greedy};
 pub use sampling::{SamplingConfig, sample};
-pub use scorer::{Scorer, Step};
+pub use scorer::{Scorer, Step, max_output_len};

@@ -4,7 +4,7 @@
 use super::greedy::Hypothesis;
 use super::scorer::Scorer;
 use crate::error::{Error, Result};
-use crate::model::encoder::SourceBatch;
+use crate::model::input::SourceBatch;
 use burn::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -109,7 +109,11 @@ pub fn sample<B: Backend, S: Scorer<B>>(
             rng
         })
         .collect();
-    let limits: Vec<usize> = src.lengths.iter().map(|&n| max_len(n).max(1)).collect();
+    let limits: Vec<usize> = src
+        .lengths
+        .iter()
+        .map(|&n| max_len(n).min(scorer.max_len()).max(1))
+        .collect();
     let mut hyps = vec![
         Hypothesis {
             tokens: Vec::new(),

@@ -1,7 +1,7 @@
 //! The interface between a model and the search: a start state from the source, and one step.
 
 use crate::model::decoder::{DecoderMemory, DecoderState};
-use crate::model::encoder::SourceBatch;
+use crate::model::input::SourceBatch;
 use crate::model::seq2seq::RnnSeq2Seq;
 use burn::prelude::*;
 
@@ -39,6 +39,20 @@ pub trait Scorer<B: Backend> {
     fn reorder(&self, state: Self::State, indices: Tensor<B, 1, Int>) -> Self::State {
         self.select(state, indices)
     }
+
+    /// The most target tokens (`</s>` included) the model can score, e.g. the size of a learned
+    /// position table; every search stops there whatever its own limit.
+    fn max_len(&self) -> usize {
+        usize::MAX
+    }
+}
+
+/// Most output tokens for a source of `src_len` tokens: `a · src_len + b`, at least 1, and at most
+/// `cap` (the model's [`Scorer::max_len`]). The one formula of every search and of validation.
+pub fn max_output_len(a: f64, b: usize, src_len: usize, cap: usize) -> usize {
+    ((a * src_len as f64) as usize)
+        .saturating_add(b)
+        .clamp(1, cap.max(1))
 }
 
 impl<B: Backend> Scorer<B> for RnnSeq2Seq<B> {

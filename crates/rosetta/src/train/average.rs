@@ -10,8 +10,8 @@ use super::checkpoint::{self, WEIGHTS, write_atomic};
 use super::trainer::CONFIG_FILE;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::model::seq2seq::RnnSeq2Seq;
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use crate::model::architecture::{ArchJob, Seq2Seq, dispatch};
+use burn::module::{ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
 use rosetta_text::pipeline::TextPipeline;
 use std::path::{Path, PathBuf};
@@ -124,46 +124,19 @@ pub fn average_checkpoints<B: Backend>(
             ));
         }
     }
-    let fresh = || {
-        RnnSeq2Seq::<B>::new(
-            &config.model,
-            pipeline.src_vocab().len(),
-            pipeline.tgt_vocab().len(),
+    let sum = dispatch::<B, _>(
+        &config.model,
+        SumJob {
+            config: &config,
+            pipeline: &pipeline,
+            chosen: &chosen,
             device,
-        )
-    };
-    let load = |dir: &Path| {
-        fresh()
-            .load_file(dir.join("model"), &checkpoint::recorder(), device)
-            .map_err(|e| Error::Checkpoint {
-                path: dir.join("model.mpk"),
-                message: format!("cannot load the model state: {e}"),
-            })
-    };
-    // Running sum in visit order (the same for every instance of one architecture).
-    let mut sum: Option<RnnSeq2Seq<B>> = None;
-    for (_, dir) in &chosen {
-        let model = load(dir)?;
-        sum = Some(match sum {
-            None => model,
-            Some(acc) => {
-                let mut collect = Collect(Vec::new());
-                model.visit(&mut collect);
-                acc.map(&mut Add(collect.0.into_iter()))
-            }
-        });
-    }
-    // `select` returned at least one checkpoint, so the loop ran.
-    let Some(sum) = sum else {
-        return Err(Error::Config("no checkpoints to average".into()));
-    };
-    let n = chosen.len() as f64;
-    let mean = sum.map(&mut Scale(1.0 / n));
-
+        },
+    )?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     pipeline.save(out)?;
     write_atomic(&out.join(CONFIG_FILE), config.to_toml()?.as_bytes())?;
-    checkpoint::save_weights(&mean, &out.join(WEIGHTS))?;
+    write_atomic(&out.join(WEIGHTS), &sum)?;
     let averaged = Averaged {
         source: model_dir.to_path_buf(),
         steps: chosen.iter().map(|(s, _)| *s).collect(),
@@ -172,6 +145,54 @@ pub fn average_checkpoints<B: Backend>(
         .map_err(|e| Error::Config(format!("cannot describe the average: {e}")))?;
     write_atomic(&out.join(AVERAGE_FILE), record.as_bytes())?;
     Ok(averaged)
+}
+
+/// Loads the chosen checkpoints as models of type `M`, averages them, and returns the mean as
+/// safetensors bytes.
+struct SumJob<'a, B: Backend> {
+    config: &'a Config,
+    pipeline: &'a TextPipeline,
+    chosen: &'a [(u64, PathBuf)],
+    device: &'a B::Device,
+}
+
+impl<B: Backend> ArchJob<B> for SumJob<'_, B> {
+    type Output = Result<Vec<u8>>;
+
+    fn run<M: Seq2Seq<B>>(self) -> Self::Output {
+        let load = |dir: &Path| -> Result<M> {
+            M::init(
+                &self.config.model,
+                self.pipeline.src_vocab().len(),
+                self.pipeline.tgt_vocab().len(),
+                self.device,
+            )?
+            .load_file(dir.join("model"), &checkpoint::recorder(), self.device)
+            .map_err(|e| Error::Checkpoint {
+                path: dir.join("model.mpk"),
+                message: format!("cannot load the model state: {e}"),
+            })
+        };
+        // Running sum in visit order (the same for every instance of one architecture).
+        let mut sum: Option<M> = None;
+        for (_, dir) in self.chosen {
+            let model = load(dir)?;
+            sum = Some(match sum {
+                None => model,
+                Some(acc) => {
+                    let mut collect = Collect(Vec::new());
+                    model.visit(&mut collect);
+                    acc.map(&mut Add(collect.0.into_iter()))
+                }
+            });
+        }
+        // `select` returned at least one checkpoint, so the loop ran.
+        let Some(sum) = sum else {
+            return Err(Error::Config("no checkpoints to average".into()));
+        };
+        let mean = sum.map(&mut Scale(1.0 / self.chosen.len() as f64));
+        checkpoint::weights_bytes(&mean)
+    }
 }
 
 /// Every float parameter's value, flattened, in visit order.

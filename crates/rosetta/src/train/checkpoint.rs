@@ -72,6 +72,20 @@ pub fn save_weights<B: Backend, M: Module<B>>(model: &M, path: &Path) -> Result<
     Ok(())
 }
 
+/// The weights of `model` as safetensors bytes (keys = parameter paths), e.g. to write with
+/// [`write_atomic`].
+pub fn weights_bytes<B: Backend, M: Module<B>>(model: &M) -> Result<Vec<u8>> {
+    let fail = |e: String| Error::Checkpoint {
+        path: PathBuf::from("<memory>"),
+        message: format!("cannot serialize weights: {e}"),
+    };
+    let mut store = SafetensorsStore::from_bytes(None);
+    model
+        .save_into(&mut store)
+        .map_err(|e| fail(e.to_string()))?;
+    store.get_bytes().map_err(|e| fail(e.to_string()))
+}
+
 /// Loads safetensors weights into `model`, which must have the same architecture and vocabulary
 /// sizes. A missing key, an unexpected key or a shape mismatch is an error naming the file.
 pub fn load_weights<B: Backend, M: Module<B>>(mut model: M, path: &Path) -> Result<M> {

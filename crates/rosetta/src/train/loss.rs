@@ -4,8 +4,10 @@
 //! `ℓ = (1 − ε)·(−log p_y) + ε·mean_v(−log p_v)` per real token (Szegedy et al. 2016, §7; the uniform
 //! distribution covers every class, as in PyTorch's `label_smoothing`).
 
+use crate::model::input::ids_tensor;
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
+use rosetta_text::batch::PaddedIds;
 use rosetta_text::vocab::PAD;
 
 /// Summed losses of a batch.
@@ -41,6 +43,23 @@ pub fn cross_entropy<B: Backend>(
             smoothing,
         ),
     }
+}
+
+/// Summed negative log-likelihood (no smoothing) of a teacher-forced batch, and its real target
+/// tokens (`</s>` included): the one perplexity path of validation during training and of
+/// `evaluate` ([`crate::translate::Translator::score_references`]). `logits`:
+/// `[batch, len, vocab]` (or log-probabilities, e.g. an ensemble's mixture); `tgt_out`: the
+/// references shifted left, padded.
+pub fn teacher_forced_nll<B: Backend>(
+    logits: Tensor<B, 3>,
+    tgt_out: &PaddedIds,
+    device: &B::Device,
+) -> (f64, usize) {
+    let sums = cross_entropy(logits, ids_tensor(tgt_out, device), 0.0);
+    (
+        f64::from(sums.nll.into_scalar().elem::<f32>()),
+        tgt_out.real_tokens(),
+    )
 }
 
 /// [`cross_entropy`] written with tensor operations, for backends without the fused kernel.

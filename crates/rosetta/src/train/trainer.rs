@@ -1,20 +1,23 @@
 //! The training loop: batches → loss → update, with validation, early stopping, checkpoints and
 //! exact resume.
 //!
+//! [`train`] reads the config's `arch` once and runs a [`Trainer`] for that model type; everything
+//! below is generic over [`Seq2Seq`].
+//!
 //! Exact resume rests on three facts: the batch plan of an epoch is a pure function of
 //! `(seed, epoch)`; dropout is re-seeded from `(seed, step)` before every batch; and the weights,
 //! optimizer moments and schedule state are restored bit for bit from the checkpoint.
 
 use super::checkpoint::{self, WEIGHTS};
-use super::loss::cross_entropy;
+use super::loss::{cross_entropy, teacher_forced_nll};
 use super::optim::{AnyOptimizer, grad_norm, params_finite, scale_grads};
 use super::schedule::{Schedule, ScheduleState};
 use super::tensorboard::EventWriter;
 use crate::config::{Config, StopMetric};
 use crate::error::{Error, Result};
+use crate::model::architecture::{Seq2Seq, TrainableJob, dispatch_trainable};
 use crate::model::input::{ids_tensor, source_batch};
-use crate::model::seq2seq::RnnSeq2Seq;
-use crate::search::greedy;
+use crate::search::{greedy, max_output_len};
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
@@ -213,8 +216,8 @@ pub fn count_parameters<B: Backend, M: Module<B>>(model: &M) -> usize {
 }
 
 /// Perplexity and BLEU of a model on validation data.
-fn validate<B: Backend>(
-    model: &RnnSeq2Seq<B>,
+fn validate<B: Backend, M: Seq2Seq<B>>(
+    model: &M,
     valid: &Valid,
     pipeline: &TextPipeline,
     config: &Config,
@@ -222,15 +225,15 @@ fn validate<B: Backend>(
 ) -> Result<(f64, f64)> {
     let (mut nll, mut tokens) = (0.0f64, 0usize);
     let mut hyps = vec![String::new(); valid.ids.len()];
+    let (a, b) = (config.train.valid_max_len_a, config.train.valid_max_len_b);
     for indices in valid.planner.epoch(0, 0) {
         let batch = Batch::new(&valid.ids, &indices);
         let src = source_batch::<B>(&batch.src, device);
         let (logits, _) = model.forward(&src, ids_tensor(&batch.tgt_in, device));
-        let sums = cross_entropy(logits, ids_tensor(&batch.tgt_out, device), 0.0);
-        nll += f64::from(sums.nll.into_scalar().elem::<f32>());
-        tokens += batch.tgt_out.real_tokens();
-        let (a, b) = (config.train.valid_max_len_a, config.train.valid_max_len_b);
-        let decoded = greedy(model, &src, |n| (a * n as f64) as usize + b);
+        let (batch_nll, batch_tokens) = teacher_forced_nll(logits, &batch.tgt_out, device);
+        nll += batch_nll;
+        tokens += batch_tokens;
+        let decoded = greedy(model, &src, |n| max_output_len(a, b, n, usize::MAX));
         for (hyp, &i) in decoded.iter().zip(&indices) {
             hyps[i as usize] = pipeline.decode_tgt(&hyp.tokens)?;
         }
@@ -265,7 +268,8 @@ fn encode_valid(
     Ok(Valid { ids, planner, refs })
 }
 
-/// Trains a model as configured, writing a self-contained model directory.
+/// Trains a model as configured, writing a self-contained model directory. The config's `arch`
+/// picks the model type; the run is a [`Trainer`] of that type.
 pub fn train<B: AutodiffBackend>(
     config: &Config,
     data: &TrainData,
@@ -274,178 +278,372 @@ pub fn train<B: AutodiffBackend>(
     observer: &mut dyn Observer,
 ) -> Result<TrainSummary> {
     config.validate()?;
-    let dir = &options.model_dir;
-    let existing = checkpoint::list(dir)?;
-    if options.resume && existing.is_empty() {
-        return Err(Error::Config(format!(
-            "--resume: {} holds no checkpoint to continue from",
-            dir.display()
-        )));
-    }
-    if !options.resume && (!existing.is_empty() || dir.join(WEIGHTS).exists()) {
-        return Err(Error::Config(format!(
-            "{} already holds a trained model; pass --resume to continue it, or choose another model directory",
-            dir.display()
-        )));
-    }
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let train_cfg = &config.train;
+    dispatch_trainable::<B, _>(
+        &config.model,
+        TrainJob {
+            config,
+            data,
+            options,
+            device,
+            observer,
+        },
+    )
+}
 
-    // Text pipeline: trained on the corpus on a fresh run, loaded on resume (it must not change).
-    let pipeline = if options.resume {
-        TextPipeline::load(dir)?
-    } else {
-        let p = TextPipeline::fit(&data.train, &config.text, &|_| {})?;
-        p.save(dir)?;
-        p
-    };
-    if options.resume {
-        // Weights and vocabularies on disk were made with the saved settings: only [train] may change.
-        let saved_path = dir.join(CONFIG_FILE);
-        let saved = Config::load(&saved_path)?;
-        if saved.model != config.model || saved.text != config.text {
+struct TrainJob<'a, B: AutodiffBackend> {
+    config: &'a Config,
+    data: &'a TrainData,
+    options: &'a TrainOptions,
+    device: &'a B::Device,
+    observer: &'a mut dyn Observer,
+}
+
+impl<B: AutodiffBackend> TrainableJob<B> for TrainJob<'_, B> {
+    type Output = Result<TrainSummary>;
+
+    fn run<M>(self) -> Self::Output
+    where
+        M: Seq2Seq<B> + AutodiffModule<B>,
+        M::InnerModule: Seq2Seq<B::InnerBackend>,
+    {
+        Trainer::<B, M>::open(self.config, self.data, self.options, self.device)?.run(self.observer)
+    }
+}
+
+/// What one update did.
+#[derive(Debug, Clone, Copy)]
+struct Update {
+    loss: f64,
+    lr: f64,
+    grad_norm: f64,
+    tokens: usize,
+}
+
+/// One training run of a model type `M`: opened fresh or from the latest checkpoint, then driven
+/// update by update, validating and checkpointing every `valid_every` updates.
+pub struct Trainer<'a, B: AutodiffBackend, M: AutodiffModule<B>> {
+    config: &'a Config,
+    dir: PathBuf,
+    device: B::Device,
+    pipeline: TextPipeline,
+    train_ids: ParallelIds,
+    planner: BatchPlanner,
+    valid: Option<Valid>,
+    /// Always `Some` between calls: [`Self::update`] moves it through the optimizer, which updates
+    /// the weights in place only when nothing else holds them.
+    model: Option<M>,
+    optimizer: AnyOptimizer<B, M>,
+    schedule: Schedule,
+    state: TrainState,
+    events: EventWriter,
+    info: RunInfo,
+    /// The batch plan of `plan_epoch`.
+    plan: Vec<Vec<u32>>,
+    plan_epoch: u64,
+    consecutive_bad: usize,
+}
+
+impl<'a, B, M> Trainer<'a, B, M>
+where
+    B: AutodiffBackend,
+    M: Seq2Seq<B> + AutodiffModule<B>,
+    M::InnerModule: Seq2Seq<B::InnerBackend>,
+{
+    /// Prepares a run in `options.model_dir`: fits (or, resuming, loads) the text pipeline, encodes
+    /// the data, and builds the model, optimizer and schedule, restored from the latest checkpoint
+    /// when resuming.
+    pub fn open(
+        config: &'a Config,
+        data: &TrainData,
+        options: &TrainOptions,
+        device: &B::Device,
+    ) -> Result<Self> {
+        config.validate()?;
+        let dir = options.model_dir.clone();
+        let existing = checkpoint::list(&dir)?;
+        if options.resume && existing.is_empty() {
             return Err(Error::Config(format!(
-                "--resume: the [model] or [text] settings differ from those saved in {}; only [train] \
-                 settings may change when resuming",
-                saved_path.display()
+                "--resume: {} holds no checkpoint to continue from",
+                dir.display()
             )));
         }
-    } else {
-        checkpoint::write_atomic(&dir.join(CONFIG_FILE), config.to_toml()?.as_bytes())?;
-    }
+        if !options.resume && (!existing.is_empty() || dir.join(WEIGHTS).exists()) {
+            return Err(Error::Config(format!(
+                "{} already holds a trained model; pass --resume to continue it, or choose another model directory",
+                dir.display()
+            )));
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let train_cfg = &config.train;
 
-    let (train_ids, train_stats) = pipeline.encode_corpus(&data.train, &|_| {})?;
-    if train_ids.is_empty() {
-        return Err(Error::Config(format!(
-            "no training pairs left after filtering {}: {train_stats}",
-            data.train.describe()
-        )));
-    }
-    let (src_lens, tgt_lens) = train_ids.batch_lengths();
-    let planner = BatchPlanner::new(src_lens, tgt_lens, train_cfg.batch_tokens)?;
-    let valid = match &data.valid {
-        Some(source) => {
-            let valid = encode_valid(&pipeline, source, train_cfg.batch_tokens)?;
-            if valid.ids.is_empty() {
+        // Text pipeline: trained on the corpus on a fresh run, loaded on resume (it must not change).
+        let pipeline = if options.resume {
+            TextPipeline::load(&dir)?
+        } else {
+            let p = TextPipeline::fit(&data.train, &config.text, &|_| {})?;
+            p.save(&dir)?;
+            p
+        };
+        if options.resume {
+            // Weights and vocabularies on disk were made with the saved settings: only [train] may change.
+            let saved_path = dir.join(CONFIG_FILE);
+            let saved = Config::load(&saved_path)?;
+            if saved.model != config.model || saved.text != config.text {
                 return Err(Error::Config(format!(
-                    "the validation data {} is empty",
-                    source.describe()
+                    "--resume: the [model] or [text] settings differ from those saved in {}; only [train] \
+                     settings may change when resuming",
+                    saved_path.display()
                 )));
             }
-            Some(valid)
+        } else {
+            checkpoint::write_atomic(&dir.join(CONFIG_FILE), config.to_toml()?.as_bytes())?;
         }
-        None => {
-            if train_cfg.max_steps == 0 && train_cfg.max_epochs == 0 && train_cfg.max_minutes <= 0.0
-            {
-                return Err(Error::Config(
-                    "without validation data, early stopping cannot end training: set train.max_steps, \
-                     train.max_epochs or train.max_minutes"
-                        .into(),
-                ));
-            }
-            None
-        }
-    };
 
-    B::seed(device, train_cfg.seed);
-    let mut model: RnnSeq2Seq<B> = RnnSeq2Seq::new(
-        &config.model,
-        pipeline.src_vocab().len(),
-        pipeline.tgt_vocab().len(),
-        device,
-    );
-    model.visit(&mut Materialize);
-    let mut optimizer = AnyOptimizer::<B, RnnSeq2Seq<B>>::new(&train_cfg.optimizer_settings());
-    let mut schedule = Schedule::new(train_cfg.schedule_settings());
-    let mut state = TrainState {
-        step: 0,
-        epoch: 0,
-        batch_in_epoch: 0,
-        schedule: schedule.state().clone(),
-        best_metric: None,
-        best_step: 0,
-        bad_validations: 0,
-        elapsed: 0.0,
-    };
-    if let Some((_, last)) = existing.last().filter(|_| options.resume) {
-        model = model
-            .load_file(last.join("model"), &checkpoint::recorder(), device)
-            .map_err(|e| Error::Checkpoint {
-                path: last.join("model.mpk"),
-                message: format!("cannot load the model state: {e}"),
+        let (train_ids, train_stats) = pipeline.encode_corpus(&data.train, &|_| {})?;
+        if train_ids.is_empty() {
+            return Err(Error::Config(format!(
+                "no training pairs left after filtering {}: {train_stats}",
+                data.train.describe()
+            )));
+        }
+        let (src_lens, tgt_lens) = train_ids.batch_lengths();
+        let planner = BatchPlanner::new(src_lens, tgt_lens, train_cfg.batch_tokens)?;
+        let valid = match &data.valid {
+            Some(source) => {
+                let valid = encode_valid(&pipeline, source, train_cfg.batch_tokens)?;
+                if valid.ids.is_empty() {
+                    return Err(Error::Config(format!(
+                        "the validation data {} is empty",
+                        source.describe()
+                    )));
+                }
+                Some(valid)
+            }
+            None => {
+                if train_cfg.max_steps == 0
+                    && train_cfg.max_epochs == 0
+                    && train_cfg.max_minutes <= 0.0
+                {
+                    return Err(Error::Config(
+                        "without validation data, early stopping cannot end training: set train.max_steps, \
+                         train.max_epochs or train.max_minutes"
+                            .into(),
+                    ));
+                }
+                None
+            }
+        };
+
+        B::seed(device, train_cfg.seed);
+        let mut model = M::init(
+            &config.model,
+            pipeline.src_vocab().len(),
+            pipeline.tgt_vocab().len(),
+            device,
+        )?;
+        model.visit(&mut Materialize);
+        let mut optimizer = AnyOptimizer::<B, M>::new(&train_cfg.optimizer_settings());
+        let mut schedule = Schedule::new(train_cfg.schedule_settings());
+        let mut state = TrainState {
+            step: 0,
+            epoch: 0,
+            batch_in_epoch: 0,
+            schedule: schedule.state().clone(),
+            best_metric: None,
+            best_step: 0,
+            bad_validations: 0,
+            elapsed: 0.0,
+        };
+        if let Some((_, last)) = existing.last().filter(|_| options.resume) {
+            model = model
+                .load_file(last.join("model"), &checkpoint::recorder(), device)
+                .map_err(|e| Error::Checkpoint {
+                    path: last.join("model.mpk"),
+                    message: format!("cannot load the model state: {e}"),
+                })?;
+            optimizer = optimizer.load(&last.join("optim"), device)?;
+            let state_path = last.join("state.json");
+            let text =
+                std::fs::read_to_string(&state_path).map_err(|e| Error::io(&state_path, e))?;
+            state = serde_json::from_str(&text).map_err(|e| Error::Checkpoint {
+                path: state_path.clone(),
+                message: e.to_string(),
             })?;
-        optimizer = optimizer.load(&last.join("optim"), device)?;
-        let state_path = last.join("state.json");
-        let text = std::fs::read_to_string(&state_path).map_err(|e| Error::io(&state_path, e))?;
-        state = serde_json::from_str(&text).map_err(|e| Error::Checkpoint {
-            path: state_path.clone(),
-            message: e.to_string(),
-        })?;
-        schedule = Schedule::restore(train_cfg.schedule_settings(), state.schedule.clone());
-        // The checkpoint loaded: now the (possibly changed) [train] settings become the saved config.
-        checkpoint::write_atomic(&dir.join(CONFIG_FILE), config.to_toml()?.as_bytes())?;
-        trim_metrics(&dir.join(METRICS_FILE), state.step)?;
+            schedule = Schedule::restore(train_cfg.schedule_settings(), state.schedule.clone());
+            // The checkpoint loaded: now the (possibly changed) [train] settings become the saved config.
+            checkpoint::write_atomic(&dir.join(CONFIG_FILE), config.to_toml()?.as_bytes())?;
+            trim_metrics(&dir.join(METRICS_FILE), state.step)?;
+        }
+
+        let info = RunInfo {
+            parameters: model.num_params(),
+            train_stats,
+            valid_pairs: valid.as_ref().map_or(0, |v| v.ids.len()),
+            batches_per_epoch: planner.epoch(train_cfg.seed, 0).len(),
+            start_step: state.step,
+            resumed: options.resume,
+        };
+        let events = EventWriter::create(&dir.join("tensorboard"))?;
+        Ok(Trainer {
+            config,
+            dir,
+            device: device.clone(),
+            pipeline,
+            train_ids,
+            planner,
+            valid,
+            model: Some(model),
+            optimizer,
+            schedule,
+            state,
+            events,
+            info,
+            plan: Vec::new(),
+            plan_epoch: u64::MAX,
+            consecutive_bad: 0,
+        })
     }
 
-    observer.started(&RunInfo {
-        parameters: model.num_params(),
-        train_stats,
-        valid_pairs: valid.as_ref().map_or(0, |v| v.ids.len()),
-        batches_per_epoch: planner.epoch(train_cfg.seed, 0).len(),
-        start_step: state.step,
-        resumed: options.resume,
-    });
+    /// Facts about the run (parameters, data, where it starts).
+    pub fn info(&self) -> &RunInfo {
+        &self.info
+    }
 
-    let metrics_path = dir.join(METRICS_FILE);
-    let mut events = EventWriter::create(&dir.join("tensorboard"))?;
-    let started = Instant::now();
-    let elapsed_before = state.elapsed;
-    let elapsed = |started: &Instant| elapsed_before + started.elapsed().as_secs_f64();
-    let mut plan_epoch = u64::MAX;
-    let mut plan: Vec<Vec<u32>> = Vec::new();
-    let mut consecutive_bad = 0usize;
-    let (mut report_tokens, mut report_clock) = (0usize, Instant::now());
-    // A resumed run was validated (and checkpointed) at the step it resumes from.
-    let mut validated_at = if options.resume { state.step } else { u64::MAX };
-    let stopped: String;
+    /// The model as it is now.
+    pub fn model(&self) -> &M {
+        match &self.model {
+            Some(model) => model,
+            // `update` puts the model back before it returns, error or not.
+            None => unreachable!("the model is always back after an update"),
+        }
+    }
 
-    // One validation + checkpoint; returns true when early stopping says stop.
-    let validate_and_save = |model: &RnnSeq2Seq<B>,
-                             optimizer: &AnyOptimizer<B, RnnSeq2Seq<B>>,
-                             schedule: &mut Schedule,
-                             state: &mut TrainState,
-                             events: &mut EventWriter,
-                             observer: &mut dyn Observer|
-     -> Result<bool> {
+    /// Updates made so far.
+    pub fn steps(&self) -> u64 {
+        self.state.step
+    }
+
+    /// Counts a skipped batch; too many in a row end training (the last checkpoint stays as it is).
+    fn bad_batch(&mut self, what: &str, observer: &mut dyn Observer) -> Result<()> {
+        self.consecutive_bad += 1;
+        let count = self.consecutive_bad;
+        observer.warn(&format!(
+            "skipping {what} at step {} ({count} in a row)",
+            self.state.step + 1
+        ));
+        if count >= self.config.train.max_bad_batches {
+            return Err(Error::Diverged {
+                count,
+                step: self.state.step,
+            });
+        }
+        Ok(())
+    }
+
+    /// One update from the next `accumulate` batches of the epoch's plan; `None` when every batch
+    /// was skipped (non-finite loss or gradient).
+    fn update(&mut self, observer: &mut dyn Observer) -> Result<Option<Update>> {
+        let train_cfg = &self.config.train;
+        let device = self.device.clone();
+        let mut accumulator = GradientsAccumulator::<M>::new();
+        let (mut micro_batches, mut step_loss, mut step_tokens) = (0usize, 0.0f64, 0usize);
+        while micro_batches < train_cfg.accumulate && self.state.batch_in_epoch < self.plan.len() {
+            let batch = Batch::new(&self.train_ids, &self.plan[self.state.batch_in_epoch]);
+            self.state.batch_in_epoch += 1;
+            B::seed(
+                &device,
+                step_seed(train_cfg.seed, self.state.step, micro_batches),
+            );
+            let tokens = batch.tgt_out.real_tokens();
+            let src = source_batch::<B>(&batch.src, &device);
+            let (logits, _) = self
+                .model()
+                .forward(&src, ids_tensor(&batch.tgt_in, &device));
+            let sums = cross_entropy(
+                logits,
+                ids_tensor(&batch.tgt_out, &device),
+                train_cfg.label_smoothing,
+            );
+            let loss = sums.smoothed.div_scalar(tokens.max(1) as f64);
+            let value = f64::from(loss.clone().into_scalar().elem::<f32>());
+            if !value.is_finite() {
+                self.bad_batch("a batch with a non-finite loss", observer)?;
+                continue;
+            }
+            let grads = GradientsParams::from_grads(loss.backward(), self.model());
+            accumulator.accumulate(self.model(), grads);
+            micro_batches += 1;
+            step_loss += value * tokens as f64;
+            step_tokens += tokens;
+        }
+        if micro_batches == 0 {
+            return Ok(None);
+        }
+        let mut grads = accumulator.grads();
+        if micro_batches > 1 {
+            scale_grads(self.model(), &mut grads, 1.0 / micro_batches as f64);
+        }
+        let norm = grad_norm(self.model(), &grads);
+        if !norm.is_finite() {
+            self.bad_batch("an update with a non-finite gradient norm", observer)?;
+            return Ok(None);
+        }
+        self.consecutive_bad = 0;
+        if train_cfg.clip_norm > 0.0 && norm > train_cfg.clip_norm {
+            scale_grads(self.model(), &mut grads, train_cfg.clip_norm / norm);
+        }
+        self.state.step += 1;
+        let lr = self.schedule.lr(self.state.step);
+        if let Some(model) = self.model.take() {
+            self.model = Some(self.optimizer.step(lr, model, grads));
+        }
+        Ok(Some(Update {
+            loss: step_loss / step_tokens.max(1) as f64,
+            lr,
+            grad_norm: norm,
+            tokens: step_tokens,
+        }))
+    }
+
+    /// Validates (when there is validation data), saves the best weights, and writes a resumable
+    /// checkpoint. Returns true when early stopping says stop.
+    pub fn validate_and_checkpoint(&mut self, observer: &mut dyn Observer) -> Result<bool> {
+        let train_cfg = &self.config.train;
         let mut stop = false;
-        if !params_finite(model) {
+        if !params_finite(self.model()) {
             observer.warn(&format!(
                 "not saving at step {}: the weights are no longer finite (the previous checkpoint is kept)",
-                state.step
+                self.state.step
             ));
             return Ok(false);
         }
-        if let Some(valid) = &valid {
+        if let Some(valid) = &self.valid {
             let clock = Instant::now();
-            let (loss, bleu) = validate(&model.valid(), valid, &pipeline, config, device)?;
+            let (loss, bleu) = validate(
+                &self.model().valid(),
+                valid,
+                &self.pipeline,
+                self.config,
+                &self.device,
+            )?;
             let ppl = loss.exp();
             let metric = match train_cfg.stop_metric {
                 StopMetric::Bleu => bleu,
                 StopMetric::Ppl => -ppl,
             };
-            let best = state.best_metric.is_none_or(|b| metric > b);
+            let best = self.state.best_metric.is_none_or(|b| metric > b);
             if best {
-                state.best_metric = Some(metric);
-                state.best_step = state.step;
-                state.bad_validations = 0;
-                checkpoint::save_weights(model, &dir.join(WEIGHTS))?;
+                self.state.best_metric = Some(metric);
+                self.state.best_step = self.state.step;
+                self.state.bad_validations = 0;
+                checkpoint::save_weights(self.model(), &self.dir.join(WEIGHTS))?;
             } else {
-                state.bad_validations += 1;
-                stop = train_cfg.patience > 0 && state.bad_validations >= train_cfg.patience;
+                self.state.bad_validations += 1;
+                stop = train_cfg.patience > 0 && self.state.bad_validations >= train_cfg.patience;
             }
-            let lr_reduced = schedule.on_validation(metric);
+            let lr_reduced = self.schedule.on_validation(metric);
             let report = ValidReport {
-                step: state.step,
+                step: self.state.step,
                 ppl,
                 loss,
                 bleu,
@@ -453,196 +651,139 @@ pub fn train<B: AutodiffBackend>(
                 lr_reduced,
                 seconds: clock.elapsed().as_secs_f64(),
             };
-            events.scalar("valid/ppl", state.step, ppl)?;
-            events.scalar("valid/bleu", state.step, bleu)?;
-            events.flush()?;
+            self.events.scalar("valid/ppl", self.state.step, ppl)?;
+            self.events.scalar("valid/bleu", self.state.step, bleu)?;
+            self.events.flush()?;
             write_json_line(
-                &metrics_path,
-                &serde_json::json!({"type": "valid", "step": state.step, "ppl": ppl, "loss": loss,
+                &self.dir.join(METRICS_FILE),
+                &serde_json::json!({"type": "valid", "step": self.state.step, "ppl": ppl, "loss": loss,
                     "bleu": bleu, "best": best, "lr_reduced": lr_reduced}),
             )?;
             observer.validated(&report);
         } else {
             // Without validation data the latest weights are the ones to translate with.
-            checkpoint::save_weights(model, &dir.join(WEIGHTS))?;
+            checkpoint::save_weights(self.model(), &self.dir.join(WEIGHTS))?;
         }
-        state.schedule = schedule.state().clone();
-        let json =
-            serde_json::to_string_pretty(&*state).map_err(|e| Error::Config(e.to_string()))?;
-        checkpoint::commit(dir, state.step, train_cfg.keep_checkpoints, |tmp| {
-            model
-                .clone()
-                .save_file(tmp.join("model"), &checkpoint::recorder())
-                .map_err(|e| Error::Checkpoint {
-                    path: tmp.join("model.mpk"),
-                    message: e.to_string(),
-                })?;
-            optimizer.save(&tmp.join("optim"))?;
-            std::fs::write(tmp.join("state.json"), &json)
-                .map_err(|e| Error::io(tmp.join("state.json"), e))
-        })?;
+        self.state.schedule = self.schedule.state().clone();
+        self.checkpoint()?;
         Ok(stop)
-    };
+    }
 
-    // Counts a skipped batch; too many in a row end training (the last checkpoint stays as it is).
-    let max_bad = train_cfg.max_bad_batches;
-    let bad_batch =
-        |count: &mut usize, what: &str, step: u64, observer: &mut dyn Observer| -> Result<()> {
-            *count += 1;
-            observer.warn(&format!(
-                "skipping {what} at step {} ({count} in a row)",
-                step + 1
-            ));
-            if *count >= max_bad {
-                return Err(Error::Diverged {
-                    count: *count,
-                    step,
-                });
-            }
-            Ok(())
+    /// Writes a resumable checkpoint (model, optimizer, trainer state) of the current step.
+    fn checkpoint(&self) -> Result<()> {
+        let json =
+            serde_json::to_string_pretty(&self.state).map_err(|e| Error::Config(e.to_string()))?;
+        checkpoint::commit(
+            &self.dir,
+            self.state.step,
+            self.config.train.keep_checkpoints,
+            |tmp| {
+                self.model()
+                    .clone()
+                    .save_file(tmp.join("model"), &checkpoint::recorder())
+                    .map_err(|e| Error::Checkpoint {
+                        path: tmp.join("model.mpk"),
+                        message: e.to_string(),
+                    })?;
+                self.optimizer.save(&tmp.join("optim"))?;
+                std::fs::write(tmp.join("state.json"), &json)
+                    .map_err(|e| Error::io(tmp.join("state.json"), e))
+            },
+        )
+        .map(|_| ())
+    }
+
+    /// Trains until a stopping condition holds, validating and checkpointing on the way.
+    pub fn run(mut self, observer: &mut dyn Observer) -> Result<TrainSummary> {
+        let train_cfg = &self.config.train;
+        observer.started(&self.info);
+        let metrics_path = self.dir.join(METRICS_FILE);
+        let started = Instant::now();
+        let elapsed_before = self.state.elapsed;
+        let elapsed = |started: &Instant| elapsed_before + started.elapsed().as_secs_f64();
+        let (mut report_tokens, mut report_clock) = (0usize, Instant::now());
+        // A resumed run was validated (and checkpointed) at the step it resumes from.
+        let mut validated_at = if self.info.resumed {
+            self.state.step
+        } else {
+            u64::MAX
         };
-
-    loop {
-        if train_cfg.max_steps > 0 && state.step >= train_cfg.max_steps {
-            stopped = format!("reached max_steps = {}", train_cfg.max_steps);
-            break;
-        }
-        if train_cfg.max_minutes > 0.0 && elapsed(&started) >= train_cfg.max_minutes * 60.0 {
-            stopped = format!("reached max_minutes = {}", train_cfg.max_minutes);
-            break;
-        }
-        if plan_epoch != state.epoch {
-            plan = planner.epoch(train_cfg.seed, state.epoch);
-            plan_epoch = state.epoch;
-        }
-        if state.batch_in_epoch >= plan.len() {
-            state.epoch += 1;
-            state.batch_in_epoch = 0;
-            if train_cfg.max_epochs > 0 && state.epoch >= train_cfg.max_epochs {
-                stopped = format!("reached max_epochs = {}", train_cfg.max_epochs);
+        let stopped: String;
+        loop {
+            if train_cfg.max_steps > 0 && self.state.step >= train_cfg.max_steps {
+                stopped = format!("reached max_steps = {}", train_cfg.max_steps);
                 break;
             }
-            continue;
-        }
-
-        let mut accumulator = GradientsAccumulator::<RnnSeq2Seq<B>>::new();
-        let (mut micro_batches, mut step_loss, mut step_tokens) = (0usize, 0.0f64, 0usize);
-        while micro_batches < train_cfg.accumulate && state.batch_in_epoch < plan.len() {
-            let batch = Batch::new(&train_ids, &plan[state.batch_in_epoch]);
-            state.batch_in_epoch += 1;
-            B::seed(device, step_seed(train_cfg.seed, state.step, micro_batches));
-            let tokens = batch.tgt_out.real_tokens();
-            let src = source_batch::<B>(&batch.src, device);
-            let (logits, _) = model.forward(&src, ids_tensor(&batch.tgt_in, device));
-            let sums = cross_entropy(
-                logits,
-                ids_tensor(&batch.tgt_out, device),
-                train_cfg.label_smoothing,
-            );
-            let loss = sums.smoothed.div_scalar(tokens.max(1) as f64);
-            let value = f64::from(loss.clone().into_scalar().elem::<f32>());
-            if !value.is_finite() {
-                bad_batch(
-                    &mut consecutive_bad,
-                    "a batch with a non-finite loss",
-                    state.step,
-                    observer,
-                )?;
+            if train_cfg.max_minutes > 0.0 && elapsed(&started) >= train_cfg.max_minutes * 60.0 {
+                stopped = format!("reached max_minutes = {}", train_cfg.max_minutes);
+                break;
+            }
+            if self.plan_epoch != self.state.epoch {
+                self.plan = self.planner.epoch(train_cfg.seed, self.state.epoch);
+                self.plan_epoch = self.state.epoch;
+            }
+            if self.state.batch_in_epoch >= self.plan.len() {
+                self.state.epoch += 1;
+                self.state.batch_in_epoch = 0;
+                if train_cfg.max_epochs > 0 && self.state.epoch >= train_cfg.max_epochs {
+                    stopped = format!("reached max_epochs = {}", train_cfg.max_epochs);
+                    break;
+                }
                 continue;
             }
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            accumulator.accumulate(&model, grads);
-            micro_batches += 1;
-            step_loss += value * tokens as f64;
-            step_tokens += tokens;
-        }
-        if micro_batches == 0 {
-            continue;
-        }
-        let mut grads = accumulator.grads();
-        if micro_batches > 1 {
-            scale_grads(&model, &mut grads, 1.0 / micro_batches as f64);
-        }
-        let norm = grad_norm(&model, &grads);
-        if !norm.is_finite() {
-            bad_batch(
-                &mut consecutive_bad,
-                "an update with a non-finite gradient norm",
-                state.step,
-                observer,
+            let Some(update) = self.update(observer)? else {
+                continue;
+            };
+            let step = self.state.step;
+            report_tokens += update.tokens;
+            write_json_line(
+                &metrics_path,
+                &serde_json::json!({"type": "train", "step": step, "epoch": self.state.epoch,
+                    "loss": update.loss, "lr": update.lr, "grad_norm": update.grad_norm,
+                    "tokens": update.tokens}),
             )?;
-            continue;
-        }
-        consecutive_bad = 0;
-        if train_cfg.clip_norm > 0.0 && norm > train_cfg.clip_norm {
-            scale_grads(&model, &mut grads, train_cfg.clip_norm / norm);
-        }
-        state.step += 1;
-        let lr = schedule.lr(state.step);
-        model = optimizer.step(lr, model, grads);
-        report_tokens += step_tokens;
-
-        let loss = step_loss / step_tokens.max(1) as f64;
-        write_json_line(
-            &metrics_path,
-            &serde_json::json!({"type": "train", "step": state.step, "epoch": state.epoch,
-                "loss": loss, "lr": lr, "grad_norm": norm, "tokens": step_tokens}),
-        )?;
-        if state.step.is_multiple_of(train_cfg.log_every) {
-            let secs = report_clock.elapsed().as_secs_f64().max(1e-9);
-            events.scalar("train/loss", state.step, loss)?;
-            events.scalar("train/lr", state.step, lr)?;
-            observer.step(&StepReport {
-                step: state.step,
-                epoch: state.epoch,
-                epoch_progress: (state.batch_in_epoch, plan.len()),
-                loss,
-                lr,
-                tokens_per_sec: report_tokens as f64 / secs,
-                elapsed: elapsed(&started),
-            });
-            report_tokens = 0;
-            report_clock = Instant::now();
-        }
-        if state.step.is_multiple_of(train_cfg.valid_every) {
-            state.elapsed = elapsed(&started);
-            validated_at = state.step;
-            if validate_and_save(
-                &model,
-                &optimizer,
-                &mut schedule,
-                &mut state,
-                &mut events,
-                observer,
-            )? {
-                stopped = format!(
-                    "early stopping: no improvement in {} validations",
-                    train_cfg.patience
-                );
-                break;
+            if step.is_multiple_of(train_cfg.log_every) {
+                let secs = report_clock.elapsed().as_secs_f64().max(1e-9);
+                self.events.scalar("train/loss", step, update.loss)?;
+                self.events.scalar("train/lr", step, update.lr)?;
+                observer.step(&StepReport {
+                    step,
+                    epoch: self.state.epoch,
+                    epoch_progress: (self.state.batch_in_epoch, self.plan.len()),
+                    loss: update.loss,
+                    lr: update.lr,
+                    tokens_per_sec: report_tokens as f64 / secs,
+                    elapsed: elapsed(&started),
+                });
+                report_tokens = 0;
+                report_clock = Instant::now();
+            }
+            if step.is_multiple_of(train_cfg.valid_every) {
+                self.state.elapsed = elapsed(&started);
+                validated_at = step;
+                if self.validate_and_checkpoint(observer)? {
+                    stopped = format!(
+                        "early stopping: no improvement in {} validations",
+                        train_cfg.patience
+                    );
+                    break;
+                }
             }
         }
+        if validated_at != self.state.step {
+            self.state.elapsed = elapsed(&started);
+            self.validate_and_checkpoint(observer)?;
+        }
+        self.events.flush()?;
+        Ok(TrainSummary {
+            steps: self.state.step,
+            best_step: self.state.best_step,
+            best_metric: self.state.best_metric.map(|m| match train_cfg.stop_metric {
+                StopMetric::Bleu => m,
+                StopMetric::Ppl => -m,
+            }),
+            stopped,
+            elapsed: self.state.elapsed,
+        })
     }
-    if validated_at != state.step {
-        state.elapsed = elapsed(&started);
-        validate_and_save(
-            &model,
-            &optimizer,
-            &mut schedule,
-            &mut state,
-            &mut events,
-            observer,
-        )?;
-    }
-    events.flush()?;
-    Ok(TrainSummary {
-        steps: state.step,
-        best_step: state.best_step,
-        best_metric: state.best_metric.map(|m| match train_cfg.stop_metric {
-            StopMetric::Bleu => m,
-            StopMetric::Ppl => -m,
-        }),
-        stopped,
-        elapsed: state.elapsed,
-    })
 }

@@ -1,0 +1,370 @@
+//! The one model interface: what the trainer, the translator, averaging and ensembles need from an
+//! architecture, and the one place where the config's `arch` picks it.
+//!
+//! Below this point everything is generic over [`Seq2Seq`] (fairseq's `FairseqEncoderDecoderModel`,
+//! Marian's `Scorer`); [`AnyModel`] is the closed set of architectures, for code that holds models
+//! chosen at run time (the translator, ensembles that mix an RNN and a Transformer).
+
+use super::input::SourceBatch;
+use super::seq2seq::{RnnConfig, RnnSeq2Seq};
+use super::transformer::{Transformer, TransformerConfig};
+use crate::error::{Error, Result};
+use crate::search::{Scorer, Step};
+use burn::module::{AutodiffModule, Module};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The `[model]` table: `arch = "rnn"` (the default, so configs written before the Transformer
+/// load unchanged) or `arch = "transformer"`, and that architecture's keys.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelConfig {
+    /// Attention RNN encoder-decoder.
+    Rnn(RnnConfig),
+    /// Transformer encoder-decoder.
+    Transformer(TransformerConfig),
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig::Rnn(RnnConfig::default())
+    }
+}
+
+impl ModelConfig {
+    /// The `arch` value.
+    pub fn arch(&self) -> &'static str {
+        match self {
+            ModelConfig::Rnn(_) => "rnn",
+            ModelConfig::Transformer(_) => "transformer",
+        }
+    }
+
+    /// The RNN settings, when the model is an RNN.
+    pub fn rnn_mut(&mut self) -> Option<&mut RnnConfig> {
+        match self {
+            ModelConfig::Rnn(c) => Some(c),
+            ModelConfig::Transformer(_) => None,
+        }
+    }
+
+    /// The Transformer settings, when the model is a Transformer.
+    pub fn transformer_mut(&mut self) -> Option<&mut TransformerConfig> {
+        match self {
+            ModelConfig::Transformer(c) => Some(c),
+            ModelConfig::Rnn(_) => None,
+        }
+    }
+
+    /// Checks the architecture's settings.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            ModelConfig::Rnn(c) => c.validate(),
+            ModelConfig::Transformer(c) => c.validate(),
+        }
+    }
+
+    /// The longest target the model can write (`None`: no limit of its own).
+    pub fn max_target_len(&self) -> Option<usize> {
+        match self {
+            ModelConfig::Transformer(c) => Some(c.max_positions),
+            ModelConfig::Rnn(_) => None,
+        }
+    }
+}
+
+impl Serialize for ModelConfig {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::{Error as _, SerializeMap};
+        let table = match self {
+            ModelConfig::Rnn(c) => toml::Table::try_from(c),
+            ModelConfig::Transformer(c) => toml::Table::try_from(c),
+        }
+        .map_err(S::Error::custom)?;
+        let mut map = serializer.serialize_map(Some(table.len() + 1))?;
+        map.serialize_entry("arch", self.arch())?;
+        for (key, value) in &table {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for ModelConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let mut table = toml::Table::deserialize(deserializer)?;
+        let arch = match table.remove("arch") {
+            None => "rnn".to_owned(),
+            Some(toml::Value::String(s)) => s,
+            Some(other) => {
+                return Err(D::Error::custom(format!(
+                    "model.arch must be a string (\"rnn\" or \"transformer\"), not {other}"
+                )));
+            }
+        };
+        let rest = toml::Value::Table(table);
+        match arch.as_str() {
+            "rnn" => RnnConfig::deserialize(rest)
+                .map(ModelConfig::Rnn)
+                .map_err(|e| {
+                    D::Error::custom(format!("[model] (arch = \"rnn\"): {}", e.message()))
+                }),
+            "transformer" => TransformerConfig::deserialize(rest)
+                .map(ModelConfig::Transformer)
+                .map_err(|e| {
+                    D::Error::custom(format!("[model] (arch = \"transformer\"): {}", e.message()))
+                }),
+            other => Err(D::Error::custom(format!(
+                "unknown model.arch = \"{other}\": use \"rnn\" or \"transformer\""
+            ))),
+        }
+    }
+}
+
+/// What the trainer, the translator, averaging and ensembles need from an architecture.
+pub trait Seq2Seq<B: Backend>: Module<B> + Scorer<B> + std::fmt::Debug + Sized {
+    /// A freshly initialized model of `config`'s architecture; an error when `config` describes
+    /// another architecture or sizes the model cannot have.
+    fn init(
+        config: &ModelConfig,
+        src_vocab: usize,
+        tgt_vocab: usize,
+        device: &B::Device,
+    ) -> Result<Self>;
+
+    /// Teacher-forced forward pass. `tgt_in`: `[batch, tgt_len]`. Returns logits
+    /// `[batch, tgt_len, tgt_vocab]` and, where the model has one, attention over the source
+    /// `[batch, tgt_len, src_len]`.
+    fn forward(
+        &self,
+        src: &SourceBatch<B>,
+        tgt_in: Tensor<B, 2, Int>,
+    ) -> (Tensor<B, 3>, Option<Tensor<B, 3>>);
+}
+
+fn wrong_arch(expected: &str, config: &ModelConfig) -> Error {
+    Error::Config(format!(
+        "internal: a {expected} model was asked for with model.arch = \"{}\"",
+        config.arch()
+    ))
+}
+
+impl<B: Backend> Seq2Seq<B> for RnnSeq2Seq<B> {
+    fn init(
+        config: &ModelConfig,
+        src_vocab: usize,
+        tgt_vocab: usize,
+        device: &B::Device,
+    ) -> Result<Self> {
+        match config {
+            ModelConfig::Rnn(c) => Ok(RnnSeq2Seq::new(c, src_vocab, tgt_vocab, device)),
+            other => Err(wrong_arch("rnn", other)),
+        }
+    }
+
+    fn forward(
+        &self,
+        src: &SourceBatch<B>,
+        tgt_in: Tensor<B, 2, Int>,
+    ) -> (Tensor<B, 3>, Option<Tensor<B, 3>>) {
+        RnnSeq2Seq::forward(self, src, tgt_in)
+    }
+}
+
+impl<B: Backend> Seq2Seq<B> for Transformer<B> {
+    fn init(
+        config: &ModelConfig,
+        src_vocab: usize,
+        tgt_vocab: usize,
+        device: &B::Device,
+    ) -> Result<Self> {
+        match config {
+            ModelConfig::Transformer(c) => Transformer::new(c, src_vocab, tgt_vocab, device),
+            other => Err(wrong_arch("transformer", other)),
+        }
+    }
+
+    fn forward(
+        &self,
+        src: &SourceBatch<B>,
+        tgt_in: Tensor<B, 2, Int>,
+    ) -> (Tensor<B, 3>, Option<Tensor<B, 3>>) {
+        Transformer::forward(self, src, tgt_in)
+    }
+}
+
+/// Runs `job` with the concrete model type `config` names: the one dispatch point on `arch` for
+/// code generic over [`Seq2Seq`] (training, averaging).
+pub trait ArchJob<B: Backend> {
+    /// What the job returns.
+    type Output;
+    /// The job, for model type `M`.
+    fn run<M: Seq2Seq<B>>(self) -> Self::Output;
+}
+
+/// Calls `job.run::<M>()` with `M` the model type of `config`.
+pub fn dispatch<B: Backend, J: ArchJob<B>>(config: &ModelConfig, job: J) -> J::Output {
+    match config {
+        ModelConfig::Rnn(_) => job.run::<RnnSeq2Seq<B>>(),
+        ModelConfig::Transformer(_) => job.run::<Transformer<B>>(),
+    }
+}
+
+/// [`ArchJob`] for training: the model type is also an autodiff module whose inner (validation)
+/// module is a [`Seq2Seq`] of the inner backend.
+pub trait TrainableJob<B: AutodiffBackend> {
+    /// What the job returns.
+    type Output;
+    /// The job, for model type `M`.
+    fn run<M>(self) -> Self::Output
+    where
+        M: Seq2Seq<B> + AutodiffModule<B>,
+        M::InnerModule: Seq2Seq<B::InnerBackend>;
+}
+
+/// Calls `job.run::<M>()` with `M` the model type of `config`, on an autodiff backend.
+pub fn dispatch_trainable<B: AutodiffBackend, J: TrainableJob<B>>(
+    config: &ModelConfig,
+    job: J,
+) -> J::Output {
+    match config {
+        ModelConfig::Rnn(_) => job.run::<RnnSeq2Seq<B>>(),
+        ModelConfig::Transformer(_) => job.run::<Transformer<B>>(),
+    }
+}
+
+/// A model of any architecture, chosen at load time from its config.
+// Models are loaded once and held for a whole run; their size on the stack does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum AnyModel<B: Backend> {
+    /// Attention RNN.
+    Rnn(RnnSeq2Seq<B>),
+    /// Transformer.
+    Transformer(Transformer<B>),
+}
+
+/// The search state of an [`AnyModel`].
+#[derive(Debug, Clone)]
+pub enum AnyState<B: Backend> {
+    /// An RNN's.
+    Rnn(<RnnSeq2Seq<B> as Scorer<B>>::State),
+    /// A Transformer's.
+    Transformer(<Transformer<B> as Scorer<B>>::State),
+}
+
+impl<B: Backend> AnyModel<B> {
+    /// A fresh model of `config`'s architecture.
+    pub fn init(
+        config: &ModelConfig,
+        src_vocab: usize,
+        tgt_vocab: usize,
+        device: &B::Device,
+    ) -> Result<Self> {
+        Ok(match config {
+            ModelConfig::Rnn(c) => AnyModel::Rnn(RnnSeq2Seq::new(c, src_vocab, tgt_vocab, device)),
+            ModelConfig::Transformer(c) => {
+                AnyModel::Transformer(Transformer::new(c, src_vocab, tgt_vocab, device)?)
+            }
+        })
+    }
+
+    /// Applies a weight-loading (or any other) transformation to the inner model.
+    pub fn try_map(
+        self,
+        rnn: impl FnOnce(RnnSeq2Seq<B>) -> Result<RnnSeq2Seq<B>>,
+        transformer: impl FnOnce(Transformer<B>) -> Result<Transformer<B>>,
+    ) -> Result<Self> {
+        Ok(match self {
+            AnyModel::Rnn(m) => AnyModel::Rnn(rnn(m)?),
+            AnyModel::Transformer(m) => AnyModel::Transformer(transformer(m)?),
+        })
+    }
+
+    /// Teacher-forced forward pass (see [`Seq2Seq::forward`]).
+    pub fn forward(
+        &self,
+        src: &SourceBatch<B>,
+        tgt_in: Tensor<B, 2, Int>,
+    ) -> (Tensor<B, 3>, Option<Tensor<B, 3>>) {
+        match self {
+            AnyModel::Rnn(m) => m.forward(src, tgt_in),
+            AnyModel::Transformer(m) => m.forward(src, tgt_in),
+        }
+    }
+
+    /// Trainable parameters.
+    pub fn num_params(&self) -> usize {
+        match self {
+            AnyModel::Rnn(m) => m.num_params(),
+            AnyModel::Transformer(m) => m.num_params(),
+        }
+    }
+}
+
+fn mismatch() -> ! {
+    // `AnyModel::start` makes the state of its own variant, and the search hands each model back
+    // the state it made.
+    unreachable!("a search state from another architecture")
+}
+
+impl<B: Backend> Scorer<B> for AnyModel<B> {
+    type State = AnyState<B>;
+
+    fn start(&self, src: &SourceBatch<B>) -> Self::State {
+        match self {
+            AnyModel::Rnn(m) => AnyState::Rnn(m.start(src)),
+            AnyModel::Transformer(m) => AnyState::Transformer(m.start(src)),
+        }
+    }
+
+    fn step(&self, prev: Tensor<B, 1, Int>, state: Self::State) -> Step<B, Self::State> {
+        match (self, state) {
+            (AnyModel::Rnn(m), AnyState::Rnn(s)) => {
+                let step = m.step(prev, s);
+                Step {
+                    logits: step.logits,
+                    state: AnyState::Rnn(step.state),
+                    attention: step.attention,
+                }
+            }
+            (AnyModel::Transformer(m), AnyState::Transformer(s)) => {
+                let step = m.step(prev, s);
+                Step {
+                    logits: step.logits,
+                    state: AnyState::Transformer(step.state),
+                    attention: step.attention,
+                }
+            }
+            _ => mismatch(),
+        }
+    }
+
+    fn select(&self, state: Self::State, indices: Tensor<B, 1, Int>) -> Self::State {
+        match (self, state) {
+            (AnyModel::Rnn(m), AnyState::Rnn(s)) => AnyState::Rnn(m.select(s, indices)),
+            (AnyModel::Transformer(m), AnyState::Transformer(s)) => {
+                AnyState::Transformer(m.select(s, indices))
+            }
+            _ => mismatch(),
+        }
+    }
+
+    fn reorder(&self, state: Self::State, indices: Tensor<B, 1, Int>) -> Self::State {
+        match (self, state) {
+            (AnyModel::Rnn(m), AnyState::Rnn(s)) => AnyState::Rnn(m.reorder(s, indices)),
+            (AnyModel::Transformer(m), AnyState::Transformer(s)) => {
+                AnyState::Transformer(m.reorder(s, indices))
+            }
+            _ => mismatch(),
+        }
+    }
+
+    fn max_len(&self) -> usize {
+        match self {
+            AnyModel::Rnn(m) => m.max_len(),
+            AnyModel::Transformer(m) => m.max_len(),
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! One encoder layer and one decoder layer (Vaswani et al. 2017, §3.1), pre- or post-norm.
+//!
+//! Names follow Hugging Face's Marian (`self_attn`, `self_attn_layer_norm`, `encoder_attn`,
+//! `encoder_attn_layer_norm`, `fc1`, `fc2`, `final_layer_norm`), so checkpoints map key for key.
+
+use super::attention::{KvCache, MultiHeadAttention, xavier_linear};
+use super::config::{Activation, NormPosition, TransformerConfig};
+use super::norm::LayerNorm;
+use crate::kernels::linear;
+use burn::nn::{Dropout, DropoutConfig, Linear};
+use burn::prelude::*;
+use burn::tensor::activation::{gelu, relu, silu};
+
+/// A residual sublayer with its LayerNorm: `x + f(LN(x))` (pre) or `LN(x + f(x))` (post).
+fn residual<B: Backend>(
+    norm: NormPosition,
+    layer_norm: &LayerNorm<B>,
+    dropout: &Dropout,
+    x: Tensor<B, 3>,
+    f: impl FnOnce(Tensor<B, 3>) -> Tensor<B, 3>,
+) -> Tensor<B, 3> {
+    match norm {
+        NormPosition::Pre => x.clone() + dropout.forward(f(layer_norm.forward(x))),
+        NormPosition::Post => layer_norm.forward(x.clone() + dropout.forward(f(x))),
+    }
+}
+
+/// The position-wise feed-forward network `fc2(act(fc1(x)))` (§3.3): `[batch, len, d_model]` →
+/// `[batch, len, d_model]`.
+fn feed_forward<B: Backend>(
+    fc1: &Linear<B>,
+    fc2: &Linear<B>,
+    activation: Activation,
+    activation_dropout: &Dropout,
+    x: Tensor<B, 3>,
+) -> Tensor<B, 3> {
+    let h = linear(fc1, x); // [batch, len, ffn_size]
+    let h = match activation {
+        Activation::Relu => relu(h),
+        Activation::Gelu => gelu(h),
+        Activation::Swish => silu(h),
+    };
+    linear(fc2, activation_dropout.forward(h))
+}
+
+/// Self-attention and feed-forward over the source.
+#[derive(Module, Debug)]
+pub struct EncoderLayer<B: Backend> {
+    /// Self-attention.
+    pub self_attn: MultiHeadAttention<B>,
+    /// Its LayerNorm.
+    pub self_attn_layer_norm: LayerNorm<B>,
+    /// Feed-forward input `[d_model, ffn_size]`.
+    pub fc1: Linear<B>,
+    /// Feed-forward output `[ffn_size, d_model]`.
+    pub fc2: Linear<B>,
+    /// The feed-forward's LayerNorm.
+    pub final_layer_norm: LayerNorm<B>,
+    dropout: Dropout,
+    activation_dropout: Dropout,
+    #[module(skip)]
+    activation: Activation,
+    #[module(skip)]
+    norm: NormPosition,
+}
+
+impl<B: Backend> EncoderLayer<B> {
+    /// A fresh layer.
+    pub fn new(config: &TransformerConfig, device: &B::Device) -> Self {
+        let ln = || LayerNorm::new(config.d_model, config.layer_norm_eps, device);
+        EncoderLayer {
+            self_attn: MultiHeadAttention::new(
+                config.d_model,
+                config.heads,
+                config.attention_dropout,
+                device,
+            ),
+            self_attn_layer_norm: ln(),
+            fc1: xavier_linear(config.d_model, config.ffn_size, true, device),
+            fc2: xavier_linear(config.ffn_size, config.d_model, true, device),
+            final_layer_norm: ln(),
+            dropout: DropoutConfig::new(config.dropout).init(),
+            activation_dropout: DropoutConfig::new(config.activation_dropout).init(),
+            activation: config.activation,
+            norm: config.norm,
+        }
+    }
+
+    /// `x` `[batch, src_len, d_model]`, `pad_bias` `[batch, 1, 1, src_len]` → same shape as `x`.
+    pub fn forward(&self, x: Tensor<B, 3>, pad_bias: &Tensor<B, 4>) -> Tensor<B, 3> {
+        let x = residual(
+            self.norm,
+            &self.self_attn_layer_norm,
+            &self.dropout,
+            x,
+            |h| {
+                self.self_attn
+                    .forward(h.clone(), h, Some(pad_bias.clone()))
+                    .0
+            },
+        );
+        residual(self.norm, &self.final_layer_norm, &self.dropout, x, |h| {
+            feed_forward(
+                &self.fc1,
+                &self.fc2,
+                self.activation,
+                &self.activation_dropout,
+                h,
+            )
+        })
+    }
+}
+
+/// Causal self-attention, cross-attention over the source, feed-forward.
+#[derive(Module, Debug)]
+pub struct DecoderLayer<B: Backend> {
+    /// Causal self-attention.
+    pub self_attn: MultiHeadAttention<B>,
+    /// Its LayerNorm.
+    pub self_attn_layer_norm: LayerNorm<B>,
+    /// Attention over the encoder output.
+    pub encoder_attn: MultiHeadAttention<B>,
+    /// Its LayerNorm.
+    pub encoder_attn_layer_norm: LayerNorm<B>,
+    /// Feed-forward input `[d_model, ffn_size]`.
+    pub fc1: Linear<B>,
+    /// Feed-forward output `[ffn_size, d_model]`.
+    pub fc2: Linear<B>,
+    /// The feed-forward's LayerNorm.
+    pub final_layer_norm: LayerNorm<B>,
+    dropout: Dropout,
+    activation_dropout: Dropout,
+    #[module(skip)]
+    activation: Activation,
+    #[module(skip)]
+    norm: NormPosition,
+}
+
+/// The source as one decoder layer reads it: cross-attention keys and values, computed once per
+/// sentence.
+#[derive(Debug, Clone)]
+pub struct CrossMemory<B: Backend> {
+    /// `[batch, heads, src_len, head_dim]`.
+    pub keys: Tensor<B, 4>,
+    /// `[batch, heads, src_len, head_dim]`.
+    pub values: Tensor<B, 4>,
+}
+
+impl<B: Backend> CrossMemory<B> {
+    /// Keeps rows `indices`.
+    pub fn select(self, indices: Tensor<B, 1, Int>) -> Self {
+        CrossMemory {
+            keys: self.keys.select(0, indices.clone()),
+            values: self.values.select(0, indices),
+        }
+    }
+}
+
+impl<B: Backend> DecoderLayer<B> {
+    /// A fresh layer.
+    pub fn new(config: &TransformerConfig, device: &B::Device) -> Self {
+        let ln = || LayerNorm::new(config.d_model, config.layer_norm_eps, device);
+        let mha = || {
+            MultiHeadAttention::new(
+                config.d_model,
+                config.heads,
+                config.attention_dropout,
+                device,
+            )
+        };
+        DecoderLayer {
+            self_attn: mha(),
+            self_attn_layer_norm: ln(),
+            encoder_attn: mha(),
+            encoder_attn_layer_norm: ln(),
+            fc1: xavier_linear(config.d_model, config.ffn_size, true, device),
+            fc2: xavier_linear(config.ffn_size, config.d_model, true, device),
+            final_layer_norm: ln(),
+            dropout: DropoutConfig::new(config.dropout).init(),
+            activation_dropout: DropoutConfig::new(config.activation_dropout).init(),
+            activation: config.activation,
+            norm: config.norm,
+        }
+    }
+
+    /// Cross-attention keys and values of the encoder output `[batch, src_len, d_model]`.
+    pub fn cross_memory(&self, encoded: Tensor<B, 3>) -> CrossMemory<B> {
+        let (keys, values) = self.encoder_attn.keys_values(encoded);
+        CrossMemory { keys, values }
+    }
+
+    /// The cross-attention and feed-forward sublayers, shared by the full and the incremental pass.
+    /// Returns the layer output and the cross-attention weights `[batch, heads, tq, src_len]`.
+    fn cross_and_ffn(
+        &self,
+        x: Tensor<B, 3>,
+        memory: &CrossMemory<B>,
+        pad_bias: &Tensor<B, 4>,
+    ) -> (Tensor<B, 3>, Tensor<B, 4>) {
+        let mut weights = None;
+        let x = residual(
+            self.norm,
+            &self.encoder_attn_layer_norm,
+            &self.dropout,
+            x,
+            |h| {
+                let q = self.encoder_attn.queries(h);
+                let (out, w) = self.encoder_attn.attend(
+                    q,
+                    memory.keys.clone(),
+                    memory.values.clone(),
+                    Some(pad_bias.clone()),
+                );
+                weights = Some(w);
+                out
+            },
+        );
+        let x = residual(self.norm, &self.final_layer_norm, &self.dropout, x, |h| {
+            feed_forward(
+                &self.fc1,
+                &self.fc2,
+                self.activation,
+                &self.activation_dropout,
+                h,
+            )
+        });
+        // `residual` always calls its sublayer once.
+        let weights = weights.unwrap_or_else(|| unreachable!("the cross-attention ran"));
+        (x, weights)
+    }
+
+    /// Teacher-forced pass: `x` `[batch, tgt_len, d_model]`, `causal` `[1, 1, tgt_len, tgt_len]`.
+    /// Returns the output and the cross-attention weights `[batch, heads, tgt_len, src_len]`.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        memory: &CrossMemory<B>,
+        pad_bias: &Tensor<B, 4>,
+        causal: &Tensor<B, 4>,
+    ) -> (Tensor<B, 3>, Tensor<B, 4>) {
+        let x = residual(
+            self.norm,
+            &self.self_attn_layer_norm,
+            &self.dropout,
+            x,
+            |h| self.self_attn.forward(h.clone(), h, Some(causal.clone())).0,
+        );
+        self.cross_and_ffn(x, memory, pad_bias)
+    }
+
+    /// One incremental step: `x` `[n, 1, d_model]` is the newest position; its keys and values join
+    /// `cache`, and it reads every cached position (all are in its past).
+    pub fn step(
+        &self,
+        x: Tensor<B, 3>,
+        cache: &mut KvCache<B>,
+        memory: &CrossMemory<B>,
+        pad_bias: &Tensor<B, 4>,
+    ) -> (Tensor<B, 3>, Tensor<B, 4>) {
+        let x = residual(
+            self.norm,
+            &self.self_attn_layer_norm,
+            &self.dropout,
+            x,
+            |h| {
+                let q = self.self_attn.queries(h.clone());
+                let (k, v) = self.self_attn.keys_values(h);
+                let (keys, values) = cache.push(k, v);
+                self.self_attn.attend(q, keys, values, None).0
+            },
+        );
+        self.cross_and_ffn(x, memory, pad_bias)
+    }
+}

@@ -1,0 +1,336 @@
+//! The Transformer encoder-decoder (Vaswani et al. 2017): embeddings and positions, the two layer
+//! stacks, the vocabulary projection; the teacher-forced forward pass and incremental decoding.
+
+use super::attention::{KvCache, causal_bias, padding_bias};
+use super::config::{NormPosition, PositionKind, TransformerConfig};
+use super::layers::{CrossMemory, DecoderLayer, EncoderLayer};
+use super::norm::LayerNorm;
+use super::positions::{learned_table, positions};
+use crate::error::{Error, Result};
+use crate::kernels::{PackCache, WeightLayout, dense};
+use crate::model::input::SourceBatch;
+use crate::search::{Scorer, Step};
+use burn::module::Param;
+use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, Linear};
+use burn::prelude::*;
+
+/// A token table `[vocab, d_model]` drawn from N(0, d_model^−½), so that scaled by √d_model the
+/// embeddings have unit variance (fairseq's `Embedding`, tensor2tensor).
+fn token_table<B: Backend>(vocab: usize, d_model: usize, device: &B::Device) -> Embedding<B> {
+    EmbeddingConfig::new(vocab, d_model)
+        .with_initializer(Initializer::Normal {
+            mean: 0.0,
+            std: (d_model as f64).powf(-0.5),
+        })
+        .init(device)
+}
+
+/// One stack's own tables and layers (`L` = encoder or decoder layer).
+#[derive(Module, Debug)]
+pub struct Stack<B: Backend, L: Module<B>> {
+    /// Token table `[vocab, d_model]`; absent when the model shares one table (`shared`).
+    pub embed_tokens: Option<Embedding<B>>,
+    /// Learned positions `[max_positions, d_model]`; absent for sinusoids.
+    pub embed_positions: Option<Embedding<B>>,
+    /// The layers, bottom first.
+    pub layers: Vec<L>,
+    /// Final LayerNorm of a pre-norm stack (Xiong et al. 2020); absent for post-norm.
+    pub layer_norm: Option<LayerNorm<B>>,
+}
+
+/// Encoder, decoder and vocabulary projection.
+#[derive(Module, Debug)]
+pub struct Transformer<B: Backend> {
+    /// The table source and target share (`share_embeddings`).
+    pub shared: Option<Embedding<B>>,
+    /// Reads the source.
+    pub encoder: Stack<B, EncoderLayer<B>>,
+    /// Predicts the target.
+    pub decoder: Stack<B, DecoderLayer<B>>,
+    /// Vocabulary projection `[d_model, tgt_vocab]`, no bias; absent when tied to the target table.
+    pub lm_head: Option<Linear<B>>,
+    /// Bias on the vocabulary logits `[tgt_vocab]` (`output_bias`).
+    pub final_logits_bias: Option<Param<Tensor<B, 1>>>,
+    dropout: Dropout,
+    #[module(skip)]
+    config: TransformerConfig,
+    /// The vocabulary projection packed for search steps (not a parameter).
+    #[module(skip)]
+    output_pack: PackCache,
+}
+
+/// Everything incremental decoding carries from one step to the next.
+#[derive(Debug, Clone)]
+pub struct TransformerState<B: Backend> {
+    /// Per decoder layer, the source's cross-attention keys and values (computed once).
+    memory: Vec<CrossMemory<B>>,
+    /// `[n, 1, 1, src_len]`: −∞ on source padding.
+    pad_bias: Tensor<B, 4>,
+    /// Per decoder layer, the self-attention keys and values of the positions decoded so far.
+    caches: Vec<KvCache<B>>,
+}
+
+impl<B: Backend> Transformer<B> {
+    /// Builds a freshly initialized model. Call [`TransformerConfig::validate`] first.
+    pub fn new(
+        config: &TransformerConfig,
+        src_vocab: usize,
+        tgt_vocab: usize,
+        device: &B::Device,
+    ) -> Result<Self> {
+        if config.share_embeddings && src_vocab != tgt_vocab {
+            return Err(Error::Config(format!(
+                "model.share_embeddings needs one vocabulary for source and target (text.joint = true); \
+                 this pipeline has {src_vocab} source and {tgt_vocab} target entries"
+            )));
+        }
+        let d = config.d_model;
+        let own_table = |vocab| (!config.share_embeddings).then(|| token_table(vocab, d, device));
+        let learned = || {
+            (config.positions == PositionKind::Learned)
+                .then(|| learned_table(config.max_positions, d, device))
+        };
+        let final_norm = || {
+            (config.norm == NormPosition::Pre)
+                .then(|| LayerNorm::new(d, config.layer_norm_eps, device))
+        };
+        Ok(Transformer {
+            shared: config
+                .share_embeddings
+                .then(|| token_table(src_vocab, d, device)),
+            encoder: Stack {
+                embed_tokens: own_table(src_vocab),
+                embed_positions: learned(),
+                layers: (0..config.encoder_layers)
+                    .map(|_| EncoderLayer::new(config, device))
+                    .collect(),
+                layer_norm: final_norm(),
+            },
+            decoder: Stack {
+                embed_tokens: own_table(tgt_vocab),
+                embed_positions: learned(),
+                layers: (0..config.decoder_layers)
+                    .map(|_| DecoderLayer::new(config, device))
+                    .collect(),
+                layer_norm: final_norm(),
+            },
+            lm_head: (!config.tie_output)
+                .then(|| super::attention::xavier_linear(d, tgt_vocab, false, device)),
+            final_logits_bias: config
+                .output_bias
+                .then(|| Param::from_tensor(Tensor::zeros([tgt_vocab], device))),
+            dropout: DropoutConfig::new(config.dropout).init(),
+            config: config.clone(),
+            output_pack: PackCache::default(),
+        })
+    }
+
+    /// The architecture.
+    pub fn config(&self) -> &TransformerConfig {
+        &self.config
+    }
+
+    fn table<'a, L: Module<B>>(&'a self, stack: &'a Stack<B, L>) -> &'a Embedding<B> {
+        match (&stack.embed_tokens, &self.shared) {
+            (Some(own), _) => own,
+            (None, Some(shared)) => shared,
+            // `new` gives every stack its own table or the model a shared one.
+            (None, None) => unreachable!("a stack without a token table"),
+        }
+    }
+
+    /// Scaled token embeddings plus positions `start..start + len`, with dropout (§3.4–3.5):
+    /// `ids` `[batch, len]` → `[batch, len, d_model]`.
+    fn embed<L: Module<B>>(
+        &self,
+        stack: &Stack<B, L>,
+        ids: Tensor<B, 2, Int>,
+        start: usize,
+    ) -> Tensor<B, 3> {
+        let [batch, len] = ids.dims();
+        let d = self.config.d_model;
+        let tokens = self.table(stack).forward(ids); // [batch, len, d_model]
+        let tokens = if self.config.scale_embeddings {
+            tokens.mul_scalar((d as f64).sqrt())
+        } else {
+            tokens
+        };
+        let pos = positions(
+            self.config.positions,
+            stack.embed_positions.as_ref(),
+            batch,
+            start,
+            len,
+            d,
+            &tokens.device(),
+        );
+        self.dropout.forward(tokens + pos)
+    }
+
+    /// The encoder output `[batch, src_len, d_model]` and the padding bias `[batch, 1, 1, src_len]`.
+    pub fn encode(&self, src: &SourceBatch<B>) -> (Tensor<B, 3>, Tensor<B, 4>) {
+        let pad_bias = padding_bias(src.pad_mask());
+        let mut x = self.embed(&self.encoder, src.ids.clone(), 0);
+        for layer in &self.encoder.layers {
+            x = layer.forward(x, &pad_bias);
+        }
+        if let Some(norm) = &self.encoder.layer_norm {
+            x = norm.forward(x);
+        }
+        (x, pad_bias)
+    }
+
+    /// Vocabulary logits: `[rows, d_model] → [rows, tgt_vocab]`.
+    fn project(&self, y: Tensor<B, 2>) -> Tensor<B, 2> {
+        let device = y.device();
+        let bias = match &self.final_logits_bias {
+            Some(b) => b.val(),
+            None => Tensor::empty([0], &device),
+        };
+        match &self.lm_head {
+            Some(head) => dense(y, head.weight.val(), bias),
+            None => dense(y, self.table(&self.decoder).weight.val().transpose(), bias),
+        }
+    }
+
+    /// [`Self::project`] for one search step, with the weight packed once per model where the CPU
+    /// runs that kernel.
+    fn project_step(&self, y: Tensor<B, 2>) -> Tensor<B, 2> {
+        let bias = self.final_logits_bias.as_ref().map(|b| b.val());
+        let packed = match &self.lm_head {
+            Some(head) => {
+                self.output_pack
+                    .project(&y, &head.weight.val(), WeightLayout::InOut, bias.as_ref())
+            }
+            None => self.output_pack.project(
+                &y,
+                &self.table(&self.decoder).weight.val(),
+                WeightLayout::OutIn,
+                bias.as_ref(),
+            ),
+        };
+        packed.unwrap_or_else(|| self.project(y))
+    }
+
+    /// The reported attention: the alignment layer's cross-attention averaged over heads,
+    /// `[batch, heads, tq, src_len] → [batch, tq, src_len]`.
+    fn alignment(weights: Tensor<B, 4>) -> Tensor<B, 3> {
+        let [batch, _, tq, src_len] = weights.dims();
+        weights.mean_dim(1).reshape([batch, tq, src_len])
+    }
+
+    /// Teacher-forced forward pass. `tgt_in`: `[batch, tgt_len]`.
+    /// Returns logits `[batch, tgt_len, tgt_vocab]` and attention `[batch, tgt_len, src_len]`.
+    pub fn forward(
+        &self,
+        src: &SourceBatch<B>,
+        tgt_in: Tensor<B, 2, Int>,
+    ) -> (Tensor<B, 3>, Option<Tensor<B, 3>>) {
+        let (encoded, pad_bias) = self.encode(src);
+        let [batch, len] = tgt_in.dims();
+        let causal = causal_bias(len, &encoded.device());
+        let mut y = self.embed(&self.decoder, tgt_in, 0);
+        let mut attention = None;
+        let report = self.config.alignment_layer_index();
+        for (i, layer) in self.decoder.layers.iter().enumerate() {
+            let memory = layer.cross_memory(encoded.clone());
+            let (out, weights) = layer.forward(y, &memory, &pad_bias, &causal);
+            y = out;
+            if i == report {
+                attention = Some(Self::alignment(weights));
+            }
+        }
+        if let Some(norm) = &self.decoder.layer_norm {
+            y = norm.forward(y);
+        }
+        let d = self.config.d_model;
+        let logits = self.project(y.reshape([batch * len, d])); // [batch·len, vocab]
+        let vocab = logits.dims()[1];
+        (logits.reshape([batch, len, vocab]), attention)
+    }
+}
+
+impl<B: Backend> Scorer<B> for Transformer<B> {
+    type State = TransformerState<B>;
+
+    fn start(&self, src: &SourceBatch<B>) -> Self::State {
+        let (encoded, pad_bias) = self.encode(src);
+        TransformerState {
+            memory: self
+                .decoder
+                .layers
+                .iter()
+                .map(|layer| layer.cross_memory(encoded.clone()))
+                .collect(),
+            pad_bias,
+            caches: vec![KvCache::default(); self.decoder.layers.len()],
+        }
+    }
+
+    /// `prev` `[n]` → logits `[n, tgt_vocab]` for position `t` = the number of steps so far,
+    /// equal to position `t` of [`Transformer::forward`].
+    fn step(&self, prev: Tensor<B, 1, Int>, mut state: Self::State) -> Step<B, Self::State> {
+        let [n] = prev.dims();
+        let t = state.caches.first().map_or(0, KvCache::len);
+        let mut y = self.embed(&self.decoder, prev.reshape([n, 1]), t); // [n, 1, d_model]
+        let mut attention = None;
+        let report = self.config.alignment_layer_index();
+        for (i, (layer, (cache, memory))) in self
+            .decoder
+            .layers
+            .iter()
+            .zip(state.caches.iter_mut().zip(&state.memory))
+            .enumerate()
+        {
+            let (out, weights) = layer.step(y, cache, memory, &state.pad_bias);
+            y = out;
+            if i == report {
+                let src_len = weights.dims()[3];
+                attention = Some(Self::alignment(weights).reshape([n, src_len]));
+            }
+        }
+        if let Some(norm) = &self.decoder.layer_norm {
+            y = norm.forward(y);
+        }
+        let d = self.config.d_model;
+        Step {
+            logits: self.project_step(y.reshape([n, d])),
+            state,
+            attention,
+        }
+    }
+
+    fn select(&self, state: Self::State, indices: Tensor<B, 1, Int>) -> Self::State {
+        TransformerState {
+            memory: state
+                .memory
+                .into_iter()
+                .map(|m| m.select(indices.clone()))
+                .collect(),
+            pad_bias: state.pad_bias.select(0, indices.clone()),
+            caches: state
+                .caches
+                .into_iter()
+                .map(|c| c.select(indices.clone()))
+                .collect(),
+        }
+    }
+
+    /// Target positions the model has (`model.max_positions`).
+    fn max_len(&self) -> usize {
+        self.config.max_positions
+    }
+
+    /// Beams of one sentence read the same source: the cross-attention memory stays in place.
+    fn reorder(&self, state: Self::State, indices: Tensor<B, 1, Int>) -> Self::State {
+        TransformerState {
+            memory: state.memory,
+            pad_bias: state.pad_bias,
+            caches: state
+                .caches
+                .into_iter()
+                .map(|c| c.select(indices.clone()))
+                .collect(),
+        }
+    }
+}
