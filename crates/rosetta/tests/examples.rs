@@ -21,3 +21,23 @@ fn example_configs_load() {
     }
     assert!(count >= 5, "found only {count} example configs");
 }
+
+/// Every complete config shown in README.md (a TOML block with a `[model]` table) parses and
+/// validates, so the documentation never rots either.
+#[test]
+fn readme_configs_load() {
+    let readme =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .unwrap();
+    let mut count = 0;
+    for block in readme.split("```toml\n").skip(1) {
+        let Some((toml, _)) = block.split_once("```") else {
+            continue;
+        };
+        if toml.contains("[model]") {
+            Config::from_toml(toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+            count += 1;
+        }
+    }
+    assert!(count >= 2, "found only {count} configs in README.md");
+}
