@@ -1,4 +1,8 @@
-//! Rosetta versus PyTorch on the reference attention GRU, in one run.
+//! Rosetta versus PyTorch on the same model, in one run: the reference attention GRU (default), or
+//! with `ROSETTA_BENCH_MODEL=transformer` a pre-norm Transformer (3+3 layers, d_model 256, 4 heads,
+//! feed-forward 1024, relu, one shared embedding table tied to the output, sinusoidal positions, no
+//! dropout; same vocabulary, batch and modes), whose PyTorch side is `benches/torch_transformer.py`
+//! (decoding with a key/value cache as fairseq does).
 //!
 //! The model is the shape of `../shared/bench/torch_attention_gru.py`: BiGRU 2×256 encoder (one
 //! layer), GRU 512 decoder, Bahdanau attention 512, mean bridge, `[state; context]` projected straight
@@ -19,16 +23,20 @@
 //! The PyTorch side is `benches/torch_attention_gru.py` (needs `torch`); without it the Rosetta column is
 //! still printed. This is a benchmark, not a test: CI does not run it.
 
+use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use rosetta::device::{DeviceChoice, Job, resolve, run_on};
+use rosetta::model::architecture::{ModelConfig, Seq2Seq, TrainableJob, dispatch_trainable};
 use rosetta::model::attention::AttentionKind;
 use rosetta::model::bridge::BridgeKind;
 use rosetta::model::cell::CellKind;
 use rosetta::model::embedding::EmbeddingInit;
 use rosetta::model::input::SourceBatch;
-use rosetta::model::seq2seq::{RnnConfig, RnnSeq2Seq};
+use rosetta::model::seq2seq::RnnConfig;
+use rosetta::model::transformer::TransformerConfig;
+use rosetta::model::transformer::config::{Activation, NormPosition, PositionKind};
 use rosetta::search::beam::{BeamConfig, beam_search};
 use rosetta::search::greedy::greedy;
 use rosetta::search::scorer::{Scorer, Step};
@@ -67,6 +75,42 @@ fn reference_config() -> RnnConfig {
     }
 }
 
+/// The Transformer's shape (`benches/torch_transformer.py`).
+fn transformer_config() -> TransformerConfig {
+    TransformerConfig {
+        encoder_layers: 3,
+        decoder_layers: 3,
+        d_model: 256,
+        heads: 4,
+        ffn_size: 1024,
+        activation: Activation::Relu,
+        norm: NormPosition::Pre,
+        positions: PositionKind::Sinusoidal,
+        max_positions: 1024,
+        scale_embeddings: true,
+        share_embeddings: true,
+        tie_output: true,
+        output_bias: false,
+        dropout: 0.0,
+        attention_dropout: 0.0,
+        activation_dropout: 0.0,
+        layer_norm_eps: 1e-5,
+        alignment_layer: -1,
+    }
+}
+
+/// The model `ROSETTA_BENCH_MODEL` names: `rnn` (default) or `transformer`.
+fn bench_model() -> String {
+    std::env::var("ROSETTA_BENCH_MODEL").unwrap_or_else(|_| "rnn".into())
+}
+
+fn bench_config(model: &str) -> ModelConfig {
+    match model {
+        "transformer" => ModelConfig::Transformer(transformer_config()),
+        _ => ModelConfig::Rnn(reference_config()),
+    }
+}
+
 /// Seeded token ids in `[4, VOCAB)` (never a special token), `[rows, cols]`.
 fn random_ids(rows: usize, cols: usize, seed: u64) -> Vec<i32> {
     use rand::{Rng, SeedableRng};
@@ -77,13 +121,13 @@ fn random_ids(rows: usize, cols: usize, seed: u64) -> Vec<i32> {
 }
 
 /// The model with end-of-sentence masked out, so every sentence decodes the full length.
-struct NoEos<'a, B: Backend> {
-    model: &'a RnnSeq2Seq<B>,
+struct NoEos<'a, B: Backend, S> {
+    model: &'a S,
     mask: Tensor<B, 2>,
 }
 
-impl<B: Backend> Scorer<B> for NoEos<'_, B> {
-    type State = <RnnSeq2Seq<B> as Scorer<B>>::State;
+impl<B: Backend, S: Scorer<B>> Scorer<B> for NoEos<'_, B, S> {
+    type State = S::State;
 
     fn start(&self, src: &SourceBatch<B>) -> Self::State {
         self.model.start(src)
@@ -106,6 +150,7 @@ impl<B: Backend> Scorer<B> for NoEos<'_, B> {
 
 /// One mode of the Rosetta side, run in this process.
 struct RosettaMode {
+    model: String,
     mode: String,
     runs: usize,
 }
@@ -114,8 +159,39 @@ impl Job for RosettaMode {
     type Output = (f64, usize);
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> (f64, usize) {
+        let config = bench_config(&self.model);
+        dispatch_trainable::<B, _>(
+            &config.clone(),
+            ModeJob {
+                mode: self,
+                config,
+                device,
+            },
+        )
+    }
+}
+
+/// [`RosettaMode`] for the model type `M` the config names.
+struct ModeJob<B: Backend> {
+    mode: RosettaMode,
+    config: ModelConfig,
+    device: B::Device,
+}
+
+impl<B: AutodiffBackend> TrainableJob<B> for ModeJob<B> {
+    type Output = (f64, usize);
+
+    fn run<M>(self) -> (f64, usize)
+    where
+        M: Seq2Seq<B> + AutodiffModule<B>,
+        M::InnerModule: Seq2Seq<B::InnerBackend>,
+    {
+        let ModeJob {
+            mode: this,
+            config,
+            device,
+        } = self;
         B::seed(&device, 0);
-        let config = reference_config();
         let src = SourceBatch::<B> {
             ids: Tensor::from_data(
                 TensorData::new(random_ids(BATCH, SRC_LEN, 1), [BATCH, SRC_LEN]),
@@ -137,11 +213,11 @@ impl Job for RosettaMode {
             TensorData::new(column(1..TGT_LEN + 1), [BATCH, TGT_LEN]),
             &device,
         );
-        let warmup = if self.mode == "train" { 3 } else { 2 };
+        let warmup = if this.mode == "train" { 3 } else { 2 };
         let mut times = Vec::new();
         let params;
-        if self.mode == "train" {
-            let mut model = RnnSeq2Seq::<B>::new(&config, VOCAB, VOCAB, &device);
+        if this.mode == "train" {
+            let mut model = M::init(&config, VOCAB, VOCAB, &device).expect("bench model");
             params = count_parameters(&model);
             let mut optimizer = AnyOptimizer::new(&OptimizerSettings {
                 kind: OptimizerKind::Adam,
@@ -151,7 +227,7 @@ impl Job for RosettaMode {
                 beta2: 0.999,
                 epsilon: 1e-8,
             });
-            for i in 0..self.runs + warmup {
+            for i in 0..this.runs + warmup {
                 let t0 = Instant::now();
                 // The trainer's step: loss, backward, gradient norm (for clipping), Adam.
                 let (logits, _) = model.forward(&src, tgt_in.clone());
@@ -169,7 +245,7 @@ impl Job for RosettaMode {
                 }
             }
         } else {
-            let model = RnnSeq2Seq::<B::InnerBackend>::new(&config, VOCAB, VOCAB, &device);
+            let model = M::InnerModule::init(&config, VOCAB, VOCAB, &device).expect("bench model");
             params = count_parameters(&model);
             let src = SourceBatch::<B::InnerBackend> {
                 ids: src.ids.inner(),
@@ -190,9 +266,9 @@ impl Job for RosettaMode {
                 min_len: 0,
                 no_repeat_ngram: 0,
             };
-            for i in 0..self.runs + warmup {
+            for i in 0..this.runs + warmup {
                 let t0 = Instant::now();
-                let produced: usize = if self.mode == "greedy" {
+                let produced: usize = if this.mode == "greedy" {
                     greedy(&scorer, &src, |_| TGT_LEN)
                         .iter()
                         .map(|h| h.tokens.len())
@@ -213,7 +289,7 @@ impl Job for RosettaMode {
                 );
             }
         }
-        eprintln!("rosetta {} seconds per run: {times:.3?}", self.mode);
+        eprintln!("rosetta {} seconds per run: {times:.3?}", this.mode);
         times.sort_by(f64::total_cmp);
         (times[times.len() / 2], params)
     }
@@ -350,6 +426,7 @@ fn main() {
         let (median_s, params) = run_on(
             device,
             RosettaMode {
+                model: bench_model(),
                 mode: mode.clone(),
                 runs,
             },
@@ -363,14 +440,24 @@ fn main() {
     }
 
     let python = std::env::var("ROSETTA_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/benches/torch_attention_gru.py"
-    );
+    let model = bench_model();
+    let script = if model == "transformer" {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/benches/torch_transformer.py")
+    } else {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/benches/torch_attention_gru.py"
+        )
+    };
     let exe = std::env::current_exe().expect("own path");
     let rounds = rounds();
+    let shape = if model == "transformer" {
+        "pre-norm Transformer 3+3, d_model 256, 4 heads, ffn 1024"
+    } else {
+        "BiGRU 2x256, GRU 512, Bahdanau 512"
+    };
     println!(
-        "Rosetta vs PyTorch: BiGRU 2x256, GRU 512, Bahdanau 512, vocab {VOCAB}, batch {BATCH}x{TGT_LEN}, \
+        "Rosetta vs PyTorch: {shape}, vocab {VOCAB}, batch {BATCH}x{TGT_LEN}, \
          device {device_name}, {threads} threads, {rounds} rounds"
     );
     let mut rows = Vec::new();
