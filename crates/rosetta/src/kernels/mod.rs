@@ -1,7 +1,7 @@
 //! Fused CPU kernels with their own backward pass, for the operations where burn's general tensor
 //! operations cost the most: dense layers (and the same layer at every step of a recurrence),
 //! splitting a sequence into steps, Bahdanau's energies,
-//! the attention's softmax and context, the GRU gates, the label-smoothed cross-entropy and the
+//! the attention's softmax and context, the GRU gates, the Transformer decoder's key/value cache, the label-smoothed cross-entropy and the
 //! search's log-softmax; and, for search steps, the vocabulary projection with its weight packed once
 //! per model (inference only, no backward).
 //!
@@ -14,6 +14,7 @@ mod additive_energy;
 mod attend;
 mod cross_entropy;
 mod gru_gates;
+mod kv_cache;
 mod linear;
 mod log_softmax;
 mod packed_linear;
@@ -25,6 +26,7 @@ pub use additive_energy::additive_energy;
 pub use attend::attend;
 pub use cross_entropy::fused_cross_entropy;
 pub use gru_gates::gru_gates;
+pub use kv_cache::{gather_rows, write_position};
 pub use linear::{dense, linear};
 pub use log_softmax::{best_tokens, log_softmax, log_sum_exp};
 pub use packed_linear::{PackCache, WeightLayout};

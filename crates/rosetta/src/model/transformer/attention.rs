@@ -5,7 +5,7 @@
 //! not (padding, the future). `exp(−∞) = 0`, so masked keys receive exactly zero weight; every row
 //! keeps at least one key (a source has its `</s>`, a target position itself).
 
-use crate::kernels::linear;
+use crate::kernels::{gather_rows, linear, write_position};
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
@@ -134,9 +134,9 @@ impl<B: Backend> MultiHeadAttention<B> {
 /// Keys and values of the target positions decoded so far, for one decoder layer.
 ///
 /// Stored in a buffer `[n, heads, capacity, head_dim]` that doubles when full, and written in place
-/// (burn-flex writes into a buffer it holds alone): appending a step costs the step, not the whole
-/// cache, unlike a `cat` per step (quadratic, what made candle's T5 spend 75 % of decoding in
-/// concatenation).
+/// ([`write_position`]): appending a step costs the step, not the whole cache, unlike a `cat` per
+/// step (quadratic, what made candle's T5 spend 75 % of decoding in concatenation). Reordering
+/// copies only the positions in use ([`gather_rows`]).
 #[derive(Debug, Clone)]
 pub struct KvCache<B: Backend> {
     keys: Option<Tensor<B, 4>>,
@@ -172,7 +172,7 @@ fn append<B: Backend>(buffer: Option<Tensor<B, 4>>, len: usize, new: Tensor<B, 4
             }
         }
     };
-    buffer.slice_assign([0..n, 0..heads, len..len + 1, 0..hd], new)
+    write_position(buffer, len, new)
 }
 
 impl<B: Backend> KvCache<B> {
@@ -204,8 +204,8 @@ impl<B: Backend> KvCache<B> {
     /// Keeps rows `indices` (`[m]`, repeats allowed).
     pub fn select(self, indices: Tensor<B, 1, Int>) -> Self {
         KvCache {
-            keys: self.keys.map(|k| k.select(0, indices.clone())),
-            values: self.values.map(|v| v.select(0, indices)),
+            keys: self.keys.map(|k| gather_rows(k, indices.clone(), self.len)),
+            values: self.values.map(|v| gather_rows(v, indices, self.len)),
             len: self.len,
         }
     }
