@@ -422,6 +422,7 @@ fn an_rnn_and_a_transformer_on_one_text_pipeline_decode_as_one_ensemble() {
 /// proves that Rosetta's parameter names are the fixture's keys, no more and no fewer.
 #[test]
 fn the_layer_stack_matches_pytorch_with_the_same_weights() {
+    let _guard = serial();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/transformer-torch");
     for name in [
         "pre-sinusoidal-relu-tied",

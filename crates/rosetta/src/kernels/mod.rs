@@ -13,6 +13,7 @@
 mod additive_energy;
 mod attend;
 mod cross_entropy;
+mod dropout;
 mod gru_gates;
 mod kv_cache;
 mod linear;
@@ -25,6 +26,7 @@ mod time_steps;
 pub use additive_energy::additive_energy;
 pub use attend::attend;
 pub use cross_entropy::fused_cross_entropy;
+pub use dropout::dropout;
 pub use gru_gates::gru_gates;
 pub use kv_cache::{gather_rows, write_position};
 pub use linear::{dense, linear};

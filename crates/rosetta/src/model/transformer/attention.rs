@@ -5,6 +5,7 @@
 //! not (padding, the future). `exp(−∞) = 0`, so masked keys receive exactly zero weight; every row
 //! keeps at least one key (a source has its `</s>`, a target position itself).
 
+use crate::kernels;
 use crate::kernels::{gather_rows, linear, write_position};
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
 use burn::prelude::*;
@@ -112,7 +113,7 @@ impl<B: Backend> MultiHeadAttention<B> {
             None => scores,
         };
         let weights = softmax(scores, 3);
-        let context = self.dropout.forward(weights.clone()).matmul(v); // [batch, heads, tq, hd]
+        let context = kernels::dropout(weights.clone(), self.dropout.prob).matmul(v); // [batch, heads, tq, hd]
         let context = context.swap_dims(1, 2).reshape([batch, tq, heads * hd]);
         (linear(&self.out_proj, context), weights)
     }

@@ -6,6 +6,7 @@
 use super::attention::{KvCache, MultiHeadAttention, xavier_linear};
 use super::config::{Activation, NormPosition, TransformerConfig};
 use super::norm::LayerNorm;
+use crate::kernels;
 use crate::kernels::linear;
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
@@ -20,8 +21,8 @@ fn residual<B: Backend>(
     f: impl FnOnce(Tensor<B, 3>) -> Tensor<B, 3>,
 ) -> Tensor<B, 3> {
     match norm {
-        NormPosition::Pre => x.clone() + dropout.forward(f(layer_norm.forward(x))),
-        NormPosition::Post => layer_norm.forward(x.clone() + dropout.forward(f(x))),
+        NormPosition::Pre => x.clone() + kernels::dropout(f(layer_norm.forward(x)), dropout.prob),
+        NormPosition::Post => layer_norm.forward(x.clone() + kernels::dropout(f(x), dropout.prob)),
     }
 }
 
@@ -40,7 +41,7 @@ fn feed_forward<B: Backend>(
         Activation::Gelu => gelu(h),
         Activation::Swish => silu(h),
     };
-    linear(fc2, activation_dropout.forward(h))
+    linear(fc2, kernels::dropout(h, activation_dropout.prob))
 }
 
 /// Self-attention and feed-forward over the source.

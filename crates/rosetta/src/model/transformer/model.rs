@@ -7,6 +7,7 @@ use super::layers::{CrossMemory, DecoderLayer, EncoderLayer};
 use super::norm::LayerNorm;
 use super::positions::{learned_table, positions};
 use crate::error::{Error, Result};
+use crate::kernels;
 use crate::kernels::{PackCache, WeightLayout, dense};
 use crate::model::input::SourceBatch;
 use crate::search::{Scorer, Step};
@@ -164,7 +165,7 @@ impl<B: Backend> Transformer<B> {
             d,
             &tokens.device(),
         );
-        self.dropout.forward(tokens + pos)
+        kernels::dropout(tokens + pos, self.dropout.prob)
     }
 
     /// The encoder output `[batch, src_len, d_model]` and the padding bias `[batch, 1, 1, src_len]`.
