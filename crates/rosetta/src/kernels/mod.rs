@@ -20,6 +20,7 @@ mod linear;
 mod log_softmax;
 mod packed_linear;
 pub mod simd_math;
+mod step_attention;
 mod step_linear;
 mod time_steps;
 
@@ -32,6 +33,7 @@ pub use kv_cache::{gather_rows, write_position};
 pub use linear::{dense, linear};
 pub use log_softmax::{best_tokens, log_softmax, log_sum_exp};
 pub use packed_linear::{PackCache, WeightLayout};
+pub use step_attention::{contiguous, step_attention};
 pub use step_linear::StepLinear;
 pub use time_steps::time_steps;
 

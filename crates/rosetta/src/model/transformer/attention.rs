@@ -6,7 +6,9 @@
 //! keeps at least one key (a source has its `</s>`, a target position itself).
 
 use crate::kernels;
-use crate::kernels::{gather_rows, linear, write_position};
+use crate::kernels::{
+    PackCache, WeightLayout, gather_rows, linear, step_attention, write_position,
+};
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
@@ -58,6 +60,21 @@ pub struct MultiHeadAttention<B: Backend> {
     pub out_proj: Linear<B>,
     dropout: Dropout,
     heads: usize,
+    /// The four projections packed for search steps (not parameters).
+    #[module(skip)]
+    packs: [PackCache; 4],
+}
+
+/// `x W + b` for a search step `[n, d_in] → [n, d_out]`, with the weight packed once per model where
+/// the CPU runs that kernel.
+pub fn packed_linear<B: Backend>(
+    layer: &Linear<B>,
+    pack: &PackCache,
+    x: Tensor<B, 2>,
+) -> Tensor<B, 2> {
+    let bias = layer.bias.as_ref().map(|b| b.val());
+    pack.project(&x, &layer.weight.val(), WeightLayout::InOut, bias.as_ref())
+        .unwrap_or_else(|| linear(layer, x))
 }
 
 impl<B: Backend> MultiHeadAttention<B> {
@@ -70,6 +87,7 @@ impl<B: Backend> MultiHeadAttention<B> {
             out_proj: xavier_linear(d_model, d_model, true, device),
             dropout: DropoutConfig::new(dropout).init(),
             heads,
+            packs: Default::default(),
         }
     }
 
@@ -132,6 +150,67 @@ impl<B: Backend> MultiHeadAttention<B> {
     }
 }
 
+impl<B: Backend> MultiHeadAttention<B> {
+    /// Self-attention of a search step: `x` `[n, 1, d_model]` joins `cache` and reads every cached
+    /// position. Returns `[n, 1, d_model]`.
+    pub fn step_self(&self, x: Tensor<B, 3>, cache: &mut KvCache<B>) -> Tensor<B, 3> {
+        let [n, _, d] = x.dims();
+        let (heads, hd) = (self.heads, d / self.heads);
+        let x = x.reshape([n, d]);
+        let q = packed_linear(&self.q_proj, &self.packs[0], x.clone());
+        let k = packed_linear(&self.k_proj, &self.packs[1], x.clone()).reshape([n, heads, 1, hd]);
+        let v = packed_linear(&self.v_proj, &self.packs[2], x).reshape([n, heads, 1, hd]);
+        let (keys, values, len) = cache.push_buffers(k, v);
+        let context = match step_attention(q.clone(), keys.clone(), values.clone(), len, None) {
+            Some((context, _)) => context,
+            None => {
+                let q = q
+                    .reshape([n, 1, heads, hd])
+                    .swap_dims(1, 2)
+                    .mul_scalar((hd as f64).powf(-0.5));
+                let (keys, values) = (keys.narrow(2, 0, len), values.narrow(2, 0, len));
+                return self.attend(q, keys, values, None).0;
+            }
+        };
+        packed_linear(&self.out_proj, &self.packs[3], context).reshape([n, 1, d])
+    }
+
+    /// Cross-attention of a search step: `x` `[n, 1, d_model]` reads the source's `keys`/`values`
+    /// `[n, heads, src_len, head_dim]`. Returns `[n, 1, d_model]` and the weights
+    /// `[n, heads, 1, src_len]`.
+    pub fn step_cross(
+        &self,
+        x: Tensor<B, 3>,
+        keys: &Tensor<B, 4>,
+        values: &Tensor<B, 4>,
+        pad_bias: &Tensor<B, 4>,
+    ) -> (Tensor<B, 3>, Tensor<B, 4>) {
+        let [n, _, d] = x.dims();
+        let (heads, hd) = (self.heads, d / self.heads);
+        let src_len = keys.dims()[2];
+        let q = packed_linear(&self.q_proj, &self.packs[0], x.reshape([n, d]));
+        match step_attention(
+            q.clone(),
+            keys.clone(),
+            values.clone(),
+            src_len,
+            Some(pad_bias.clone()),
+        ) {
+            Some((context, weights)) => (
+                packed_linear(&self.out_proj, &self.packs[3], context).reshape([n, 1, d]),
+                weights.reshape([n, heads, 1, src_len]),
+            ),
+            None => {
+                let q = q
+                    .reshape([n, 1, heads, hd])
+                    .swap_dims(1, 2)
+                    .mul_scalar((hd as f64).powf(-0.5));
+                self.attend(q, keys.clone(), values.clone(), Some(pad_bias.clone()))
+            }
+        }
+    }
+}
+
 /// Keys and values of the target positions decoded so far, for one decoder layer.
 ///
 /// Stored in a buffer `[n, heads, capacity, head_dim]` that doubles when full, and written in place
@@ -187,19 +266,20 @@ impl<B: Backend> KvCache<B> {
         self.len == 0
     }
 
-    /// Appends one position (`[n, heads, 1, head_dim]` each) and returns the keys and values of
-    /// every position so far, `[n, heads, len, head_dim]` (views of the buffer).
-    pub fn push(&mut self, k: Tensor<B, 4>, v: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    /// Appends one position (`[n, heads, 1, head_dim]` each) and returns the whole buffers
+    /// `[n, heads, capacity, head_dim]` with the number of positions in use. Drop the returned
+    /// handles before the next push, which then writes in place.
+    pub fn push_buffers(
+        &mut self,
+        k: Tensor<B, 4>,
+        v: Tensor<B, 4>,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>, usize) {
         let keys = append(self.keys.take(), self.len, k);
         let values = append(self.values.take(), self.len, v);
         self.len += 1;
-        let out = (
-            keys.clone().narrow(2, 0, self.len),
-            values.clone().narrow(2, 0, self.len),
-        );
-        self.keys = Some(keys);
-        self.values = Some(values);
-        out
+        self.keys = Some(keys.clone());
+        self.values = Some(values.clone());
+        (keys, values, self.len)
     }
 
     /// Keeps rows `indices` (`[m]`, repeats allowed).

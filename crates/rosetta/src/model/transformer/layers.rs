@@ -3,10 +3,11 @@
 //! Names follow Hugging Face's Marian (`self_attn`, `self_attn_layer_norm`, `encoder_attn`,
 //! `encoder_attn_layer_norm`, `fc1`, `fc2`, `final_layer_norm`), so checkpoints map key for key.
 
-use super::attention::{KvCache, MultiHeadAttention, xavier_linear};
+use super::attention::{KvCache, MultiHeadAttention, packed_linear, xavier_linear};
 use super::config::{Activation, NormPosition, TransformerConfig};
 use super::norm::LayerNorm;
 use crate::kernels;
+use crate::kernels::PackCache;
 use crate::kernels::linear;
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
@@ -135,6 +136,9 @@ pub struct DecoderLayer<B: Backend> {
     activation: Activation,
     #[module(skip)]
     norm: NormPosition,
+    /// `fc1` and `fc2` packed for search steps (not parameters).
+    #[module(skip)]
+    ffn_packs: [PackCache; 2],
 }
 
 /// The source as one decoder layer reads it: cross-attention keys and values, computed once per
@@ -181,6 +185,7 @@ impl<B: Backend> DecoderLayer<B> {
             activation_dropout: DropoutConfig::new(config.activation_dropout).init(),
             activation: config.activation,
             norm: config.norm,
+            ffn_packs: Default::default(),
         }
     }
 
@@ -250,7 +255,9 @@ impl<B: Backend> DecoderLayer<B> {
     }
 
     /// One incremental step: `x` `[n, 1, d_model]` is the newest position; its keys and values join
-    /// `cache`, and it reads every cached position (all are in its past).
+    /// `cache`, and it reads every cached position (all are in its past). Dense layers use weights
+    /// packed once per model and attention a fused single-query kernel where the CPU backend runs
+    /// them; the arithmetic is that of [`Self::forward`] at this position.
     pub fn step(
         &self,
         x: Tensor<B, 3>,
@@ -263,13 +270,34 @@ impl<B: Backend> DecoderLayer<B> {
             &self.self_attn_layer_norm,
             &self.dropout,
             x,
+            |h| self.self_attn.step_self(h, cache),
+        );
+        let mut weights = None;
+        let x = residual(
+            self.norm,
+            &self.encoder_attn_layer_norm,
+            &self.dropout,
+            x,
             |h| {
-                let q = self.self_attn.queries(h.clone());
-                let (k, v) = self.self_attn.keys_values(h);
-                let (keys, values) = cache.push(k, v);
-                self.self_attn.attend(q, keys, values, None).0
+                let (out, w) =
+                    self.encoder_attn
+                        .step_cross(h, &memory.keys, &memory.values, pad_bias);
+                weights = Some(w);
+                out
             },
         );
-        self.cross_and_ffn(x, memory, pad_bias)
+        let x = residual(self.norm, &self.final_layer_norm, &self.dropout, x, |h| {
+            let [n, _, d] = h.dims();
+            let inner = packed_linear(&self.fc1, &self.ffn_packs[0], h.reshape([n, d]));
+            let inner = match self.activation {
+                Activation::Relu => relu(inner),
+                Activation::Gelu => gelu(inner),
+                Activation::Swish => silu(inner),
+            };
+            packed_linear(&self.fc2, &self.ffn_packs[1], inner).reshape([n, 1, d])
+        });
+        // `residual` always calls its sublayer once.
+        let weights = weights.unwrap_or_else(|| unreachable!("the cross-attention ran"));
+        (x, weights)
     }
 }

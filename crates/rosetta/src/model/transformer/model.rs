@@ -257,11 +257,18 @@ impl<B: Backend> Scorer<B> for Transformer<B> {
     fn start(&self, src: &SourceBatch<B>) -> Self::State {
         let (encoded, pad_bias) = self.encode(src);
         TransformerState {
+            // Laid out in order once, as every step reads them (the head split leaves a view).
             memory: self
                 .decoder
                 .layers
                 .iter()
-                .map(|layer| layer.cross_memory(encoded.clone()))
+                .map(|layer| {
+                    let m = layer.cross_memory(encoded.clone());
+                    CrossMemory {
+                        keys: kernels::contiguous(m.keys),
+                        values: kernels::contiguous(m.values),
+                    }
+                })
                 .collect(),
             pad_bias,
             caches: vec![KvCache::default(); self.decoder.layers.len()],
