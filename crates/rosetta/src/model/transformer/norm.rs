@@ -3,7 +3,6 @@
 
 use burn::module::Param;
 use burn::prelude::*;
-use burn::tensor::TensorPrimitive;
 
 /// `(x − mean) / √(var + ε) · weight + bias` over the last dimension.
 #[derive(Module, Debug)]
@@ -25,13 +24,18 @@ impl<B: Backend> LayerNorm<B> {
         }
     }
 
-    /// `[.., d_model] → [.., d_model]`, through the backend's own layer-norm operation.
+    /// `[.., d_model] → [.., d_model]`, one fused operation on the CPU
+    /// ([`crate::kernels::layer_norm`]).
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        Tensor::from_primitive(TensorPrimitive::Float(B::layer_norm(
-            x.into_primitive().tensor(),
-            self.weight.val().into_primitive().tensor(),
-            Some(self.bias.val().into_primitive().tensor()),
+        let dims = x.dims();
+        let d = dims[D - 1];
+        let rows = dims[..D - 1].iter().product();
+        crate::kernels::layer_norm(
+            x.reshape([rows, d]),
+            self.weight.val(),
+            self.bias.val(),
             self.eps,
-        )))
+        )
+        .reshape(dims)
     }
 }
