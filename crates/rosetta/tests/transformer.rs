@@ -356,6 +356,18 @@ fn resume_continues_a_transformer_run_exactly() {
             .collect::<Vec<_>>()
     };
     assert_eq!(scores(straight.path()), scores(split.path()));
+    // Checkpoint averaging reads Transformer checkpoints like any others.
+    let averaged = tempfile::tempdir().unwrap();
+    let out = averaged.path().join("avg");
+    let record = rosetta::train::average::average_checkpoints::<Flex>(
+        split.path(),
+        &rosetta::train::average::Selection::Last(2),
+        &out,
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!(record.steps, vec![15, 20]);
+    assert!(scores(&out).iter().all(|&b| f32::from_bits(b).is_finite()));
 }
 
 #[test]
