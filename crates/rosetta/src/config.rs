@@ -368,6 +368,29 @@ mod tests {
     }
 
     #[test]
+    fn transformer_configs_round_trip_and_name_unknown_keys() {
+        let config = Config::from_toml(
+            "[model]\narch = \"transformer\"\nd_model = 64\nheads = 4\nnorm = \"post\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.model.arch(), "transformer");
+        let text = config.to_toml().unwrap();
+        assert_eq!(Config::from_toml(&text).unwrap(), config);
+        let err = Config::from_toml("[model]\narch = \"transformer\"\ncell = \"gru\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cell") && err.contains("transformer"), "{err}");
+        let err = Config::from_toml("[model]\narch = \"lstm\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown model.arch = \"lstm\""), "{err}");
+        let err = Config::from_toml("[model]\narch = \"transformer\"\nd_model = 30\nheads = 4\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("multiple of model.heads"), "{err}");
+    }
+
+    #[test]
     fn resolved_config_round_trips() {
         let config = Config::default();
         let text = config.to_toml().unwrap();

@@ -495,3 +495,63 @@ fn the_layer_stack_matches_pytorch_with_the_same_weights() {
         );
     }
 }
+
+/// Past the cache's first capacity (16 positions, then 32) and across a reordering of rows, step
+/// `t` still equals position `t` of the full forward pass.
+#[test]
+fn incremental_decoding_survives_cache_growth_and_reordering() {
+    let _guard = serial();
+    let config = TransformerConfig {
+        max_positions: 64,
+        ..tiny(NormPosition::Post, PositionKind::Learned)
+    };
+    let m = model(&config, 21);
+    let (batch, len) = (3, 40);
+    let e = EOS as i32;
+    let src = SourceBatch {
+        ids: ids(vec![5, 6, 7, e, 9, 10, e, 0, 11, e, 0, 0], [batch, 4]),
+        lengths: vec![4, 3, 2],
+    };
+    let tgt: Vec<i32> = (0..batch * len)
+        .map(|i| {
+            if i % len == 0 {
+                BOS as i32
+            } else {
+                4 + (i * 7 % 19) as i32
+            }
+        })
+        .collect();
+    let tgt = ids(tgt, [batch, len]);
+    let (full, _) = m.forward(&src, tgt.clone());
+    let full = values(full);
+    // Rows are swapped after step 20: row r of the state then holds sentence order[r].
+    let swap = [2usize, 0, 1];
+    let mut order = [0usize, 1, 2];
+    let mut state = m.start(&src);
+    for t in 0..len {
+        if t == 20 {
+            let indices = Tensor::<Flex, 1, Int>::from_data(
+                TensorData::new(swap.iter().map(|&i| i as i32).collect::<Vec<_>>(), [batch]),
+                &Default::default(),
+            );
+            state = m.select(state, indices);
+            order = [order[swap[0]], order[swap[1]], order[swap[2]]];
+        }
+        let prev: Vec<i32> = order
+            .iter()
+            .map(|&s| tgt.clone().slice([s..s + 1, t..t + 1]).into_scalar())
+            .collect();
+        let step = m.step(ids(prev, [batch]), state);
+        state = step.state;
+        let got = values(step.logits);
+        for (row, &s) in order.iter().enumerate() {
+            let at = (s * len + t) * VOCAB;
+            assert_close(
+                &got[row * VOCAB..(row + 1) * VOCAB],
+                &full[at..at + VOCAB],
+                1e-4,
+                &format!("sentence {s} at step {t}"),
+            );
+        }
+    }
+}

@@ -3,7 +3,7 @@
 //! burn 0.21's `Dropout` draws every mask element from ChaCha through a generic Bernoulli sampler:
 //! on a Transformer training step (Multi30k, d_model 256, attention and activation dropout 0.1) that
 //! was 16 % of the samples (perf: `DistributionSampler::sample`, `Distribution::sampler`,
-//! ChaCha's core). Here each mask takes one draw from the backend's seeded generator, which seeds a
+//! ChaCha's core). Here each mask takes two draws from the backend's seeded generator, which seed a
 //! SplitMix64 stream for the whole mask, so runs stay reproducible from the seed and `--resume`
 //! replays the same masks; the mask is a constant, so autodiff's product rule gives the backward.
 

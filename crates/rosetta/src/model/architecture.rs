@@ -63,14 +63,6 @@ impl ModelConfig {
             ModelConfig::Transformer(c) => c.validate(),
         }
     }
-
-    /// The longest target the model can write (`None`: no limit of its own).
-    pub fn max_target_len(&self) -> Option<usize> {
-        match self {
-            ModelConfig::Transformer(c) => Some(c.max_positions),
-            ModelConfig::Rnn(_) => None,
-        }
-    }
 }
 
 impl Serialize for ModelConfig {

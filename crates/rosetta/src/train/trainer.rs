@@ -250,16 +250,17 @@ fn encode_valid(
     pipeline: &TextPipeline,
     source: &CorpusSource,
     batch_tokens: usize,
+    max_len: usize,
 ) -> Result<Valid> {
     // Keep every validation pair (no length filter, no empty-pair drop) so BLEU covers the whole set.
     let mut ids = ParallelIds::new();
     let mut refs = Vec::new();
     for pair in source.open()? {
         let pair = pair?;
-        ids.push(
-            &pipeline.encode_src(&pair.src)?,
-            &pipeline.encode_tgt(&pair.tgt)?,
-        );
+        // Sources are truncated to the longest the model reads, as `translate` does.
+        let mut src = pipeline.encode_src(&pair.src)?;
+        src.truncate(max_len);
+        ids.push(&src, &pipeline.encode_tgt(&pair.tgt)?);
         refs.push(pair.tgt.trim().to_owned());
     }
     let (src_lens, tgt_lens) = ids.batch_lengths();
@@ -410,7 +411,12 @@ where
         let planner = BatchPlanner::new(src_lens, tgt_lens, train_cfg.batch_tokens)?;
         let valid = match &data.valid {
             Some(source) => {
-                let valid = encode_valid(&pipeline, source, train_cfg.batch_tokens)?;
+                let valid = encode_valid(
+                    &pipeline,
+                    source,
+                    train_cfg.batch_tokens,
+                    config.text.max_len,
+                )?;
                 if valid.ids.is_empty() {
                     return Err(Error::Config(format!(
                         "the validation data {} is empty",

@@ -7,8 +7,10 @@
 //!   final LayerNorm over each stack) trains deep stacks without warmup tricks (Xiong et al. 2020) and
 //!   is fairseq's `--encoder-normalize-before`. Pre-norm is the default.
 //! - `positions`: Vaswani et al.'s sinusoids interleave sin (even dimensions) and cos (odd);
-//!   fairseq, Marian and Hugging Face's Marian put sin in the first half and cos in the second
-//!   (`sinusoidal-halves`); `learned` is a trained table (Gehring et al. 2017; BERT).
+//!   Hugging Face's Marian (OPUS-MT) puts sin in the first half and cos in the second with the same
+//!   frequencies (`sinusoidal-halves`); `learned` is a trained table (Gehring et al. 2017; BERT).
+//!   fairseq's layout also puts sin first but with frequencies `exp(−i·ln 10000 / (d/2 − 1))` and
+//!   positions from `padding_idx + 1`: not one of these, so fairseq checkpoints need their own variant.
 //! - `scale_embeddings`: multiply embeddings by √d_model (Vaswani et al. §3.4).
 //! - `share_embeddings` / `tie_output`: one table for source and target (needs a joint vocabulary) and
 //!   the output projection tied to the target table (Press & Wolf 2017; Vaswani et al. §3.4).
@@ -35,8 +37,8 @@ pub enum PositionKind {
     /// `PE(p, 2i) = sin(p / 10000^(2i/d))`, `PE(p, 2i+1) = cos(…)` (Vaswani et al. §3.5).
     #[default]
     Sinusoidal,
-    /// The same frequencies with every sin in the first half and every cos in the second (Marian,
-    /// fairseq, Hugging Face `MarianSinusoidalPositionalEmbedding`).
+    /// The same frequencies with every sin in the first half and every cos in the second (Hugging
+    /// Face's `MarianSinusoidalPositionalEmbedding`, OPUS-MT).
     SinusoidalHalves,
     /// A trained `[max_positions, d_model]` table.
     Learned,

@@ -59,15 +59,19 @@ pub fn positions<B: Backend>(
 ) -> Tensor<B, 3> {
     match (kind, table) {
         (PositionKind::Learned, Some(table)) => {
-            // Positions past the table reuse its last row instead of failing: the search caps
-            // outputs at `max_positions` (`Scorer::max_len`) and `Config::validate` keeps sources
-            // below it, so this only guards against misuse.
+            // Positions past the table reuse its last row instead of failing. Searches stop at
+            // `max_positions` (`Scorer::max_len`), and translation and validation truncate sources
+            // to `text.max_len` < `max_positions` (`Config::validate`); only teacher-forced scoring of
+            // a reference longer than the table reaches this.
             let last = table.weight.dims()[0].saturating_sub(1);
             let ids: Vec<i32> = (start..start + len).map(|p| p.min(last) as i32).collect();
             let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [len]), device);
             table
                 .forward(ids.reshape([1, len]))
                 .expand([batch, len, d_model])
+        }
+        (PositionKind::Learned, None) => {
+            unreachable!("`Transformer::new` gives learned positions their table")
         }
         _ => Tensor::<B, 2>::from_data(
             TensorData::new(sinusoid(kind, start, len, d_model), [len, d_model]),
