@@ -151,6 +151,16 @@ impl<B: Backend> MultiHeadAttention<B> {
 }
 
 impl<B: Backend> MultiHeadAttention<B> {
+    /// Projected step queries `[n, d_model]` split into heads and scaled as [`Self::queries`] does:
+    /// `[n, heads, 1, head_dim]` (the fallback where the fused step kernel does not apply).
+    fn step_heads(&self, q: Tensor<B, 2>) -> Tensor<B, 4> {
+        let [n, d] = q.dims();
+        let hd = d / self.heads;
+        q.reshape([n, 1, self.heads, hd])
+            .swap_dims(1, 2)
+            .mul_scalar((hd as f64).powf(-0.5))
+    }
+
     /// Self-attention of a search step: `x` `[n, 1, d_model]` joins `cache` and reads every cached
     /// position. Returns `[n, 1, d_model]`.
     pub fn step_self(&self, x: Tensor<B, 3>, cache: &mut KvCache<B>) -> Tensor<B, 3> {
@@ -164,10 +174,7 @@ impl<B: Backend> MultiHeadAttention<B> {
         let context = match step_attention(q.clone(), keys.clone(), values.clone(), len, None) {
             Some((context, _)) => context,
             None => {
-                let q = q
-                    .reshape([n, 1, heads, hd])
-                    .swap_dims(1, 2)
-                    .mul_scalar((hd as f64).powf(-0.5));
+                let q = self.step_heads(q);
                 let (keys, values) = (keys.narrow(2, 0, len), values.narrow(2, 0, len));
                 return self.attend(q, keys, values, None).0;
             }
@@ -186,7 +193,7 @@ impl<B: Backend> MultiHeadAttention<B> {
         pad_bias: &Tensor<B, 4>,
     ) -> (Tensor<B, 3>, Tensor<B, 4>) {
         let [n, _, d] = x.dims();
-        let (heads, hd) = (self.heads, d / self.heads);
+        let heads = self.heads;
         let src_len = keys.dims()[2];
         let q = packed_linear(&self.q_proj, &self.packs[0], x.reshape([n, d]));
         match step_attention(
@@ -201,10 +208,7 @@ impl<B: Backend> MultiHeadAttention<B> {
                 weights.reshape([n, heads, 1, src_len]),
             ),
             None => {
-                let q = q
-                    .reshape([n, 1, heads, hd])
-                    .swap_dims(1, 2)
-                    .mul_scalar((hd as f64).powf(-0.5));
+                let q = self.step_heads(q);
                 self.attend(q, keys.clone(), values.clone(), Some(pad_bias.clone()))
             }
         }

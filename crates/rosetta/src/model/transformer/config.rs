@@ -57,6 +57,21 @@ pub enum Activation {
     Swish,
 }
 
+impl Activation {
+    /// Applies the nonlinearity element-wise.
+    pub fn apply<B: burn::prelude::Backend, const D: usize>(
+        self,
+        x: burn::prelude::Tensor<B, D>,
+    ) -> burn::prelude::Tensor<B, D> {
+        use burn::tensor::activation::{gelu, relu, silu};
+        match self {
+            Activation::Relu => relu(x),
+            Activation::Gelu => gelu(x),
+            Activation::Swish => silu(x),
+        }
+    }
+}
+
 /// Architecture of a Transformer encoder-decoder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -11,7 +11,6 @@ use crate::kernels::PackCache;
 use crate::kernels::linear;
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, relu, silu};
 
 /// A residual sublayer with its LayerNorm: `x + f(LN(x))` (pre) or `LN(x + f(x))` (post).
 fn residual<B: Backend>(
@@ -36,12 +35,7 @@ fn feed_forward<B: Backend>(
     activation_dropout: &Dropout,
     x: Tensor<B, 3>,
 ) -> Tensor<B, 3> {
-    let h = linear(fc1, x); // [batch, len, ffn_size]
-    let h = match activation {
-        Activation::Relu => relu(h),
-        Activation::Gelu => gelu(h),
-        Activation::Swish => silu(h),
-    };
+    let h = activation.apply(linear(fc1, x)); // [batch, len, ffn_size]
     linear(fc2, kernels::dropout(h, activation_dropout.prob))
 }
 
@@ -288,12 +282,11 @@ impl<B: Backend> DecoderLayer<B> {
         );
         let x = residual(self.norm, &self.final_layer_norm, &self.dropout, x, |h| {
             let [n, _, d] = h.dims();
-            let inner = packed_linear(&self.fc1, &self.ffn_packs[0], h.reshape([n, d]));
-            let inner = match self.activation {
-                Activation::Relu => relu(inner),
-                Activation::Gelu => gelu(inner),
-                Activation::Swish => silu(inner),
-            };
+            let inner = self.activation.apply(packed_linear(
+                &self.fc1,
+                &self.ffn_packs[0],
+                h.reshape([n, d]),
+            ));
             packed_linear(&self.fc2, &self.ffn_packs[1], inner).reshape([n, 1, d])
         });
         // `residual` always calls its sublayer once.
