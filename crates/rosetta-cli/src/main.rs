@@ -8,6 +8,7 @@ mod prepare;
 mod progress;
 mod quickstart;
 mod score;
+mod serve;
 mod train;
 mod translate;
 
@@ -38,6 +39,8 @@ enum Command {
     Average(average::Args),
     /// Score hypotheses against references with BLEU and chrF, exactly as sacreBLEU does.
     Score(score::Args),
+    /// Serve models over HTTP: a JSON API, a LibreTranslate-compatible API and a web page.
+    Serve(serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         Command::Prepare(args) => prepare::run(args),
         Command::Average(args) => average::run(args),
         Command::Score(args) => score::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -261,7 +261,37 @@ impl<B: Backend> Translator<B> {
         options: &TranslateOptions,
         first: u64,
     ) -> Result<Vec<Translation>> {
+        let ids: Vec<u64> = (first..first + lines.len() as u64).collect();
+        self.translate_with_ids(lines, options, &ids)
+    }
+
+    /// How many source pieces the model reads for `line` (after truncation to the maximum length),
+    /// without `</s>`: what a line costs in a token-limited batch.
+    pub fn source_len(&self, line: &str) -> Result<usize> {
+        Ok(self
+            .pipeline
+            .src_pieces(line)?
+            .len()
+            .min(self.max_source_len()))
+    }
+
+    /// Like [`Translator::translate`], with each line's sampling seed given by `sentence_ids` (one
+    /// per line): lines batched together from different requests then sample exactly as they would
+    /// alone. Beam search and greedy decoding ignore the ids.
+    pub fn translate_with_ids(
+        &self,
+        lines: &[&str],
+        options: &TranslateOptions,
+        sentence_ids: &[u64],
+    ) -> Result<Vec<Translation>> {
         options.validate()?;
+        if sentence_ids.len() != lines.len() {
+            return Err(Error::Config(format!(
+                "{} lines but {} sentence ids",
+                lines.len(),
+                sentence_ids.len()
+            )));
+        }
         let max_len = self.max_source_len();
         let mut out = Vec::with_capacity(lines.len());
         let mut ids = Vec::with_capacity(lines.len());
@@ -281,10 +311,10 @@ impl<B: Backend> Translator<B> {
         for chunk in Self::batches(&lengths, budget) {
             let padded = PaddedIds::new(chunk.iter().map(|&i| ids[i].as_slice()), false, true);
             let src = source_batch::<B>(&padded, &self.device);
-            let sentence_ids: Vec<u64> = chunk.iter().map(|&i| first + i as u64).collect();
+            let chunk_ids: Vec<u64> = chunk.iter().map(|&i| sentence_ids[i]).collect();
             let hyps = match self.models.as_slice() {
-                [model] => decode(model, &src, options, &sentence_ids),
-                models => decode(&Ensemble::new(models)?, &src, options, &sentence_ids),
+                [model] => decode(model, &src, options, &chunk_ids),
+                models => decode(&Ensemble::new(models)?, &src, options, &chunk_ids),
             };
             for (hyps, &i) in hyps.into_iter().zip(&chunk) {
                 let mut candidates = Vec::with_capacity(hyps.len());

@@ -1,0 +1,321 @@
+//! Dynamic batching: texts from concurrent requests for one model and one set of decoding options are
+//! decoded together, on a pool of decoding threads.
+//!
+//! Requests enter one bounded queue (counted in texts). An idle worker forms the next batch: it takes
+//! the oldest request, waits up to `max_wait_ms` for others with the same model and options to arrive
+//! (or until the batch is full), takes them, and decodes while the next idle worker forms the next
+//! batch. Only one worker forms a batch at a time, so batches grow while all workers are busy: under
+//! load the batches fill up, when idle a lone request waits at most `max_wait_ms`. A request's texts
+//! are never split across batches (an array `q` is one batch), and one slow batch holds only its
+//! own worker.
+
+use crate::config::BatchConfig;
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use rosetta::translate::{TranslateOptions, Translation};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// The translations of one request, with where its time went.
+#[derive(Debug)]
+pub struct Finished {
+    /// One translation per text, in order.
+    pub translations: Vec<Translation>,
+    /// Time spent waiting in the queue.
+    pub queued: Duration,
+    /// Time spent decoding the batch it was part of.
+    pub decoding: Duration,
+    /// Texts in that batch (this request's and others').
+    pub batch_texts: usize,
+}
+
+/// A request waiting to be decoded.
+pub struct Job {
+    /// Which model.
+    pub model: Arc<dyn Engine>,
+    /// Identifies the model for grouping (its index in the server's list).
+    pub model_index: usize,
+    /// The texts.
+    pub texts: Vec<String>,
+    /// Source pieces per text (what it costs in a batch).
+    pub tokens: Vec<usize>,
+    /// Decoding options (only requests with equal options share a batch).
+    pub options: TranslateOptions,
+    /// Sampling seed per text.
+    pub sentence_ids: Vec<u64>,
+    /// Set when the request gave up waiting; the job is then dropped, not decoded.
+    pub cancelled: Arc<AtomicBool>,
+    /// Where the answer goes.
+    pub reply: oneshot::Sender<Result<Finished, String>>,
+    /// When it entered the queue.
+    pub enqueued: Instant,
+}
+
+/// Why a job was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejected {
+    /// The queue holds as many texts as allowed.
+    Full,
+    /// The server is shutting down.
+    Closed,
+}
+
+struct Queue {
+    jobs: VecDeque<Job>,
+    texts: usize,
+    closed: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    arrived: Condvar,
+    /// Held by the one worker that is forming a batch.
+    forming: Mutex<()>,
+    capacity: usize,
+    config: BatchConfig,
+    metrics: Arc<Metrics>,
+}
+
+/// The queue and its decoding threads.
+pub struct Batcher {
+    shared: Arc<Shared>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// A poisoned lock means a thread panicked while holding it; the queue itself stays consistent
+/// (every change to it is a single push or pop), so serving goes on.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Batcher {
+    /// Starts `workers` decoding threads over a queue of at most `capacity` texts.
+    pub fn start(
+        workers: usize,
+        capacity: usize,
+        config: BatchConfig,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                jobs: VecDeque::new(),
+                texts: 0,
+                closed: false,
+            }),
+            arrived: Condvar::new(),
+            forming: Mutex::new(()),
+            capacity,
+            config,
+            metrics,
+        });
+        let mut handles = Vec::with_capacity(workers);
+        for i in 0..workers.max(1) {
+            let shared = Arc::clone(&shared);
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("rosetta-decode-{i}"))
+                    .spawn(move || {
+                        rosetta::device::flush_subnormals();
+                        while let Some(batch) = next_batch(&shared) {
+                            decode(batch, &shared.metrics);
+                        }
+                    })?,
+            );
+        }
+        Ok(Batcher {
+            shared,
+            workers: Mutex::new(handles),
+        })
+    }
+
+    /// Queues a job, or says why not.
+    pub fn submit(&self, job: Job) -> Result<(), Rejected> {
+        let mut q = lock(&self.shared.queue);
+        if q.closed {
+            return Err(Rejected::Closed);
+        }
+        if q.texts + job.texts.len() > self.shared.capacity {
+            return Err(Rejected::Full);
+        }
+        q.texts += job.texts.len();
+        self.shared.metrics.queue_texts.set(q.texts as i64);
+        q.jobs.push_back(job);
+        drop(q);
+        self.shared.arrived.notify_all();
+        Ok(())
+    }
+
+    /// Texts waiting.
+    pub fn queued_texts(&self) -> usize {
+        lock(&self.shared.queue).texts
+    }
+
+    /// Whether new jobs are still accepted.
+    pub fn is_open(&self) -> bool {
+        !lock(&self.shared.queue).closed
+    }
+
+    /// Stops accepting jobs, decodes every job already queued, and waits for the workers to end.
+    pub fn shutdown(&self) {
+        lock(&self.shared.queue).closed = true;
+        self.shared.arrived.notify_all();
+        let handles = std::mem::take(&mut *lock(&self.workers));
+        for h in handles {
+            // A worker that panicked has already answered (or dropped) its jobs; nothing to add.
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Batcher {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Whether `job` may share a batch with `first`.
+fn compatible(first: &Job, job: &Job) -> bool {
+    first.model_index == job.model_index && first.options == job.options
+}
+
+/// Texts and padded tokens the jobs compatible with the oldest one would make, in queue order,
+/// within the limits; the oldest job always fits.
+fn plan(q: &Queue, config: &BatchConfig) -> (Vec<usize>, bool) {
+    let Some(first) = q.jobs.front() else {
+        return (Vec::new(), false);
+    };
+    let (mut texts, mut longest, mut chosen) = (0usize, 0usize, Vec::new());
+    let mut full = false;
+    for (i, job) in q.jobs.iter().enumerate() {
+        if !compatible(first, job) {
+            continue;
+        }
+        let n = job.texts.len();
+        let long = job.tokens.iter().copied().max().unwrap_or(0).max(longest);
+        // Padded cost, as the translator batches: every row as long as the longest.
+        let cost = (texts + n) * (long + 1);
+        if !chosen.is_empty() && (texts + n > config.max_texts || cost > config.max_tokens) {
+            full = true;
+            break;
+        }
+        chosen.push(i);
+        texts += n;
+        longest = long;
+        if texts >= config.max_texts || cost >= config.max_tokens {
+            full = true;
+            break;
+        }
+    }
+    (chosen, full)
+}
+
+/// Blocks until a batch is ready (or the queue is closed and empty: `None`).
+fn next_batch(shared: &Shared) -> Option<Vec<Job>> {
+    let _forming = lock(&shared.forming);
+    let mut q = lock(&shared.queue);
+    loop {
+        // Drop requests that gave up waiting.
+        let before = q.jobs.len();
+        q.jobs.retain(|j| !j.cancelled.load(Ordering::Relaxed));
+        if q.jobs.len() != before {
+            q.texts = q.jobs.iter().map(|j| j.texts.len()).sum();
+        }
+        let Some(first) = q.jobs.front() else {
+            if q.closed {
+                return None;
+            }
+            q = shared
+                .arrived
+                .wait(q)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            continue;
+        };
+        let deadline = first.enqueued + Duration::from_millis(shared.config.max_wait_ms);
+        let (chosen, full) = plan(&q, &shared.config);
+        let now = Instant::now();
+        if full || now >= deadline || q.closed {
+            let mut batch = Vec::with_capacity(chosen.len());
+            // Highest index first, so the earlier indices stay valid.
+            for &i in chosen.iter().rev() {
+                if let Some(job) = q.jobs.remove(i) {
+                    batch.push(job);
+                }
+            }
+            batch.reverse();
+            q.texts -= batch.iter().map(|j| j.texts.len()).sum::<usize>();
+            shared.metrics.queue_texts.set(q.texts as i64);
+            return Some(batch);
+        }
+        q = shared
+            .arrived
+            .wait_timeout(q, deadline - now)
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .0;
+    }
+}
+
+/// Decodes one batch and answers each of its requests.
+fn decode(batch: Vec<Job>, metrics: &Metrics) {
+    let Some(first) = batch.first() else { return };
+    let model = Arc::clone(&first.model);
+    let options = first.options.clone();
+    let lines: Vec<&str> = batch
+        .iter()
+        .flat_map(|j| j.texts.iter().map(String::as_str))
+        .collect();
+    let ids: Vec<u64> = batch
+        .iter()
+        .flat_map(|j| j.sentence_ids.iter().copied())
+        .collect();
+    let started = Instant::now();
+    // A panic inside the model would be a bug; it must cost this batch its answers, not the worker.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        model.translate(&lines, &options, &ids)
+    }));
+    let decoding = started.elapsed();
+    let batch_texts = lines.len();
+    metrics.batch_texts.observe(batch_texts as f64);
+    metrics.decode_seconds.inc_by(decoding.as_secs_f64());
+    let mut translations = match result {
+        Ok(Ok(t)) => {
+            let tokens: usize = t
+                .iter()
+                .flat_map(|t| t.candidates.first())
+                .map(|c| c.pieces.len() + 1)
+                .sum();
+            metrics.output_tokens.inc_by(tokens as u64);
+            metrics.translated_texts.inc_by(t.len() as u64);
+            t.into_iter()
+        }
+        Ok(Err(e)) => {
+            let message = format!("translation failed: {e}");
+            for job in batch {
+                let _ = job.reply.send(Err(message.clone()));
+            }
+            return;
+        }
+        Err(_) => {
+            tracing::error!("the model panicked while decoding a batch of {batch_texts} texts");
+            for job in batch {
+                let _ = job
+                    .reply
+                    .send(Err("internal error while translating".to_owned()));
+            }
+            return;
+        }
+    };
+    for job in batch {
+        let mine: Vec<Translation> = translations.by_ref().take(job.texts.len()).collect();
+        // The receiver is gone when the request timed out meanwhile; nothing to do then.
+        let _ = job.reply.send(Ok(Finished {
+            translations: mine,
+            queued: started.saturating_duration_since(job.enqueued),
+            decoding,
+            batch_texts,
+        }));
+    }
+}

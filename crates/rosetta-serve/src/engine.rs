@@ -1,0 +1,61 @@
+//! A loaded model behind one object-safe interface, so the server is not generic over burn's backends.
+//!
+//! The device (CPU or CUDA) is chosen once, when the binary loads the models; from then on the
+//! server only sees `Arc<dyn Engine>`.
+
+use rosetta::burn::tensor::backend::Backend;
+use rosetta::translate::{TranslateOptions, Translation, Translator};
+
+/// What the server needs from a model: translate a batch of lines, and count a line's source pieces.
+pub trait Engine: Send + Sync {
+    /// Translates `lines` (one translation per line, in order), seeding sampling per line by
+    /// `sentence_ids`.
+    fn translate(
+        &self,
+        lines: &[&str],
+        options: &TranslateOptions,
+        sentence_ids: &[u64],
+    ) -> rosetta::Result<Vec<Translation>>;
+
+    /// Source pieces the model reads for `line` (truncated at its maximum length).
+    fn source_len(&self, line: &str) -> rosetta::Result<usize>;
+
+    /// Longest source the model reads, in pieces.
+    fn max_source_len(&self) -> usize;
+
+    /// How many models vote on every token (1 for a single model).
+    fn ensemble_size(&self) -> usize;
+
+    /// The model's architecture (`rnn` or `transformer`).
+    fn arch(&self) -> &'static str;
+}
+
+impl<B: Backend> Engine for Translator<B>
+where
+    Translator<B>: Send + Sync,
+{
+    fn translate(
+        &self,
+        lines: &[&str],
+        options: &TranslateOptions,
+        sentence_ids: &[u64],
+    ) -> rosetta::Result<Vec<Translation>> {
+        self.translate_with_ids(lines, options, sentence_ids)
+    }
+
+    fn source_len(&self, line: &str) -> rosetta::Result<usize> {
+        Translator::source_len(self, line)
+    }
+
+    fn max_source_len(&self) -> usize {
+        Translator::max_source_len(self)
+    }
+
+    fn ensemble_size(&self) -> usize {
+        Translator::ensemble_size(self)
+    }
+
+    fn arch(&self) -> &'static str {
+        self.config().model.arch()
+    }
+}

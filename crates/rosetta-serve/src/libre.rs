@@ -1,0 +1,426 @@
+//! The LibreTranslate-compatible API, so existing clients work unchanged: `POST /translate`,
+//! `GET /languages`, `POST /detect`, `GET /frontend/settings`. Parameters arrive as JSON or as
+//! form data (LibreTranslate reads both, and the query string); answers, error messages and status
+//! codes follow LibreTranslate 1.9 (`libretranslate/app.py`).
+
+use crate::app::{AppState, Shared, body_error};
+use crate::error::ApiError;
+use crate::html::HtmlDoc;
+use crate::languages;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use rosetta::search::BeamConfig;
+use rosetta::translate::TranslateOptions;
+use serde_json::{Value, json};
+
+/// `q`: one text or a list (JSON only).
+#[derive(Debug, Clone, PartialEq)]
+enum Query {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// The parameters of a LibreTranslate request, from either encoding.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Params {
+    q: Option<Query>,
+    source: Option<String>,
+    target: Option<String>,
+    format: Option<String>,
+    alternatives: Option<String>,
+    api_key: Option<String>,
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            let v = v
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            v == "application/json" || v.ends_with("+json")
+        })
+}
+
+/// Reads the parameters as LibreTranslate does: a JSON object when the body is JSON, otherwise
+/// form fields and the query string.
+fn params(headers: &HeaderMap, query: Option<&str>, body: &[u8]) -> Result<Params, ApiError> {
+    let mut p = Params::default();
+    if is_json(headers) {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(p);
+        }
+        let value: Value = serde_json::from_slice(body).map_err(|_| {
+            ApiError::bad_request(
+                "The browser (or proxy) sent a request that this server could not understand.",
+            )
+        })?;
+        let Value::Object(map) = value else {
+            return Err(ApiError::bad_request("Invalid JSON format"));
+        };
+        let text = |key: &str| -> Result<Option<String>, ApiError> {
+            match map.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(Value::Number(n)) if key == "alternatives" => Ok(Some(n.to_string())),
+                Some(_) => Err(ApiError::bad_request(format!(
+                    "Invalid request: {key} must be a string"
+                ))),
+            }
+        };
+        p.q = match map.get("q") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(Query::One(s.clone())),
+            Some(Value::Array(items)) => Some(Query::Many(
+                items
+                    .iter()
+                    .map(|v| v.as_str().map(str::to_owned))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            "Invalid request: q must be a string or a list of strings",
+                        )
+                    })?,
+            )),
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "Invalid request: q must be a string or a list of strings",
+                ));
+            }
+        };
+        p.source = text("source")?;
+        p.target = text("target")?;
+        p.format = text("format")?;
+        p.alternatives = text("alternatives")?;
+        p.api_key = text("api_key")?;
+        return Ok(p);
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if content_type.starts_with("multipart/") {
+        return Err(ApiError::bad_request(
+            "Invalid request: multipart bodies are not supported; send JSON or form data (application/x-www-form-urlencoded)",
+        ));
+    }
+    if std::str::from_utf8(body).is_err() {
+        return Err(ApiError::bad_request(
+            "Invalid request: the body is not valid UTF-8",
+        ));
+    }
+    let fields =
+        form_urlencoded::parse(query.unwrap_or("").as_bytes()).chain(form_urlencoded::parse(body));
+    for (key, value) in fields {
+        let value = value.into_owned();
+        match key.as_ref() {
+            "q" => p.q = p.q.or(Some(Query::One(value))),
+            "source" => p.source = p.source.or(Some(value)),
+            "target" => p.target = p.target.or(Some(value)),
+            "format" => p.format = p.format.or(Some(value)),
+            "alternatives" => p.alternatives = p.alternatives.or(Some(value)),
+            "api_key" => p.api_key = p.api_key.or(Some(value)),
+            _ => {}
+        }
+    }
+    Ok(p)
+}
+
+/// LibreTranslate's access check: 400 for a missing key, 403 for a wrong one.
+fn check_key(state: &AppState, key: Option<&str>) -> Result<(), ApiError> {
+    match state.check_key(key) {
+        Ok(()) => Ok(()),
+        Err(true) => Err(ApiError::bad_request(
+            "Please contact the server operator to get an API key",
+        )),
+        Err(false) => Err(ApiError::new(StatusCode::FORBIDDEN, "Invalid API key")),
+    }
+}
+
+fn missing(name: &str) -> ApiError {
+    ApiError::bad_request(format!("Invalid request: missing {name} parameter"))
+}
+
+/// Every language code the server knows, sources first, in configuration order.
+fn all_codes(state: &AppState) -> Vec<String> {
+    let mut codes: Vec<String> = Vec::new();
+    for (s, t) in state.models.iter().filter_map(|m| m.pair.as_ref()) {
+        for c in [s, t] {
+            if !codes.contains(c) {
+                codes.push(c.clone());
+            }
+        }
+    }
+    codes
+}
+
+/// Source languages served (distinct, in configuration order).
+fn source_codes(state: &AppState) -> Vec<String> {
+    let mut codes: Vec<String> = Vec::new();
+    for (s, _) in state.models.iter().filter_map(|m| m.pair.as_ref()) {
+        if !codes.contains(s) {
+            codes.push(s.clone());
+        }
+    }
+    codes
+}
+
+/// `POST /translate`.
+pub async fn translate(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body = body.map_err(|r| body_error(r, state.config.limits.max_body_bytes))?;
+    let p = params(&headers, query.as_deref(), &body)?;
+    check_key(&state, p.api_key.as_deref())?;
+    let (texts, many) = match p.q {
+        Some(Query::One(s)) if !s.is_empty() => (vec![s], false),
+        Some(Query::Many(v)) if !v.is_empty() => (v, true),
+        _ => return Err(missing("q")),
+    };
+    let source = p
+        .source
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| missing("source"))?
+        .to_lowercase();
+    let target = p
+        .target
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| missing("target"))?
+        .to_lowercase();
+    let alternatives: usize = match p.alternatives.as_deref().map(str::trim) {
+        None | Some("") => 0,
+        Some(a) => a.parse().map_err(|_| {
+            ApiError::bad_request("Invalid request: alternatives parameter is not a number")
+        })?,
+    };
+    let max_beam = state.config.limits.max_beam;
+    if alternatives + 1 > max_beam {
+        return Err(ApiError::bad_request(format!(
+            "Invalid request: alternatives parameter must be <= {}",
+            max_beam - 1
+        )));
+    }
+    state.check_texts(&texts)?;
+    let codes = all_codes(&state);
+    let (index, detected) = if source == "auto" {
+        let candidates: Vec<usize> = (0..state.models.len())
+            .filter(|&i| {
+                state.models[i]
+                    .pair
+                    .as_ref()
+                    .is_some_and(|(_, t)| *t == target)
+            })
+            .collect();
+        match candidates.as_slice() {
+            [i] => (*i, state.models[*i].pair.as_ref().map(|p| p.0.clone())),
+            [] => return Err(ApiError::bad_request(format!("{target} is not supported"))),
+            several => {
+                let from: Vec<&str> = several
+                    .iter()
+                    .filter_map(|&i| state.models[i].pair.as_ref().map(|p| p.0.as_str()))
+                    .collect();
+                return Err(ApiError::bad_request(format!(
+                    "source \"auto\" needs language detection, which this server does not do: \
+                     {} models translate into {target} (from {}); name the source language",
+                    several.len(),
+                    from.join(", ")
+                )));
+            }
+        }
+    } else {
+        if !codes.contains(&source) {
+            return Err(ApiError::bad_request(format!("{source} is not supported")));
+        }
+        if !codes.contains(&target) {
+            return Err(ApiError::bad_request(format!("{target} is not supported")));
+        }
+        let index = state.model_for_pair(&source, &target).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "{} ({target}) is not available as a target language from {} ({source})",
+                languages::name(&target),
+                languages::name(&source)
+            ))
+        })?;
+        (index, None)
+    };
+    let html = match p.format.as_deref().unwrap_or("text") {
+        "text" | "" => false,
+        "html" => true,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "{other} format is not supported"
+            )));
+        }
+    };
+    // HTML: every document's text nodes, all in one batch.
+    let docs: Vec<HtmlDoc> = if html {
+        texts.iter().map(|t| HtmlDoc::parse(t)).collect()
+    } else {
+        Vec::new()
+    };
+    let inputs: Vec<String> = if html {
+        docs.iter()
+            .flat_map(|d| d.texts().into_iter().map(str::to_owned))
+            .collect()
+    } else {
+        texts.clone()
+    };
+    let n_best = alternatives + 1;
+    let options = TranslateOptions {
+        search: BeamConfig {
+            n_best,
+            beam: BeamConfig::default().beam.max(n_best),
+            ..BeamConfig::default()
+        },
+        ..TranslateOptions::default()
+    };
+    let translations = if inputs.is_empty() {
+        Vec::new()
+    } else {
+        state.translate(index, inputs, options).await?.translations
+    };
+    let (outputs, alts): (Vec<String>, Vec<Vec<String>>) = if html {
+        let mut next = translations.iter();
+        docs.iter()
+            .map(|d| {
+                let own: Vec<String> = next
+                    .by_ref()
+                    .take(d.texts().len())
+                    .map(|t| t.text().to_owned())
+                    .collect();
+                (d.render(&own), Vec::new())
+            })
+            .unzip()
+    } else {
+        translations
+            .iter()
+            .map(|t| {
+                let best = t.text().to_owned();
+                let mut alts: Vec<String> = Vec::new();
+                for c in t.candidates.iter().skip(1) {
+                    if alts.len() < alternatives
+                        && !c.text.is_empty()
+                        && c.text != best
+                        && !alts.contains(&c.text)
+                    {
+                        alts.push(c.text.clone());
+                    }
+                }
+                (best, alts)
+            })
+            .unzip()
+    };
+    let mut answer = serde_json::Map::new();
+    let detected_value =
+        detected.map(|language| json!({ "confidence": 100.0, "language": language }));
+    if many {
+        answer.insert("translatedText".into(), json!(outputs));
+        if alternatives > 0 {
+            answer.insert("alternatives".into(), json!(alts));
+        }
+        if let Some(d) = detected_value {
+            answer.insert(
+                "detectedLanguage".into(),
+                Value::Array(vec![d; outputs.len()]),
+            );
+        }
+    } else {
+        answer.insert(
+            "translatedText".into(),
+            json!(outputs.into_iter().next().unwrap_or_default()),
+        );
+        if alternatives > 0 {
+            answer.insert(
+                "alternatives".into(),
+                json!(alts.into_iter().next().unwrap_or_default()),
+            );
+        }
+        if let Some(d) = detected_value {
+            answer.insert("detectedLanguage".into(), d);
+        }
+    }
+    Ok(Json(Value::Object(answer)))
+}
+
+/// `GET /languages` (also POST; clients send either, some with a body, which is ignored): every
+/// language the server knows, with the languages it translates into.
+pub async fn languages(State(state): State<Shared>) -> Json<Value> {
+    let list: Vec<Value> = all_codes(&state)
+        .into_iter()
+        .map(|code| {
+            let targets: Vec<&str> = state
+                .models
+                .iter()
+                .filter_map(|m| m.pair.as_ref())
+                .filter(|(s, _)| *s == code)
+                .map(|(_, t)| t.as_str())
+                .collect();
+            json!({ "code": code, "name": languages::name(&code), "targets": targets })
+        })
+        .collect();
+    Json(Value::Array(list))
+}
+
+/// `POST /detect`. Rosetta does no language identification: a server whose models all read one
+/// language answers with it; otherwise the request is refused with a message saying so.
+pub async fn detect(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body = body.map_err(|r| body_error(r, state.config.limits.max_body_bytes))?;
+    let p = params(&headers, query.as_deref(), &body)?;
+    check_key(&state, p.api_key.as_deref())?;
+    match p.q {
+        Some(Query::One(s)) if !s.is_empty() => {}
+        Some(Query::Many(v)) if !v.is_empty() => {}
+        _ => return Err(missing("q")),
+    }
+    match source_codes(&state).as_slice() {
+        [only] => Ok(Json(json!([{ "confidence": 100.0, "language": only }]))),
+        codes => Err(ApiError::bad_request(format!(
+            "language detection is not available on this server (it reads {}); name the source language",
+            if codes.is_empty() {
+                "no language codes".to_owned()
+            } else {
+                codes.join(", ")
+            }
+        ))),
+    }
+}
+
+/// `GET /frontend/settings`, which LibreTranslate's web front end and some clients read.
+pub async fn settings(State(state): State<Shared>) -> Json<Value> {
+    let keys = state.api_keys.is_some();
+    let pair = state.models.iter().find_map(|m| m.pair.clone());
+    let lang = |code: Option<String>| {
+        code.map_or(
+            Value::Null,
+            |c| json!({ "code": c, "name": languages::name(&c) }),
+        )
+    };
+    Json(json!({
+        "charLimit": state.config.limits.max_chars,
+        "frontendTimeout": 500,
+        "apiKeys": keys,
+        "keyRequired": keys,
+        "suggestions": false,
+        "filesTranslation": false,
+        "supportedFilesFormat": [],
+        "language": {
+            "source": lang(pair.as_ref().map(|p| p.0.clone())),
+            "target": lang(pair.map(|p| p.1)),
+        },
+    }))
+}
