@@ -19,11 +19,12 @@ URL="http://127.0.0.1:$PORT"
 
 "$BIN" serve --device cpu --model "de-en=$MODEL" --addr "127.0.0.1:$PORT" 2> "$WORK/server.log" &
 SERVER=$!
-for _ in $(seq 1 200); do
-  curl -sf "$URL/ready" > /dev/null 2>&1 && break
+ready() { python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + "/ready", timeout=2)' "$URL" 2> /dev/null; }
+for _ in $(seq 1 300); do
+  ready && break
   sleep 0.1
 done
-curl -sf "$URL/ready" > /dev/null || { cat "$WORK/server.log"; echo "FAIL: server not ready"; exit 1; }
+ready || { cat "$WORK/server.log"; echo "FAIL: server not ready"; exit 1; }
 EXPECTED=2021-03-03
 FAILED=0
 

@@ -272,6 +272,12 @@ fn run_mode(model: &str, batched: bool, lines: Arc<Vec<String>>) -> f64 {
 }
 
 fn main() {
+    // `cargo bench` runs benches in the package directory; paths are relative to the workspace root.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    if let Err(e) = std::env::set_current_dir(&root) {
+        eprintln!("load: cannot enter {}: {e}", root.display());
+        return;
+    }
     // `cargo bench` passes --bench; nothing else is read from the command line.
     let Ok(model) = std::env::var("ROSETTA_LOAD_MODEL") else {
         eprintln!(

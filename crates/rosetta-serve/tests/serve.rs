@@ -540,3 +540,24 @@ fn configs_are_checked_before_anything_starts() {
     let err = rosetta_serve::load_models::<Flex>(&c, &Default::default()).unwrap_err();
     assert!(err.to_string().contains("/nonexistent/model"), "{err}");
 }
+
+/// The server config shown in README.md (a TOML block with `[[model]]` tables) parses and validates.
+#[test]
+fn readme_server_config_loads() {
+    let readme =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .unwrap();
+    let mut count = 0;
+    for block in readme.split("```toml\n").skip(1) {
+        let Some((text, _)) = block.split_once("```") else {
+            continue;
+        };
+        if text.contains("[[model]]") {
+            let config: ServerConfig =
+                toml::from_str(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            config.validate().unwrap();
+            count += 1;
+        }
+    }
+    assert_eq!(count, 1, "the README's server config is missing");
+}
