@@ -58,14 +58,6 @@ pub struct AppState {
     pub api_keys: Option<HashSet<String>>,
 }
 
-impl std::fmt::Debug for Batcher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Batcher")
-            .field("queued_texts", &self.queued_texts())
-            .finish()
-    }
-}
-
 /// Shared state.
 pub type Shared = Arc<AppState>;
 

@@ -171,6 +171,14 @@ impl Batcher {
     }
 }
 
+impl std::fmt::Debug for Batcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batcher")
+            .field("queued_texts", &self.queued_texts())
+            .finish()
+    }
+}
+
 impl Drop for Batcher {
     fn drop(&mut self) {
         self.shutdown();

@@ -150,7 +150,23 @@ async fn concurrent_requests_each_get_their_own_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn native_api_returns_candidates_alignments_attention_and_timing() {
-    let server = start(config(&["de-en", "en-de"])).await;
+    let mut c = config(&["de-en", "en-de"]);
+    // An ensemble of two (here identical) members.
+    c.models.push(ModelSpec {
+        name: "ensemble".into(),
+        paths: vec![fixture(), fixture()],
+        source: None,
+        target: None,
+    });
+    let server = start(c).await;
+    let ensemble = post_json(
+        server.addr,
+        "/v1/translate",
+        &json!({ "model": "ensemble", "text": "3. März 2021" }),
+    )
+    .await
+    .json();
+    assert_eq!(ensemble["translations"][0]["text"], "2021-03-03");
     let reply = post_json(
         server.addr,
         "/v1/translate",
@@ -192,6 +208,7 @@ async fn native_api_returns_candidates_alignments_attention_and_timing() {
     assert_eq!(models[0]["name"], "de-en");
     assert_eq!(models[0]["arch"], "rnn");
     assert_eq!(models[1]["source"], "en");
+    assert_eq!(models[2]["ensemble"], 2);
     server.stop().await;
 }
 
