@@ -11,6 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-target/debug/rosetta}
+command -v python3 > /dev/null || { echo "SKIPPED: every client check needs python3"; exit 0; }
 MODEL=crates/rosetta-serve/tests/fixtures/dates-model
 WORK=$(mktemp -d)
 trap 'kill $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
