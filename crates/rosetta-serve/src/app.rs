@@ -167,10 +167,22 @@ impl AppState {
         options
             .validate()
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        if options.search.beam > self.config.limits.max_beam {
+        let limits = &self.config.limits;
+        if options.search.beam > limits.max_beam {
             return Err(ApiError::bad_request(format!(
                 "beam {} is above this server's limit of {}",
-                options.search.beam, self.config.limits.max_beam
+                options.search.beam, limits.max_beam
+            )));
+        }
+        let longest = options
+            .search
+            .max_output_len(model.engine.max_source_len())
+            .max(options.search.min_len);
+        if longest > limits.max_output_len {
+            return Err(ApiError::bad_request(format!(
+                "the output length asked for (max_len_a · {} + max_len_b = {longest}, or min_len) is above this server's limit of {} pieces",
+                model.engine.max_source_len(),
+                limits.max_output_len
             )));
         }
         let tokens = texts
@@ -180,6 +192,9 @@ impl AppState {
             .map_err(|e| ApiError::bad_request(format!("cannot read the text: {e}")))?;
         let (reply, answer) = oneshot::channel();
         let cancelled = Arc::new(AtomicBool::new(false));
+        // A client that goes away (or times out) drops this future: its job is then skipped if it
+        // is still queued.
+        let _cancel_on_drop = CancelOnDrop(Arc::clone(&cancelled));
         let sentence_ids = (0..texts.len() as u64).collect();
         let job = Job {
             model: Arc::clone(&model.engine),
@@ -232,6 +247,17 @@ impl AppState {
                 })
             }
         }
+    }
+}
+
+/// Marks a job cancelled when the request waiting for it ends, however it ends (answered, timed out,
+/// or dropped because the client disconnected); an answered job is no longer queued, so the mark
+/// then changes nothing.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
@@ -334,6 +360,12 @@ pub fn router(state: Shared) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        // Bounds every request, a slowly sent body included, so shutdown cannot wait forever on
+        // one; the translation wait inside has its own, shorter limit (503).
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs_f64(state.config.limits.timeout_s + 10.0),
+        ))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             track,
@@ -363,7 +395,11 @@ pub fn header_key(headers: &HeaderMap) -> Option<String> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| {
+            v.get(..7)
+                .filter(|p| p.eq_ignore_ascii_case("bearer "))
+                .map(|_| &v[7..])
+        })
         .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
         .map(|k| k.trim().to_owned())
 }

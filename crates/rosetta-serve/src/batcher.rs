@@ -139,7 +139,11 @@ impl Batcher {
             return Err(Rejected::Closed);
         }
         if q.texts + job.texts.len() > self.shared.capacity {
-            return Err(Rejected::Full);
+            // Requests that gave up still hold places while every worker is busy.
+            purge_cancelled(&mut q, &self.shared.metrics);
+            if q.texts + job.texts.len() > self.shared.capacity {
+                return Err(Rejected::Full);
+            }
         }
         q.texts += job.texts.len();
         self.shared.metrics.queue_texts.set(q.texts as i64);
@@ -199,7 +203,8 @@ fn plan(q: &Queue, config: &BatchConfig) -> (Vec<usize>, bool) {
     let (mut texts, mut longest, mut chosen) = (0usize, 0usize, Vec::new());
     let mut full = false;
     for (i, job) in q.jobs.iter().enumerate() {
-        if !compatible(first, job) {
+        // The oldest job always goes (even if its options do not compare equal to themselves).
+        if i > 0 && !compatible(first, job) {
             continue;
         }
         let n = job.texts.len();
@@ -221,17 +226,22 @@ fn plan(q: &Queue, config: &BatchConfig) -> (Vec<usize>, bool) {
     (chosen, full)
 }
 
+/// Drops the jobs of requests that gave up waiting.
+fn purge_cancelled(q: &mut Queue, metrics: &Metrics) {
+    let before = q.jobs.len();
+    q.jobs.retain(|j| !j.cancelled.load(Ordering::Relaxed));
+    if q.jobs.len() != before {
+        q.texts = q.jobs.iter().map(|j| j.texts.len()).sum();
+        metrics.queue_texts.set(q.texts as i64);
+    }
+}
+
 /// Blocks until a batch is ready (or the queue is closed and empty: `None`).
 fn next_batch(shared: &Shared) -> Option<Vec<Job>> {
     let _forming = lock(&shared.forming);
     let mut q = lock(&shared.queue);
     loop {
-        // Drop requests that gave up waiting.
-        let before = q.jobs.len();
-        q.jobs.retain(|j| !j.cancelled.load(Ordering::Relaxed));
-        if q.jobs.len() != before {
-            q.texts = q.jobs.iter().map(|j| j.texts.len()).sum();
-        }
+        purge_cancelled(&mut q, &shared.metrics);
         let Some(first) = q.jobs.front() else {
             if q.closed {
                 return None;
@@ -289,6 +299,18 @@ fn decode(batch: Vec<Job>, metrics: &Metrics) {
     metrics.batch_texts.observe(batch_texts as f64);
     metrics.decode_seconds.inc_by(decoding.as_secs_f64());
     let mut translations = match result {
+        Ok(Ok(t)) if t.len() != batch_texts => {
+            tracing::error!(
+                "the model returned {} translations for {batch_texts} texts",
+                t.len()
+            );
+            for job in batch {
+                let _ = job
+                    .reply
+                    .send(Err("internal error while translating".to_owned()));
+            }
+            return;
+        }
         Ok(Ok(t)) => {
             let tokens: usize = t
                 .iter()

@@ -80,8 +80,12 @@ pub struct Limits {
     pub queue_texts: usize,
     /// Seconds a request may wait for its translation before it gets 503.
     pub timeout_s: f64,
-    /// Beam size a request may ask for.
+    /// Beam size a request may ask for (at least the default beam, 5).
     pub max_beam: usize,
+    /// Longest output a request may ask for, in pieces: `max_len_a · source length + max_len_b` at
+    /// the model's longest source, and `min_len`, must stay within it (decoding time and memory
+    /// grow with it, and a request's decode cannot be stopped once it started).
+    pub max_output_len: usize,
 }
 
 impl Default for Limits {
@@ -93,6 +97,7 @@ impl Default for Limits {
             queue_texts: 4096,
             timeout_s: 60.0,
             max_beam: 16,
+            max_output_len: 1024,
         }
     }
 }
@@ -232,9 +237,19 @@ impl ServerConfig {
                 l.queue_texts, l.max_texts
             ));
         }
-        if !(l.timeout_s.is_finite() && l.timeout_s > 0.0) {
+        let default_beam = rosetta::search::BeamConfig::default().beam;
+        if l.max_beam < default_beam {
             return bad(format!(
-                "limits.timeout_s must be a positive number of seconds, not {}",
+                "limits.max_beam ({}) must be at least the default beam size ({default_beam}), which requests without `beam` use",
+                l.max_beam
+            ));
+        }
+        if l.max_output_len == 0 {
+            return bad("limits.max_output_len must be at least 1".into());
+        }
+        if !(l.timeout_s.is_finite() && l.timeout_s > 0.0 && l.timeout_s <= 86_400.0) {
+            return bad(format!(
+                "limits.timeout_s must be a number of seconds above 0 and at most 86400, not {}",
                 l.timeout_s
             ));
         }

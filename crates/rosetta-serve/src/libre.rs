@@ -204,7 +204,7 @@ pub async fn translate(
         })?,
     };
     let max_beam = state.config.limits.max_beam;
-    if alternatives + 1 > max_beam {
+    if alternatives >= max_beam {
         return Err(ApiError::bad_request(format!(
             "Invalid request: alternatives parameter must be <= {}",
             max_beam - 1
@@ -275,6 +275,14 @@ pub async fn translate(
     } else {
         texts.clone()
     };
+    // Each text node of an HTML document is one text in the queue.
+    if inputs.len() > state.config.limits.queue_texts {
+        return Err(ApiError::bad_request(format!(
+            "Invalid request: the documents hold {} text nodes, more than this server queues ({})",
+            inputs.len(),
+            state.config.limits.queue_texts
+        )));
+    }
     let n_best = alternatives + 1;
     let options = TranslateOptions {
         search: BeamConfig {

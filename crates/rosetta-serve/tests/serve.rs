@@ -350,6 +350,9 @@ async fn every_bad_request_gets_a_4xx_with_a_json_message() {
         ("POST", "/v1/translate", json_ct.to_vec(), br#"{"text": "x", "model": "xx", "api_key": "secret-2"}"#.to_vec(), 400, "unknown model"),
         ("POST", "/v1/translate", json_ct.to_vec(), br#"{"text": "x", "beam": 0, "api_key": "secret-2"}"#.to_vec(), 400, "beam"),
         ("POST", "/v1/translate", json_ct.to_vec(), br#"{"text": "x", "beam": 100, "api_key": "secret-2"}"#.to_vec(), 400, "limit of 16"),
+        ("POST", "/v1/translate", json_ct.to_vec(), br#"{"text": "x", "max_len_b": 1000000000, "api_key": "secret-2"}"#.to_vec(), 400, "limit of 1024 pieces"),
+        ("POST", "/v1/translate", json_ct.to_vec(), br#"{"text": "x", "min_len": 5000, "api_key": "secret-2"}"#.to_vec(), 400, "limit of 1024 pieces"),
+        ("POST", "/translate", json_ct.to_vec(), br#"{"q": "x", "source": "de", "target": "en", "alternatives": 18446744073709551615, "api_key": "secret-1"}"#.to_vec(), 400, "alternatives parameter must be <= 15"),
         ("POST", "/v1/translate", json_ct.to_vec(), br#"{"text": "x"}"#.to_vec(), 403, "requires an API key"),
         ("POST", "/v1/translate", vec![("Content-Type", "application/json"), ("Authorization", "Bearer wrong")], br#"{"text": "x"}"#.to_vec(), 403, "Invalid API key"),
         ("GET", "/v1/translate", vec![], vec![], 405, "method not allowed"),
@@ -542,6 +545,14 @@ fn configs_are_checked_before_anything_starts() {
             .unwrap_err()
             .to_string()
             .contains("queue_texts")
+    );
+    c = config(&["de-en"]);
+    c.limits.max_beam = 4;
+    assert!(
+        c.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("default beam size")
     );
     let err = toml::from_str::<ServerConfig>("adress = \"x\"").unwrap_err();
     assert!(err.to_string().contains("unknown field"));
