@@ -108,6 +108,7 @@ fn start_server(model: &str, batched: bool) -> ServerProcess {
     ServerProcess { child, addr }
 }
 
+#[derive(Default)]
 struct Outcome {
     latencies: Vec<f64>,
     ok: u64,
@@ -123,13 +124,7 @@ async fn client(
     stop: Arc<AtomicBool>,
     record: Arc<AtomicBool>,
 ) -> Outcome {
-    let mut out = Outcome {
-        latencies: Vec::new(),
-        ok: 0,
-        client_errors: 0,
-        server_errors: 0,
-        io_errors: 0,
-    };
+    let mut out = Outcome::default();
     let mut conn: Option<support::Connection> = None;
     let mut i = start;
     while !stop.load(Ordering::Relaxed) {
@@ -228,13 +223,7 @@ fn run_mode(model: &str, batched: bool, lines: Arc<Vec<String>>) -> f64 {
         record.store(false, Ordering::Relaxed);
         let elapsed = started.elapsed().as_secs_f64();
         stop.store(true, Ordering::Relaxed);
-        let mut all = Outcome {
-            latencies: Vec::new(),
-            ok: 0,
-            client_errors: 0,
-            server_errors: 0,
-            io_errors: 0,
-        };
+        let mut all = Outcome::default();
         for t in tasks {
             let o = t.await.unwrap();
             all.latencies.extend(o.latencies);

@@ -235,17 +235,15 @@ impl AppState {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "the decoding thread stopped before answering",
             )),
-            Err(_) => {
-                cancelled.store(true, Ordering::Relaxed);
-                Err(ApiError {
-                    status: StatusCode::SERVICE_UNAVAILABLE,
-                    message: format!(
-                        "the translation took longer than this server's {} s limit; retry later or send less text",
-                        self.config.limits.timeout_s
-                    ),
-                    retry_after: Some(1),
-                })
-            }
+            // The guard above marks the job cancelled as this function returns.
+            Err(_) => Err(ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: format!(
+                    "the translation took longer than this server's {} s limit; retry later or send less text",
+                    self.config.limits.timeout_s
+                ),
+                retry_after: Some(1),
+            }),
         }
     }
 }

@@ -148,11 +148,12 @@ fn missing(name: &str) -> ApiError {
     ApiError::bad_request(format!("Invalid request: missing {name} parameter"))
 }
 
-/// Every language code the server knows, sources first, in configuration order.
-fn all_codes(state: &AppState) -> Vec<String> {
+/// Distinct language codes of the served pairs, in configuration order: sources and targets, or
+/// sources only.
+fn codes(state: &AppState, targets_too: bool) -> Vec<String> {
     let mut codes: Vec<String> = Vec::new();
     for (s, t) in state.models.iter().filter_map(|m| m.pair.as_ref()) {
-        for c in [s, t] {
+        for c in std::iter::once(s).chain(targets_too.then_some(t)) {
             if !codes.contains(c) {
                 codes.push(c.clone());
             }
@@ -161,15 +162,23 @@ fn all_codes(state: &AppState) -> Vec<String> {
     codes
 }
 
-/// Source languages served (distinct, in configuration order).
-fn source_codes(state: &AppState) -> Vec<String> {
-    let mut codes: Vec<String> = Vec::new();
-    for (s, _) in state.models.iter().filter_map(|m| m.pair.as_ref()) {
-        if !codes.contains(s) {
-            codes.push(s.clone());
-        }
-    }
-    codes
+/// Reads a request's parameters, checks its API key, and takes its texts (`q`, which must not be
+/// empty): what `/translate` and `/detect` share. `true` when `q` was a list.
+fn read_request(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(Params, Vec<String>, bool), ApiError> {
+    let body = body.map_err(|r| body_error(r, state.config.limits.max_body_bytes))?;
+    let mut p = params(headers, query, &body)?;
+    check_key(state, p.api_key.as_deref())?;
+    let (texts, many) = match p.q.take() {
+        Some(Query::One(s)) if !s.is_empty() => (vec![s], false),
+        Some(Query::Many(v)) if !v.is_empty() => (v, true),
+        _ => return Err(missing("q")),
+    };
+    Ok((p, texts, many))
 }
 
 /// `POST /translate`.
@@ -179,14 +188,7 @@ pub async fn translate(
     RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let body = body.map_err(|r| body_error(r, state.config.limits.max_body_bytes))?;
-    let p = params(&headers, query.as_deref(), &body)?;
-    check_key(&state, p.api_key.as_deref())?;
-    let (texts, many) = match p.q {
-        Some(Query::One(s)) if !s.is_empty() => (vec![s], false),
-        Some(Query::Many(v)) if !v.is_empty() => (v, true),
-        _ => return Err(missing("q")),
-    };
+    let (p, texts, many) = read_request(&state, &headers, query.as_deref(), body)?;
     let source = p
         .source
         .filter(|s| !s.is_empty())
@@ -211,7 +213,7 @@ pub async fn translate(
         )));
     }
     state.check_texts(&texts)?;
-    let codes = all_codes(&state);
+    let codes = codes(&state, true);
     let (index, detected) = if source == "auto" {
         let candidates: Vec<usize> = (0..state.models.len())
             .filter(|&i| {
@@ -363,7 +365,7 @@ pub async fn translate(
 /// `GET /languages` (also POST; clients send either, some with a body, which is ignored): every
 /// language the server knows, with the languages it translates into.
 pub async fn languages(State(state): State<Shared>) -> Json<Value> {
-    let list: Vec<Value> = all_codes(&state)
+    let list: Vec<Value> = codes(&state, true)
         .into_iter()
         .map(|code| {
             let targets: Vec<&str> = state
@@ -387,15 +389,8 @@ pub async fn detect(
     RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let body = body.map_err(|r| body_error(r, state.config.limits.max_body_bytes))?;
-    let p = params(&headers, query.as_deref(), &body)?;
-    check_key(&state, p.api_key.as_deref())?;
-    match p.q {
-        Some(Query::One(s)) if !s.is_empty() => {}
-        Some(Query::Many(v)) if !v.is_empty() => {}
-        _ => return Err(missing("q")),
-    }
-    match source_codes(&state).as_slice() {
+    read_request(&state, &headers, query.as_deref(), body)?;
+    match codes(&state, false).as_slice() {
         [only] => Ok(Json(json!([{ "confidence": 100.0, "language": only }]))),
         codes => Err(ApiError::bad_request(format!(
             "language detection is not available on this server (it reads {}); name the source language",
