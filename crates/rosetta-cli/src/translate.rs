@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use rosetta::device::{DeviceChoice, Job, resolve, run_on};
-use rosetta::search::{BeamConfig, SamplingConfig};
+use rosetta::search::{BeamConfig, BeamRule, SamplingConfig};
 use rosetta::translate::{TranslateOptions, Translation, Translator, pharaoh};
 use std::io::{BufRead, BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
@@ -28,6 +28,10 @@ pub struct DecodeArgs {
     /// Forbid repeating n-grams of this size (0 = off).
     #[arg(long, default_value_t = BeamConfig::default().no_repeat_ngram)]
     no_repeat_ngram: usize,
+    /// Beam scoring and stopping: `gnmt` (GNMT length penalty, fairseq's stopping) or
+    /// `hugging-face` (`transformers`' generate). Default: the model's own (`[decode] beam_rule`).
+    #[arg(long)]
+    beam_rule: Option<BeamRule>,
     /// Sample instead of beam search.
     #[arg(long)]
     sample: bool,
@@ -62,6 +66,7 @@ impl DecodeArgs {
                 max_len_b: self.max_len_b,
                 min_len: self.min_len,
                 no_repeat_ngram: self.no_repeat_ngram,
+                rule: self.beam_rule,
             },
             sampling: self.sample.then_some(SamplingConfig {
                 temperature: self.temperature,

@@ -97,6 +97,7 @@ impl TranslateRequest {
                 max_len_b: self.max_len_b.unwrap_or(d.max_len_b),
                 min_len: self.min_len.unwrap_or(d.min_len),
                 no_repeat_ngram: self.no_repeat_ngram.unwrap_or(d.no_repeat_ngram),
+                rule: None,
             },
             sampling,
             replace_unk: self.replace_unk,

@@ -7,7 +7,7 @@
 
 use crate::encoded::ParallelIds;
 use crate::error::{Error, Result};
-use crate::vocab::{BOS, EOS, PAD};
+use crate::vocab::SpecialIds;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -128,7 +128,8 @@ impl BatchPlanner {
     }
 }
 
-/// A row-major `[batch, len]` matrix of ids padded with [`PAD`], with each row's true length.
+/// A row-major `[batch, len]` matrix of ids padded with the vocabulary's `<pad>`, with each row's
+/// true length.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PaddedIds {
     /// `batch · len` ids, row by row.
@@ -142,8 +143,14 @@ pub struct PaddedIds {
 }
 
 impl PaddedIds {
-    /// Pads sequences, optionally adding `<s>` in front and `</s>` at the end of each.
-    pub fn new<'a>(seqs: impl IntoIterator<Item = &'a [u32]>, bos: bool, eos: bool) -> Self {
+    /// Pads sequences, optionally adding `<s>` in front and `</s>` at the end of each, with the
+    /// ids of `specials`.
+    pub fn new<'a>(
+        seqs: impl IntoIterator<Item = &'a [u32]>,
+        specials: &SpecialIds,
+        bos: bool,
+        eos: bool,
+    ) -> Self {
         let seqs: Vec<&[u32]> = seqs.into_iter().collect();
         let extra = usize::from(bos) + usize::from(eos);
         let lengths: Vec<usize> = seqs.iter().map(|s| s.len() + extra).collect();
@@ -151,13 +158,13 @@ impl PaddedIds {
         let mut ids = Vec::with_capacity(seqs.len() * len);
         for (seq, &n) in seqs.iter().zip(&lengths) {
             if bos {
-                ids.push(BOS);
+                ids.push(specials.bos);
             }
             ids.extend_from_slice(seq);
             if eos {
-                ids.push(EOS);
+                ids.push(specials.eos);
             }
-            ids.resize(ids.len() + len - n, PAD);
+            ids.resize(ids.len() + len - n, specials.pad);
         }
         PaddedIds {
             ids,
@@ -196,23 +203,19 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// Materializes the batch of the given examples.
-    pub fn new(data: &ParallelIds, indices: &[u32]) -> Self {
-        let src = PaddedIds::new(
-            indices.iter().map(|&i| data.src.get(i as usize)),
-            false,
-            true,
-        );
-        let tgt_in = PaddedIds::new(
-            indices.iter().map(|&i| data.tgt.get(i as usize)),
-            true,
-            false,
-        );
-        let tgt_out = PaddedIds::new(
-            indices.iter().map(|&i| data.tgt.get(i as usize)),
-            false,
-            true,
-        );
+    /// Materializes the batch of the given examples, with the target vocabulary's special ids.
+    pub fn new(data: &ParallelIds, indices: &[u32], specials: &SpecialIds) -> Self {
+        let side = |ids: &crate::encoded::TokenStore, bos, eos| {
+            PaddedIds::new(
+                indices.iter().map(|&i| ids.get(i as usize)),
+                specials,
+                bos,
+                eos,
+            )
+        };
+        let src = side(&data.src, false, true);
+        let tgt_in = side(&data.tgt, true, false);
+        let tgt_out = side(&data.tgt, false, true);
         Batch {
             indices: indices.to_vec(),
             src,
@@ -225,10 +228,16 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vocab::{BOS, EOS, PAD};
 
     #[test]
     fn pads_and_masks() {
-        let p = PaddedIds::new([&[7u32, 8][..], &[9][..]], true, true);
+        let p = PaddedIds::new(
+            [&[7u32, 8][..], &[9][..]],
+            &SpecialIds::default(),
+            true,
+            true,
+        );
         assert_eq!(p.ids, [BOS, 7, 8, EOS, BOS, 9, EOS, PAD]);
         assert_eq!(p.mask(), [true, true, true, true, true, true, true, false]);
         assert_eq!(p.real_tokens(), 7);
@@ -238,7 +247,7 @@ mod tests {
     fn batch_shifts_target() {
         let mut data = ParallelIds::new();
         data.push(&[10, 11], &[20, 21, 22]);
-        let b = Batch::new(&data, &[0]);
+        let b = Batch::new(&data, &[0], &SpecialIds::default());
         assert_eq!(b.src.ids, [10, 11, EOS]);
         assert_eq!(b.tgt_in.ids, [BOS, 20, 21, 22]);
         assert_eq!(b.tgt_out.ids, [20, 21, 22, EOS]);

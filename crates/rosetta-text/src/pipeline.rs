@@ -7,10 +7,10 @@ use crate::error::{Error, Result};
 use crate::normalize::NormalizeConfig;
 use crate::stats::{CorpusStats, LengthHistogram};
 use crate::tokenize::{
-    AnyTokenizer, CharTokenizer, SubwordModel, SubwordTokenizer, Tokenize, TokenizerKind,
-    WordTokenizer,
+    AnyTokenizer, CharTokenizer, SentencePieceTokenizer, SubwordModel, SubwordTokenizer, Tokenize,
+    TokenizerKind, WordTokenizer,
 };
-use crate::vocab::{UNK, Vocab};
+use crate::vocab::Vocab;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -205,6 +205,14 @@ impl TextPipeline {
         config.validate()?;
         let max_vocab = (config.max_vocab > 0).then_some(config.max_vocab);
         let (src_tokenizer, tgt_tokenizer) = match config.tokenizer {
+            TokenizerKind::SentencePiece => {
+                return Err(Error::Config(
+                    "text.tokenizer = \"sentencepiece\" comes with imported models (`rosetta import \
+                     marian`) and is not trained by Rosetta; to train a subword model choose bpe or \
+                     unigram"
+                        .into(),
+                ));
+            }
             TokenizerKind::Word | TokenizerKind::Char => {
                 let tokenizer = if config.tokenizer == TokenizerKind::Word {
                     AnyTokenizer::Word(WordTokenizer)
@@ -260,6 +268,38 @@ impl TextPipeline {
         })
     }
 
+    /// Assembles a pipeline from parts built elsewhere (an imported model's tokenizers and
+    /// vocabularies). A joint pipeline must have one tokenizer and one vocabulary for both sides.
+    pub fn from_parts(
+        config: TextConfig,
+        tokenizers: (AnyTokenizer, AnyTokenizer),
+        vocabs: (Vocab, Vocab),
+    ) -> Result<Self> {
+        config.validate()?;
+        if config.joint && (!tokenizers.0.same_as(&tokenizers.1) || vocabs.0 != vocabs.1) {
+            return Err(Error::Config(
+                "text.joint = true needs one tokenizer and one vocabulary for both sides".into(),
+            ));
+        }
+        Ok(TextPipeline {
+            config,
+            src_tokenizer: tokenizers.0,
+            tgt_tokenizer: tokenizers.1,
+            src_vocab: vocabs.0,
+            tgt_vocab: vocabs.1,
+        })
+    }
+
+    /// Source tokenizer.
+    pub fn src_tokenizer(&self) -> &AnyTokenizer {
+        &self.src_tokenizer
+    }
+
+    /// Target tokenizer.
+    pub fn tgt_tokenizer(&self) -> &AnyTokenizer {
+        &self.tgt_tokenizer
+    }
+
     /// The settings this pipeline was built with.
     pub fn config(&self) -> &TextConfig {
         &self.config
@@ -303,8 +343,14 @@ impl TextPipeline {
         };
         for &(side, tokenizer, vocab) in sides {
             vocab.save(dir.join(side_file(joint, side, "vocab.txt")))?;
-            if let AnyTokenizer::Subword(t) = tokenizer {
-                t.save(dir.join(side_file(joint, side, "tokenizer.json")))?;
+            match tokenizer {
+                AnyTokenizer::Subword(t) => {
+                    t.save(dir.join(side_file(joint, side, "tokenizer.json")))?
+                }
+                AnyTokenizer::SentencePiece(t) => {
+                    t.save(dir.join(side_file(joint, side, "spm")))?
+                }
+                AnyTokenizer::Word(_) | AnyTokenizer::Char(_) => {}
             }
         }
         Ok(())
@@ -320,16 +366,20 @@ impl TextPipeline {
         config.validate()?;
         let load_side = |side: &str| -> Result<(AnyTokenizer, Vocab)> {
             let vocab = Vocab::load(dir.join(side_file(config.joint, side, "vocab.txt")))?;
-            let tokenizer =
-                match config.tokenizer {
-                    TokenizerKind::Word => AnyTokenizer::Word(WordTokenizer),
-                    TokenizerKind::Char => AnyTokenizer::Char(CharTokenizer),
-                    TokenizerKind::Bpe | TokenizerKind::Unigram => {
-                        AnyTokenizer::Subword(Box::new(SubwordTokenizer::load(
-                            dir.join(side_file(config.joint, side, "tokenizer.json")),
-                        )?))
-                    }
-                };
+            let tokenizer = match config.tokenizer {
+                TokenizerKind::Word => AnyTokenizer::Word(WordTokenizer),
+                TokenizerKind::Char => AnyTokenizer::Char(CharTokenizer),
+                TokenizerKind::Bpe | TokenizerKind::Unigram => {
+                    AnyTokenizer::Subword(Box::new(SubwordTokenizer::load(dir.join(side_file(
+                        config.joint,
+                        side,
+                        "tokenizer.json",
+                    )))?))
+                }
+                TokenizerKind::SentencePiece => AnyTokenizer::SentencePiece(Box::new(
+                    SentencePieceTokenizer::load(dir.join(side_file(config.joint, side, "spm")))?,
+                )),
+            };
             Ok((tokenizer, vocab))
         };
         let (src_tokenizer, src_vocab) = load_side("src")?;
@@ -411,8 +461,10 @@ impl TextPipeline {
                     stats.dropped_too_long += 1;
                     continue;
                 }
-                src_hist.add(s.len(), s.iter().filter(|&&id| id == UNK).count());
-                tgt_hist.add(t.len(), t.iter().filter(|&&id| id == UNK).count());
+                let (src_unk, tgt_unk) =
+                    (self.src_vocab.specials().unk, self.tgt_vocab.specials().unk);
+                src_hist.add(s.len(), s.iter().filter(|&&id| id == src_unk).count());
+                tgt_hist.add(t.len(), t.iter().filter(|&&id| id == tgt_unk).count());
                 data.push(&s, &t);
             }
             Ok(())

@@ -1,7 +1,8 @@
 //! Vocabulary: the mapping between token pieces and the integer ids a model sees.
 //!
-//! The four special tokens have fixed ids in every vocabulary, so model code may use the constants
-//! [`PAD`], [`UNK`], [`BOS`] and [`EOS`] without consulting the vocabulary.
+//! Vocabularies Rosetta builds put the four special tokens at fixed ids ([`PAD`], [`UNK`], [`BOS`],
+//! [`EOS`]). Imported vocabularies keep their own layout (OPUS-MT: `</s>` 0, `<unk>` 1, `<pad>` last,
+//! and decoding starts from `<pad>`), so every consumer asks [`Vocab::specials`] for the ids.
 
 use crate::error::{Error, Result};
 use std::collections::HashMap;
@@ -19,11 +20,44 @@ pub const EOS: u32 = 3;
 /// The special pieces, in id order.
 pub const SPECIALS: [&str; 4] = ["<pad>", "<unk>", "<s>", "</s>"];
 
-/// A token ↔ id mapping with the special tokens at ids 0–3.
+/// The ids of a vocabulary's special tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpecialIds {
+    /// Padding; masked out of attention and loss.
+    pub pad: u32,
+    /// Unknown token.
+    pub unk: u32,
+    /// The decoder's first input (Marian and OPUS-MT use `<pad>` here).
+    pub bos: u32,
+    /// End of sentence.
+    pub eos: u32,
+}
+
+impl Default for SpecialIds {
+    /// Rosetta's own layout: ids 0–3.
+    fn default() -> Self {
+        SpecialIds {
+            pad: PAD,
+            unk: UNK,
+            bos: BOS,
+            eos: EOS,
+        }
+    }
+}
+
+impl SpecialIds {
+    /// Whether `id` is one of the special ids.
+    pub fn contains(&self, id: u32) -> bool {
+        id == self.pad || id == self.unk || id == self.bos || id == self.eos
+    }
+}
+
+/// A token ↔ id mapping with its special tokens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vocab {
     pieces: Vec<String>,
     index: HashMap<String, u32>,
+    specials: SpecialIds,
 }
 
 impl Vocab {
@@ -51,6 +85,7 @@ impl Vocab {
         let mut vocab = Vocab {
             pieces: Vec::new(),
             index: HashMap::new(),
+            specials: SpecialIds::default(),
         };
         for piece in SPECIALS.iter().map(|s| s.to_string()).chain(pieces) {
             if !vocab.index.contains_key(&piece) {
@@ -59,6 +94,42 @@ impl Vocab {
             }
         }
         vocab
+    }
+
+    /// Builds a vocabulary from all its pieces in id order, specials included wherever they are,
+    /// as imported vocabularies lay them out. `<pad>`, `<unk>` and `</s>` must be present;
+    /// decoding starts from `<s>` when there is one, otherwise from `<pad>` (Marian's convention).
+    pub fn from_all_pieces(pieces: Vec<String>) -> std::result::Result<Self, String> {
+        let mut index = HashMap::with_capacity(pieces.len());
+        for (i, piece) in pieces.iter().enumerate() {
+            let id = u32::try_from(i).map_err(|_| "more than 2^32 pieces".to_owned())?;
+            if index.insert(piece.clone(), id).is_some() {
+                return Err(format!("duplicate piece {piece:?} at id {i}"));
+            }
+        }
+        let find = |name: &str| {
+            index
+                .get(name)
+                .copied()
+                .ok_or_else(|| format!("the vocabulary has no {name} token"))
+        };
+        let pad = find("<pad>")?;
+        let specials = SpecialIds {
+            pad,
+            unk: find("<unk>")?,
+            bos: index.get("<s>").copied().unwrap_or(pad),
+            eos: find("</s>")?,
+        };
+        Ok(Vocab {
+            pieces,
+            index,
+            specials,
+        })
+    }
+
+    /// The ids of the special tokens.
+    pub fn specials(&self) -> SpecialIds {
+        self.specials
     }
 
     /// Number of entries, specials included.
@@ -73,12 +144,12 @@ impl Vocab {
 
     /// The id of a piece produced by a tokenizer; [`UNK`] if unknown.
     ///
-    /// Text can never produce a special id: a piece that spells `</s>` maps to [`UNK`], so input text
-    /// cannot end a sentence or inject padding.
+    /// Text can never produce a special id: a piece that spells `</s>` maps to `<unk>`, so input
+    /// text cannot end a sentence or inject padding.
     pub fn id(&self, piece: &str) -> u32 {
         match self.index.get(piece) {
-            Some(&id) if id as usize >= SPECIALS.len() => id,
-            _ => UNK,
+            Some(&id) if !self.specials.contains(id) => id,
+            _ => self.specials.unk,
         }
     }
 
@@ -96,9 +167,10 @@ impl Vocab {
 
     /// Maps ids back to pieces, dropping padding, `<s>` and `</s>` (and everything after `</s>`).
     pub fn decode(&self, ids: &[u32]) -> Vec<String> {
+        let s = self.specials;
         ids.iter()
-            .take_while(|&&id| id != EOS)
-            .filter(|&&id| id != PAD && id != BOS)
+            .take_while(|&&id| id != s.eos)
+            .filter(|&&id| id != s.pad && id != s.bos)
             .map(|&id| self.piece(id).to_owned())
             .collect()
     }
@@ -126,10 +198,18 @@ impl Vocab {
         out.flush().map_err(|e| Error::io(path, e))
     }
 
-    /// Reads a file written by [`Vocab::save`], checking the specials and duplicates.
+    /// Reads a file written by [`Vocab::save`], checking the specials and duplicates. A file that
+    /// does not start with Rosetta's four specials is an imported layout ([`Vocab::from_all_pieces`]).
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let lines = crate::corpus::read_lines(path)?;
+        if lines.len() >= SPECIALS.len()
+            && lines[..SPECIALS.len()] != SPECIALS
+            && lines.iter().any(|l| l == "<pad>")
+            && lines.first().is_some_and(|l| l != "<pad>")
+        {
+            return Vocab::from_all_pieces(lines).map_err(|m| Error::format(path, m));
+        }
         let mut index = HashMap::with_capacity(lines.len());
         for (i, piece) in lines.iter().enumerate() {
             let line = Some(i as u64 + 1);
@@ -159,6 +239,7 @@ impl Vocab {
         Ok(Vocab {
             pieces: lines,
             index,
+            specials: SpecialIds::default(),
         })
     }
 }
@@ -201,6 +282,25 @@ mod tests {
     fn decode_stops_at_eos() {
         let v = Vocab::from_pieces(["x".to_owned(), "y".to_owned()]);
         assert_eq!(v.decode(&[BOS, 4, 5, EOS, 4, PAD]), ["x", "y"]);
+    }
+
+    #[test]
+    fn imported_layout_keeps_its_ids_and_starts_from_pad() {
+        let pieces = ["</s>", "<unk>", "▁a", "b", "<pad>"]
+            .map(str::to_owned)
+            .to_vec();
+        let v = Vocab::from_all_pieces(pieces.clone()).unwrap();
+        let s = v.specials();
+        assert_eq!((s.pad, s.unk, s.bos, s.eos), (4, 1, 4, 0));
+        assert_eq!(v.id("</s>"), 1);
+        assert_eq!(v.id("b"), 3);
+        assert_eq!(v.decode(&[4, 2, 3, 0, 2]), ["▁a", "b"]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vocab.txt");
+        v.save(&path).unwrap();
+        assert_eq!(Vocab::load(&path).unwrap(), v);
+        let err = Vocab::from_all_pieces(vec!["</s>".into(), "<unk>".into()]).unwrap_err();
+        assert!(err.contains("<pad>"), "{err}");
     }
 
     #[test]

@@ -198,6 +198,7 @@ impl<B: AutodiffBackend> TrainableJob<B> for ModeJob<B> {
                 &device,
             ),
             lengths: vec![SRC_LEN; BATCH],
+            specials: Default::default(),
         };
         let tgt = random_ids(BATCH, TGT_LEN + 1, 2);
         let column = |range: std::ops::Range<usize>| -> Vec<i32> {
@@ -231,7 +232,7 @@ impl<B: AutodiffBackend> TrainableJob<B> for ModeJob<B> {
                 let t0 = Instant::now();
                 // The trainer's step: loss, backward, gradient norm (for clipping), Adam.
                 let (logits, _) = model.forward(&src, tgt_in.clone());
-                let sums = cross_entropy(logits, tgt_out.clone(), 0.0);
+                let sums = cross_entropy(logits, tgt_out.clone(), 0.0, rosetta_text::vocab::PAD);
                 let loss = sums.smoothed.div_scalar((BATCH * TGT_LEN) as f64);
                 let value: f32 = loss.clone().into_scalar().elem();
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -250,6 +251,7 @@ impl<B: AutodiffBackend> TrainableJob<B> for ModeJob<B> {
             let src = SourceBatch::<B::InnerBackend> {
                 ids: src.ids.inner(),
                 lengths: src.lengths,
+                specials: src.specials,
             };
             let mut mask = vec![0.0f32; VOCAB];
             mask[EOS as usize] = f32::NEG_INFINITY;
@@ -265,6 +267,7 @@ impl<B: AutodiffBackend> TrainableJob<B> for ModeJob<B> {
                 max_len_b: TGT_LEN,
                 min_len: 0,
                 no_repeat_ngram: 0,
+                rule: None,
             };
             for i in 0..this.runs + warmup {
                 let t0 = Instant::now();

@@ -250,6 +250,15 @@ impl TrainConfig {
     }
 }
 
+/// Decoding defaults that belong to the model (the command line and API override them).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DecodeConfig {
+    /// Beam scoring and stopping: `gnmt` (Rosetta's models) or `hugging-face` (imported OPUS-MT
+    /// models, so that they translate as `transformers` does).
+    pub beam_rule: crate::search::BeamRule,
+}
+
 /// A whole run: data, text pipeline, model and training.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -262,6 +271,8 @@ pub struct Config {
     pub model: ModelConfig,
     /// Training.
     pub train: TrainConfig,
+    /// Decoding defaults.
+    pub decode: DecodeConfig,
 }
 
 impl Config {
@@ -300,7 +311,11 @@ impl Config {
         self.model.validate()?;
         self.train.validate()?;
         if let ModelConfig::Transformer(t) = &self.model {
-            if t.share_embeddings && !self.text.joint {
+            // Imported Marian models tokenize each side with its own SentencePiece model into one
+            // shared vocabulary; the sizes are checked when the model is built.
+            let separate_spm =
+                self.text.tokenizer == rosetta_text::tokenize::TokenizerKind::SentencePiece;
+            if t.share_embeddings && !self.text.joint && !separate_spm {
                 return Err(Error::Config(
                     "model.share_embeddings needs one vocabulary for both sides: set text.joint = true"
                         .into(),

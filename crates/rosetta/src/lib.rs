@@ -12,6 +12,7 @@ pub mod config;
 pub mod device;
 pub mod error;
 pub mod kernels;
+pub mod marian;
 pub mod model;
 pub mod search;
 pub mod train;

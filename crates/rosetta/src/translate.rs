@@ -308,9 +308,22 @@ impl<B: Backend> Translator<B> {
         }
         let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
         let budget = options.max_tokens_per_batch.max(max_len + 1);
+        let specials = self.pipeline.tgt_vocab().specials();
+        // The model's own beam rule unless the caller chose one.
+        let mut resolved = options.clone();
+        resolved
+            .search
+            .rule
+            .get_or_insert(self.config.decode.beam_rule);
+        let options = &resolved;
         for chunk in Self::batches(&lengths, budget) {
-            let padded = PaddedIds::new(chunk.iter().map(|&i| ids[i].as_slice()), false, true);
-            let src = source_batch::<B>(&padded, &self.device);
+            let padded = PaddedIds::new(
+                chunk.iter().map(|&i| ids[i].as_slice()),
+                &specials,
+                false,
+                true,
+            );
+            let src = source_batch::<B>(&padded, specials, &self.device);
             let chunk_ids: Vec<u64> = chunk.iter().map(|&i| sentence_ids[i]).collect();
             let hyps = match self.models.as_slice() {
                 [model] => decode(model, &src, options, &chunk_ids),
@@ -403,12 +416,23 @@ impl<B: Backend> Translator<B> {
                 }
             })
             .collect();
+        let specials = self.pipeline.tgt_vocab().specials();
         let (mut nll, mut tokens) = (0.0f64, 0usize);
         for chunk in Self::batches(&lengths, max_tokens.max(2 * max_len + 2)) {
-            let src = PaddedIds::new(chunk.iter().map(|&i| src_ids[i].as_slice()), false, true);
-            let tgt_in = PaddedIds::new(chunk.iter().map(|&i| tgt_ids[i].as_slice()), true, false);
-            let tgt_out = PaddedIds::new(chunk.iter().map(|&i| tgt_ids[i].as_slice()), false, true);
-            let src = source_batch::<B>(&src, &self.device);
+            let side = |ids: &[Vec<u32>], bos, eos| {
+                PaddedIds::new(
+                    chunk.iter().map(|&i| ids[i].as_slice()),
+                    &specials,
+                    bos,
+                    eos,
+                )
+            };
+            let (src, tgt_in, tgt_out) = (
+                side(&src_ids, false, true),
+                side(&tgt_ids, true, false),
+                side(&tgt_ids, false, true),
+            );
+            let src = source_batch::<B>(&src, specials, &self.device);
             let tgt_in = ids_tensor(&tgt_in, &self.device);
             let logits = match self.models.as_slice() {
                 [model] => model.forward(&src, tgt_in).0,
@@ -429,7 +453,8 @@ impl<B: Backend> Translator<B> {
                     mixture(log_probs).reshape(dims)
                 }
             };
-            let (batch_nll, batch_tokens) = teacher_forced_nll(logits, &tgt_out, &self.device);
+            let (batch_nll, batch_tokens) =
+                teacher_forced_nll(logits, &tgt_out, specials.pad, &self.device);
             nll += batch_nll;
             tokens += batch_tokens;
         }

@@ -45,6 +45,7 @@ fn batch(rows: &[&[i32]]) -> SourceBatch<B> {
             &Default::default(),
         ),
         lengths: rows.iter().map(|r| r.len()).collect(),
+        specials: Default::default(),
     }
 }
 

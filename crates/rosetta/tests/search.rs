@@ -110,9 +110,11 @@ fn beam_one_equals_greedy() {
                 .collect::<Vec<_>>()
                 .iter()
                 .map(Vec::as_slice),
+            &t.pipeline().tgt_vocab().specials(),
             false,
             true,
         ),
+        t.pipeline().tgt_vocab().specials(),
         &Default::default(),
     );
     let model = rosetta::model::architecture::AnyModel::<Flex>::init(
@@ -247,6 +249,7 @@ fn no_repeat_ngram_and_min_len_are_respected() {
             &TranslateOptions {
                 search: BeamConfig {
                     no_repeat_ngram: 2,
+                    rule: None,
                     min_len: 3,
                     ..options(4, 4).search
                 },

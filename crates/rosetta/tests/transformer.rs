@@ -64,6 +64,7 @@ fn padded_batch(pad_id: i32) -> (SourceBatch<Flex>, Tensor<Flex, 2, Int>) {
     let src = SourceBatch {
         ids: ids(vec![5, 6, 7, 8, e, 9, 10, e, pad_id, pad_id], [2, 5]),
         lengths: vec![5, 3],
+        specials: Default::default(),
     };
     let b = BOS as i32;
     let tgt = ids(vec![b, 11, 12, 13, 14, b, 15, 16, 17, 18], [2, 5]);
@@ -172,6 +173,7 @@ fn a_sentence_translates_the_same_alone_or_in_a_padded_batch() {
     let alone = SourceBatch {
         ids: ids(vec![9, 10, e], [1, 3]),
         lengths: vec![3],
+        specials: Default::default(),
     };
     let (single, _) = m.forward(&alone, tgt.slice([1..2, 0..5]));
     let batched = values(batched);
@@ -482,6 +484,7 @@ fn the_layer_stack_matches_pytorch_with_the_same_weights() {
         let src = SourceBatch {
             ids: ids(src_ids, src_shape),
             lengths: serde_json::from_value(fixture["src_len"].clone()).unwrap(),
+            specials: Default::default(),
         };
         let (logits, attention) = model.forward(&src, ids(tgt_ids, tgt_shape));
         let expected: Vec<f32> = serde_json::from_value(fixture["logits"].clone()).unwrap();
@@ -511,6 +514,7 @@ fn incremental_decoding_survives_cache_growth_and_reordering() {
     let src = SourceBatch {
         ids: ids(vec![5, 6, 7, e, 9, 10, e, 0, 11, e, 0, 0], [batch, 4]),
         lengths: vec![4, 3, 2],
+        specials: Default::default(),
     };
     let tgt: Vec<i32> = (0..batch * len)
         .map(|i| {

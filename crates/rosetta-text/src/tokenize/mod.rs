@@ -5,10 +5,12 @@
 //! `bpe` and `unigram`, trained with the HF `tokenizers` crate and saved as `tokenizer.json`.
 
 mod char;
+mod sentencepiece;
 mod subword;
 mod word;
 
 pub use self::char::{CharTokenizer, SPACE_PIECE};
+pub use sentencepiece::SentencePieceTokenizer;
 pub use subword::{SubwordModel, SubwordTokenizer};
 pub use word::WordTokenizer;
 
@@ -36,6 +38,10 @@ pub enum TokenizerKind {
     Bpe,
     /// Unigram language model (Kudo 2018), byte-level likewise.
     Unigram,
+    /// A SentencePiece unigram model imported with a pretrained model (`src.spm`/`tgt.spm`); not
+    /// trained by Rosetta.
+    #[serde(rename = "sentencepiece")]
+    SentencePiece,
 }
 
 impl TokenizerKind {
@@ -51,6 +57,7 @@ impl TokenizerKind {
             TokenizerKind::Char => "char",
             TokenizerKind::Bpe => "bpe",
             TokenizerKind::Unigram => "unigram",
+            TokenizerKind::SentencePiece => "sentencepiece",
         }
     }
 }
@@ -63,6 +70,7 @@ impl std::str::FromStr for TokenizerKind {
             "char" => Ok(TokenizerKind::Char),
             "bpe" => Ok(TokenizerKind::Bpe),
             "unigram" => Ok(TokenizerKind::Unigram),
+            "sentencepiece" => Ok(TokenizerKind::SentencePiece),
             other => Err(Error::Config(format!(
                 "unknown tokenizer \"{other}\"; choose word, char, bpe or unigram"
             ))),
@@ -85,6 +93,8 @@ pub enum AnyTokenizer {
     Char(CharTokenizer),
     /// See [`SubwordTokenizer`].
     Subword(Box<SubwordTokenizer>),
+    /// See [`SentencePieceTokenizer`].
+    SentencePiece(Box<SentencePieceTokenizer>),
 }
 
 impl AnyTokenizer {
@@ -94,6 +104,7 @@ impl AnyTokenizer {
             (AnyTokenizer::Word(_), AnyTokenizer::Word(_))
             | (AnyTokenizer::Char(_), AnyTokenizer::Char(_)) => true,
             (AnyTokenizer::Subword(a), AnyTokenizer::Subword(b)) => a.same_model(b),
+            (AnyTokenizer::SentencePiece(a), AnyTokenizer::SentencePiece(b)) => a.same_model(b),
             _ => false,
         }
     }
@@ -105,6 +116,7 @@ impl Tokenize for AnyTokenizer {
             AnyTokenizer::Word(t) => t.tokenize(text),
             AnyTokenizer::Char(t) => t.tokenize(text),
             AnyTokenizer::Subword(t) => t.tokenize(text),
+            AnyTokenizer::SentencePiece(t) => t.tokenize(text),
         }
     }
 
@@ -113,6 +125,7 @@ impl Tokenize for AnyTokenizer {
             AnyTokenizer::Word(t) => t.detokenize(pieces),
             AnyTokenizer::Char(t) => t.detokenize(pieces),
             AnyTokenizer::Subword(t) => t.detokenize(pieces),
+            AnyTokenizer::SentencePiece(t) => t.detokenize(pieces),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use burn::prelude::*;
 use rosetta_text::batch::PaddedIds;
+use rosetta_text::vocab::SpecialIds;
 
 /// A source batch as every encoder reads it: `[batch, src_len]` ids plus each row's true length.
 #[derive(Debug, Clone)]
@@ -11,6 +12,9 @@ pub struct SourceBatch<B: Backend> {
     pub ids: Tensor<B, 2, Int>,
     /// True length of each row (the last real token is `</s>`).
     pub lengths: Vec<usize>,
+    /// The target vocabulary's special ids: where decoding starts (`bos`), ends (`eos`), and which
+    /// ids are never outputs (`pad`, `bos`).
+    pub specials: SpecialIds,
 }
 
 impl<B: Backend> SourceBatch<B> {
@@ -38,10 +42,15 @@ pub fn ids_tensor<B: Backend>(ids: &PaddedIds, device: &B::Device) -> Tensor<B, 
     Tensor::from_data(TensorData::new(data, [ids.batch, ids.len]), device)
 }
 
-/// The encoder's input from padded source ids.
-pub fn source_batch<B: Backend>(ids: &PaddedIds, device: &B::Device) -> SourceBatch<B> {
+/// The encoder's input from padded source ids; `specials` are the target vocabulary's.
+pub fn source_batch<B: Backend>(
+    ids: &PaddedIds,
+    specials: SpecialIds,
+    device: &B::Device,
+) -> SourceBatch<B> {
     SourceBatch {
         ids: ids_tensor(ids, device),
         lengths: ids.lengths.clone(),
+        specials,
     }
 }

@@ -5,6 +5,12 @@
 //! among them is finished (as in fairseq). A sentence is done once `beam` hypotheses have finished,
 //! or when its hypotheses reach the maximum length. Final scores use GNMT's length penalty
 //! `lp(Y) = ((5 + |Y|) / 6)^α` (Wu et al. 2016, §7), with |Y| counting `</s>`.
+//!
+//! [`BeamRule::HuggingFace`] reproduces `transformers`' `generate(num_beams=…)` instead (the default
+//! for imported OPUS-MT models, so they translate as they do in Python): a finished hypothesis scores
+//! `log P(Y) / |Y|^α`; the best `beam` finished ones are kept and may be displaced by better ones
+//! later; a sentence stops once `beam` have finished and the best live hypothesis, scored at its
+//! current length, cannot beat the worst of them (`early_stopping=False`).
 
 use super::greedy::Hypothesis;
 use super::scorer::Scorer;
@@ -12,7 +18,31 @@ use crate::error::{Error, Result};
 use crate::model::input::SourceBatch;
 use burn::prelude::*;
 use rayon::prelude::*;
-use rosetta_text::vocab::{BOS, EOS, PAD};
+
+/// How finished hypotheses are scored and when a sentence stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BeamRule {
+    /// GNMT length penalty; a sentence is done when `beam` hypotheses have finished (fairseq).
+    #[default]
+    Gnmt,
+    /// `transformers`' beam search: `log P / |Y|^α`, best `beam` finished kept, stop when the best
+    /// live hypothesis cannot improve on them.
+    HuggingFace,
+}
+
+impl std::str::FromStr for BeamRule {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "gnmt" => Ok(BeamRule::Gnmt),
+            "hugging-face" | "huggingface" | "hf" => Ok(BeamRule::HuggingFace),
+            other => Err(Error::Config(format!(
+                "unknown beam rule \"{other}\"; choose gnmt or hugging-face"
+            ))),
+        }
+    }
+}
 
 /// Beam search settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +61,9 @@ pub struct BeamConfig {
     pub min_len: usize,
     /// Forbid repeating any n-gram of this size (0 = off).
     pub no_repeat_ngram: usize,
+    /// Scoring of finished hypotheses and stopping; `None` takes the model's own default
+    /// (`[decode] beam_rule` of its config: `hugging-face` for imported OPUS-MT models).
+    pub rule: Option<BeamRule>,
 }
 
 impl Default for BeamConfig {
@@ -43,6 +76,7 @@ impl Default for BeamConfig {
             max_len_b: 10,
             min_len: 0,
             no_repeat_ngram: 0,
+            rule: None,
         }
     }
 }
@@ -151,22 +185,38 @@ pub fn beam_search<B: Backend, S: Scorer<B>>(
             attention: Vec::new(),
         })
         .collect();
+    let (bos, eos, pad) = (src.specials.bos, src.specials.eos, src.specials.pad);
     let mut state = scorer.start(src);
+    let hf = config.rule == Some(BeamRule::HuggingFace);
+    let normalize = |log_prob: f32, len: usize| -> f32 {
+        let penalty = if hf {
+            (len.max(1) as f64).powf(config.length_penalty)
+        } else {
+            length_penalty(len, config.length_penalty)
+        };
+        (f64::from(log_prob) / penalty) as f32
+    };
     let finish = |h: &Live, log_prob: f32, with_eos: bool| {
         let len = h.tokens.len() + usize::from(with_eos);
         Hypothesis {
             tokens: h.tokens.clone(),
             log_prob,
-            score: (f64::from(log_prob) / length_penalty(len, config.length_penalty)) as f32,
+            score: normalize(log_prob, len),
             attention: h.attention.clone(),
         }
+    };
+    // Hugging Face keeps the best `beam` finished hypotheses, best first.
+    let keep_best = |hyps: &mut Vec<Hypothesis>, h: Hypothesis| {
+        let at = hyps.partition_point(|x| x.score >= h.score);
+        hyps.insert(at, h);
+        hyps.truncate(beam);
     };
 
     while !live.is_empty() {
         let n = live.len();
         let prev: Vec<i32> = live
             .iter()
-            .map(|h| h.tokens.last().map_or(BOS as i32, |&t| t as i32))
+            .map(|h| h.tokens.last().map_or(bos as i32, |&t| t as i32))
             .collect();
         let step = scorer.step(
             Tensor::from_data(TensorData::new(prev, [n]), &device),
@@ -197,10 +247,10 @@ pub fn beam_search<B: Backend, S: Scorer<B>>(
                 let early = h.tokens.len() < config.min_len;
                 let mut best = top_k(row, 2 * beam, |token| {
                     let t = token as u32;
-                    if t == EOS {
+                    if t == eos {
                         return !early;
                     }
-                    t != PAD && t != BOS && !blocked.contains(&t)
+                    t != pad && t != bos && !blocked.contains(&t)
                 });
                 let log_sum_exp = crate::kernels::log_sum_exp(row);
                 for (value, _) in &mut best {
@@ -236,10 +286,16 @@ pub fn beam_search<B: Backend, S: Scorer<B>>(
             // candidates; the best `beam` others continue.
             let mut kept = 0;
             for (rank, &(log_prob, row, token)) in candidates.iter().enumerate() {
-                if kept == beam || finished[sentence].len() >= beam {
+                if kept == beam || (!hf && finished[sentence].len() >= beam) {
                     break;
                 }
-                if token == EOS && rank >= beam {
+                if token == eos && rank >= beam {
+                    continue;
+                }
+                // Hugging Face: a hypothesis reaching the length limit outside the best `beam`
+                // candidates is dropped, not finished.
+                let at_limit = token != eos && live[row].tokens.len() + 1 >= limits[sentence];
+                if hf && at_limit && rank >= beam {
                     continue;
                 }
                 let h = &live[row];
@@ -248,13 +304,18 @@ pub fn beam_search<B: Backend, S: Scorer<B>>(
                     let offset = row * src_len;
                     attn.push(a[offset..offset + src.lengths[sentence]].to_vec());
                 }
-                if token == EOS {
+                if token == eos {
                     attn.pop();
                     let done = Live {
                         attention: attn,
                         ..h.clone()
                     };
-                    finished[sentence].push(finish(&done, log_prob, true));
+                    let hyp = finish(&done, log_prob, true);
+                    if hf {
+                        keep_best(&mut finished[sentence], hyp);
+                    } else {
+                        finished[sentence].push(hyp);
+                    }
                     continue;
                 }
                 let mut tokens = h.tokens.clone();
@@ -266,15 +327,36 @@ pub fn beam_search<B: Backend, S: Scorer<B>>(
                     attention: attn,
                 };
                 if extended.tokens.len() >= limits[sentence] {
-                    finished[sentence].push(finish(&extended, log_prob, false));
+                    let hyp = finish(&extended, log_prob, false);
+                    if hf {
+                        keep_best(&mut finished[sentence], hyp);
+                    } else {
+                        finished[sentence].push(hyp);
+                    }
                 } else {
                     next_live.push(extended);
                     rows.push(row as i32);
                 }
                 kept += 1;
             }
-            // Done sentences drop their live hypotheses.
-            if finished[sentence].len() >= beam {
+            // Done sentences drop their live hypotheses. Hugging Face's rule: done once `beam`
+            // have finished and the best live hypothesis, scored at its current length, is no
+            // better than the worst finished one.
+            let done = if hf {
+                let best_live = next_live
+                    .iter()
+                    .rev()
+                    .take_while(|h| h.sentence == sentence)
+                    .map(|h| normalize(h.log_prob, h.tokens.len()))
+                    .fold(f32::NEG_INFINITY, f32::max);
+                finished[sentence].len() >= beam
+                    && finished[sentence]
+                        .last()
+                        .is_some_and(|worst| best_live <= worst.score)
+            } else {
+                finished[sentence].len() >= beam
+            };
+            if done {
                 while next_live.last().is_some_and(|h| h.sentence == sentence) {
                     next_live.pop();
                     rows.pop();

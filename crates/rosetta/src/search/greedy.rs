@@ -3,7 +3,6 @@
 use super::scorer::Scorer;
 use crate::model::input::SourceBatch;
 use burn::prelude::*;
-use rosetta_text::vocab::{BOS, EOS, PAD};
 
 /// One decoded sentence.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,7 +43,8 @@ pub fn greedy<B: Backend, S: Scorer<B>>(
     // `live[i]` is the sentence held in row i of the state.
     let mut live: Vec<usize> = (0..batch).collect();
     let mut state = scorer.start(src);
-    let mut prev = vec![BOS as i32; batch];
+    let specials = src.specials;
+    let mut prev = vec![specials.bos as i32; batch];
     let mut t = 0;
     while !live.is_empty() {
         let n = live.len();
@@ -53,8 +53,10 @@ pub fn greedy<B: Backend, S: Scorer<B>>(
         let step = scorer.step(prev_tensor, state);
         // Padding and `<s>` are never outputs (their probabilities still count in the
         // normalization: scores stay the model's).
-        let (best_id, best_lp) =
-            crate::kernels::best_tokens(step.logits, &[PAD as usize, BOS as usize]);
+        let (best_id, best_lp) = crate::kernels::best_tokens(
+            step.logits,
+            &[specials.pad as usize, specials.bos as usize],
+        );
         let attention: Option<Vec<f32>> = step
             .attention
             .map(|a| a.into_data().iter::<f32>().collect());
@@ -66,7 +68,7 @@ pub fn greedy<B: Backend, S: Scorer<B>>(
             let hyp = &mut hyps[sent];
             hyp.log_prob += best_lp[row];
             hyp.score = hyp.log_prob;
-            if id == EOS {
+            if id == specials.eos {
                 continue;
             }
             if let Some(a) = &attention {

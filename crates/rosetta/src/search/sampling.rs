@@ -8,7 +8,6 @@ use crate::model::input::SourceBatch;
 use burn::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rosetta_text::vocab::{BOS, EOS, PAD};
 
 /// Sampling settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -124,7 +123,8 @@ pub fn sample<B: Backend, S: Scorer<B>>(
         batch
     ];
     let mut live: Vec<usize> = (0..batch).collect();
-    let mut prev = vec![BOS as i32; batch];
+    let specials = src.specials;
+    let mut prev = vec![specials.bos as i32; batch];
     let mut state = scorer.start(src);
     while !live.is_empty() {
         let n = live.len();
@@ -145,13 +145,13 @@ pub fn sample<B: Backend, S: Scorer<B>>(
         for (row, &sent) in live.iter().enumerate() {
             let mut lp = log_probs[row * vocab..(row + 1) * vocab].to_vec();
             // Padding and `<s>` are never outputs.
-            lp[PAD as usize] = f32::NEG_INFINITY;
-            lp[BOS as usize] = f32::NEG_INFINITY;
+            lp[specials.pad as usize] = f32::NEG_INFINITY;
+            lp[specials.bos as usize] = f32::NEG_INFINITY;
             let token = draw(&lp, config, &mut rngs[sent]) as u32;
             let hyp = &mut hyps[sent];
             hyp.log_prob += lp[token as usize];
             hyp.score = hyp.log_prob;
-            if token == EOS {
+            if token == specials.eos {
                 continue;
             }
             if let Some(a) = &attention {

@@ -8,7 +8,6 @@ use crate::model::input::ids_tensor;
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use rosetta_text::batch::PaddedIds;
-use rosetta_text::vocab::PAD;
 
 /// Summed losses of a batch.
 #[derive(Debug, Clone)]
@@ -20,19 +19,20 @@ pub struct LossSums<B: Backend> {
 }
 
 /// Computes the summed losses. `logits`: `[batch, len, vocab]`; `targets`: `[batch, len]` with
-/// [`PAD`] on padding. On the CPU backend this is one fused operation
+/// `pad` on padding. On the CPU backend this is one fused operation
 /// ([`crate::kernels::fused_cross_entropy`]); elsewhere [`cross_entropy_composite`].
 pub fn cross_entropy<B: Backend>(
     logits: Tensor<B, 3>,
     targets: Tensor<B, 2, Int>,
     smoothing: f64,
+    pad: u32,
 ) -> LossSums<B> {
     let [batch, len, vocab] = logits.dims();
     let n = batch * len;
     let fused = crate::kernels::fused_cross_entropy(
         logits.reshape([n, vocab]),
         targets.reshape([n]),
-        PAD as i64,
+        i64::from(pad),
         smoothing as f32,
     );
     match fused {
@@ -41,6 +41,7 @@ pub fn cross_entropy<B: Backend>(
             logits.reshape([batch, len, vocab]),
             targets.reshape([batch, len]),
             smoothing,
+            pad,
         ),
     }
 }
@@ -53,9 +54,10 @@ pub fn cross_entropy<B: Backend>(
 pub fn teacher_forced_nll<B: Backend>(
     logits: Tensor<B, 3>,
     tgt_out: &PaddedIds,
+    pad: u32,
     device: &B::Device,
 ) -> (f64, usize) {
-    let sums = cross_entropy(logits, ids_tensor(tgt_out, device), 0.0);
+    let sums = cross_entropy(logits, ids_tensor(tgt_out, device), 0.0, pad);
     (
         f64::from(sums.nll.into_scalar().elem::<f32>()),
         tgt_out.real_tokens(),
@@ -67,12 +69,13 @@ pub fn cross_entropy_composite<B: Backend>(
     logits: Tensor<B, 3>,
     targets: Tensor<B, 2, Int>,
     smoothing: f64,
+    pad: u32,
 ) -> LossSums<B> {
     let [batch, len, vocab] = logits.dims();
     let n = batch * len;
     let log_probs = log_softmax(logits.reshape([n, vocab]), 1); // [n, vocab]
     let targets = targets.reshape([n, 1]);
-    let pad = targets.clone().equal_elem(PAD as i64).reshape([n]); // [n]
+    let pad = targets.clone().equal_elem(i64::from(pad)).reshape([n]); // [n]
     let nll = log_probs
         .clone()
         .gather(1, targets)
@@ -95,6 +98,7 @@ pub fn cross_entropy_composite<B: Backend>(
 mod tests {
     use super::*;
     use burn::backend::Flex;
+    use rosetta_text::vocab::PAD;
 
     type B = Flex;
 
@@ -110,7 +114,7 @@ mod tests {
             TensorData::new(vec![3i32, PAD as i32], [1, 2]),
             &device,
         );
-        let sums = cross_entropy(logits, targets, 0.1);
+        let sums = cross_entropy(logits, targets, 0.1, PAD);
         let lse = (0f64.exp() + 1f64.exp() + 2f64.exp() + 3f64.exp()).ln();
         let nll = lse - 3.0;
         let uniform = lse - 1.5;

@@ -226,11 +226,13 @@ fn validate<B: Backend, M: Seq2Seq<B>>(
     let (mut nll, mut tokens) = (0.0f64, 0usize);
     let mut hyps = vec![String::new(); valid.ids.len()];
     let (a, b) = (config.train.valid_max_len_a, config.train.valid_max_len_b);
+    let specials = pipeline.tgt_vocab().specials();
     for indices in valid.planner.epoch(0, 0) {
-        let batch = Batch::new(&valid.ids, &indices);
-        let src = source_batch::<B>(&batch.src, device);
+        let batch = Batch::new(&valid.ids, &indices, &specials);
+        let src = source_batch::<B>(&batch.src, specials, device);
         let (logits, _) = model.forward(&src, ids_tensor(&batch.tgt_in, device));
-        let (batch_nll, batch_tokens) = teacher_forced_nll(logits, &batch.tgt_out, device);
+        let (batch_nll, batch_tokens) =
+            teacher_forced_nll(logits, &batch.tgt_out, specials.pad, device);
         nll += batch_nll;
         tokens += batch_tokens;
         let decoded = greedy(model, &src, |n| max_output_len(a, b, n, usize::MAX));
@@ -554,14 +556,19 @@ where
         let mut accumulator = GradientsAccumulator::<M>::new();
         let (mut micro_batches, mut step_loss, mut step_tokens) = (0usize, 0.0f64, 0usize);
         while micro_batches < train_cfg.accumulate && self.state.batch_in_epoch < self.plan.len() {
-            let batch = Batch::new(&self.train_ids, &self.plan[self.state.batch_in_epoch]);
+            let specials = self.pipeline.tgt_vocab().specials();
+            let batch = Batch::new(
+                &self.train_ids,
+                &self.plan[self.state.batch_in_epoch],
+                &specials,
+            );
             self.state.batch_in_epoch += 1;
             B::seed(
                 &device,
                 step_seed(train_cfg.seed, self.state.step, micro_batches),
             );
             let tokens = batch.tgt_out.real_tokens();
-            let src = source_batch::<B>(&batch.src, &device);
+            let src = source_batch::<B>(&batch.src, specials, &device);
             let (logits, _) = self
                 .model()
                 .forward(&src, ids_tensor(&batch.tgt_in, &device));
@@ -569,6 +576,7 @@ where
                 logits,
                 ids_tensor(&batch.tgt_out, &device),
                 train_cfg.label_smoothing,
+                specials.pad,
             );
             let loss = sums.smoothed.div_scalar(tokens.max(1) as f64);
             let value = f64::from(loss.clone().into_scalar().elem::<f32>());
