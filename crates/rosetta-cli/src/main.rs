@@ -4,6 +4,7 @@
 mod average;
 mod evaluate;
 mod heatmap;
+mod marian;
 mod prepare;
 mod progress;
 mod quickstart;
@@ -41,6 +42,10 @@ enum Command {
     Score(score::Args),
     /// Serve models over HTTP: a JSON API, a LibreTranslate-compatible API and a web page.
     Serve(serve::Args),
+    /// Convert a pretrained model (Hugging Face Marian / OPUS-MT) into a Rosetta model directory.
+    Import(marian::ImportArgs),
+    /// Write a Rosetta model as a pretrained-model directory (Hugging Face Marian).
+    Export(marian::ExportArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +67,8 @@ fn main() -> ExitCode {
         Command::Average(args) => average::run(args),
         Command::Score(args) => score::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Import(args) => marian::import(args),
+        Command::Export(args) => marian::export(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -220,3 +220,184 @@ fn greedy_and_beam_outputs_equal_generate() {
         }
     }
 }
+
+#[test]
+fn pytorch_bin_imports_the_same_weights_as_safetensors() {
+    let hf = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(fixtures().join("marian-tiny")).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != "model.safetensors" {
+            std::fs::copy(entry.path(), hf.path().join(entry.file_name())).unwrap();
+        }
+    }
+    std::fs::copy(
+        fixtures().join("marian-tiny-pytorch_model.bin"),
+        hf.path().join("pytorch_model.bin"),
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let report = import_marian(hf.path(), &out.path().join("bin")).unwrap();
+    assert!(report.weights.ends_with("pytorch_model.bin"));
+    let reference = imported();
+    let read = |dir: &Path| {
+        rosetta::marian::weights::read_tensors(&dir.join("model.safetensors")).unwrap()
+    };
+    assert_eq!(
+        read(&out.path().join("bin")),
+        read(&reference.path().join("m"))
+    );
+}
+
+#[test]
+fn export_gives_back_the_hugging_face_tensors_and_files() {
+    let dir = imported();
+    let out = tempfile::tempdir().unwrap();
+    rosetta::marian::export_marian(&dir.path().join("m"), out.path()).unwrap();
+    let read = rosetta::marian::weights::read_tensors;
+    let original = read(&fixtures().join("marian-tiny/model.safetensors")).unwrap();
+    let exported = read(&out.path().join("model.safetensors")).unwrap();
+    // Every tensor `transformers` saved comes back bit for bit (so its logits are unchanged);
+    // the export adds only the tied copies of the shared table.
+    for (name, tensor) in &original {
+        assert_eq!(exported.get(name), Some(tensor), "{name}");
+    }
+    for name in exported.keys().filter(|k| !original.contains_key(*k)) {
+        assert!(name.ends_with("embed_tokens.weight"), "unexpected {name}");
+    }
+    for file in ["source.spm", "target.spm"] {
+        assert_eq!(
+            std::fs::read(out.path().join(file)).unwrap(),
+            std::fs::read(fixtures().join("marian-tiny").join(file)).unwrap(),
+            "{file}"
+        );
+    }
+    let vocab = |p: PathBuf| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    assert_eq!(
+        vocab(out.path().join("vocab.json")),
+        vocab(fixtures().join("marian-tiny/vocab.json"))
+    );
+    let config = vocab(out.path().join("config.json"));
+    let original_config = vocab(fixtures().join("marian-tiny/config.json"));
+    for key in [
+        "d_model",
+        "encoder_layers",
+        "decoder_layers",
+        "encoder_attention_heads",
+        "encoder_ffn_dim",
+        "activation_function",
+        "vocab_size",
+        "pad_token_id",
+        "eos_token_id",
+        "decoder_start_token_id",
+        "scale_embedding",
+        "max_position_embeddings",
+        "share_encoder_decoder_embeddings",
+    ] {
+        assert_eq!(config[key], original_config[key], "{key}");
+    }
+    // And the exported directory imports again to the same model.
+    let again = tempfile::tempdir().unwrap();
+    import_marian(out.path(), &again.path().join("m")).unwrap();
+    assert_eq!(
+        read(&again.path().join("m/model.safetensors")).unwrap(),
+        read(&dir.path().join("m/model.safetensors")).unwrap()
+    );
+}
+
+/// A copy of the fixture directory to damage.
+fn fixture_copy() -> tempfile::TempDir {
+    let hf = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(fixtures().join("marian-tiny")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), hf.path().join(entry.file_name())).unwrap();
+    }
+    hf
+}
+
+fn import_error(hf: &Path) -> String {
+    let out = tempfile::tempdir().unwrap();
+    let err = import_marian(hf, &out.path().join("m"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        !out.path().join("m/config.toml").exists(),
+        "a failed import must not leave a model behind"
+    );
+    err
+}
+
+#[test]
+fn hostile_directories_are_clear_errors_naming_the_file_or_key() {
+    // Truncated weights.
+    let hf = fixture_copy();
+    let weights = hf.path().join("model.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+    let err = import_error(hf.path());
+    assert!(err.contains("model.safetensors"), "{err}");
+
+    // Bit-flipped header.
+    let mut flipped = bytes.clone();
+    flipped[10] ^= 0xff;
+    std::fs::write(&weights, &flipped).unwrap();
+    let err = import_error(hf.path());
+    assert!(err.contains("model.safetensors"), "{err}");
+
+    // Another architecture's config.json.
+    let hf = fixture_copy();
+    let path = hf.path().join("config.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("\"marian\"", "\"bart\"")).unwrap();
+    let err = import_error(hf.path());
+    assert!(err.contains("config.json") && err.contains("bart"), "{err}");
+
+    // A Marian variant Rosetta does not compute.
+    std::fs::write(
+        &path,
+        text.replace(
+            "\"model_type\"",
+            "\"normalize_before\": true, \"model_type\"",
+        ),
+    )
+    .unwrap();
+    let err = import_error(hf.path());
+    assert!(err.contains("normalize_before"), "{err}");
+    std::fs::write(&path, text.replace("\"swish\"", "\"tanh\"")).unwrap();
+    let err = import_error(hf.path());
+    assert!(
+        err.contains("activation_function") && err.contains("tanh"),
+        "{err}"
+    );
+    std::fs::write(&path, text.replace("\"d_model\": 64", "\"d_model\": 32")).unwrap();
+    let err = import_error(hf.path());
+    assert!(err.contains("model.safetensors"), "{err}");
+
+    // Missing SentencePiece model.
+    let hf = fixture_copy();
+    std::fs::remove_file(hf.path().join("source.spm")).unwrap();
+    let err = import_error(hf.path());
+    assert!(err.contains("source.spm"), "{err}");
+
+    // Corrupt vocabulary.
+    let hf = fixture_copy();
+    std::fs::write(hf.path().join("vocab.json"), "{\"</s>\": 0, \"a\": 0}").unwrap();
+    let err = import_error(hf.path());
+    assert!(err.contains("vocab.json"), "{err}");
+
+    // No weights at all.
+    let hf = fixture_copy();
+    std::fs::remove_file(hf.path().join("model.safetensors")).unwrap();
+    let err = import_error(hf.path());
+    assert!(err.contains("pytorch_model.bin"), "{err}");
+
+    // A corrupt pytorch_model.bin.
+    std::fs::write(
+        hf.path().join("pytorch_model.bin"),
+        b"PK\x03\x04 not really a zip",
+    )
+    .unwrap();
+    let err = import_error(hf.path());
+    assert!(err.contains("pytorch_model.bin"), "{err}");
+}
