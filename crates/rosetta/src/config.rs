@@ -133,6 +133,11 @@ pub struct TrainConfig {
     pub valid_max_len_a: f64,
     /// See `valid_max_len_a`.
     pub valid_max_len_b: usize,
+    /// Start from this model directory (Rosetta's, or imported with `rosetta import marian`):
+    /// its weights, text pipeline, `[model]` and `[decode]` settings (full fine-tuning). Only
+    /// dropout rates and `text.max_len` may be changed here; other `[model]` or `[text]` changes
+    /// are refused.
+    pub init_from: Option<PathBuf>,
 }
 
 impl Default for TrainConfig {
@@ -166,6 +171,7 @@ impl Default for TrainConfig {
             log_every: 50,
             valid_max_len_a: 1.5,
             valid_max_len_b: 10,
+            init_from: None,
         }
     }
 }
@@ -305,6 +311,53 @@ impl Config {
             .map_err(|e| Error::Config(format!("cannot write the config: {e}")))
     }
 
+    /// The config a run actually uses: with `train.init_from`, the `[model]`, `[text]` and
+    /// `[decode]` tables of the starting model, keeping this config's dropout rates and
+    /// `text.max_len` where it sets them. Any other difference is an error naming the table.
+    pub fn resolve_init_from(&self) -> Result<Config> {
+        let Some(dir) = &self.train.init_from else {
+            return Ok(self.clone());
+        };
+        let init_path = dir.join(crate::train::trainer::CONFIG_FILE);
+        if !init_path.exists() {
+            return Err(Error::io(
+                &init_path,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "train.init_from names no model directory (no config.toml)",
+                ),
+            ));
+        }
+        let init = Config::load(&init_path)?;
+        let mut out = self.clone();
+        if self.model == ModelConfig::default() {
+            out.model = init.model.clone();
+        } else if !same_up_to_dropout(&self.model, &init.model) {
+            return Err(Error::Config(format!(
+                "train.init_from = {}: [model] differs from the starting model's beyond dropout                  rates; fine-tuning keeps the architecture (remove [model] to take it from {})",
+                dir.display(),
+                init_path.display()
+            )));
+        }
+        let max_len = |t: &TextConfig| TextConfig {
+            max_len: 0,
+            ..t.clone()
+        };
+        if self.text == TextConfig::default() {
+            out.text = init.text.clone();
+        } else if max_len(&self.text) != max_len(&init.text) {
+            return Err(Error::Config(format!(
+                "train.init_from = {}: [text] differs from the starting model's; fine-tuning keeps                  its tokenizers and vocabularies (remove [text], or change only text.max_len)",
+                dir.display()
+            )));
+        }
+        if self.decode == DecodeConfig::default() {
+            out.decode = init.decode.clone();
+        }
+        out.validate()?;
+        Ok(out)
+    }
+
     /// Checks every table.
     pub fn validate(&self) -> Result<()> {
         self.text.validate()?;
@@ -410,5 +463,24 @@ mod tests {
         let config = Config::default();
         let text = config.to_toml().unwrap();
         assert_eq!(Config::from_toml(&text).unwrap(), config);
+    }
+}
+
+/// Whether two architectures are the same once their dropout rates are ignored.
+fn same_up_to_dropout(a: &ModelConfig, b: &ModelConfig) -> bool {
+    match (a, b) {
+        (ModelConfig::Rnn(a), ModelConfig::Rnn(b)) => {
+            let mut a = a.clone();
+            a.dropout = b.dropout;
+            a == *b
+        }
+        (ModelConfig::Transformer(a), ModelConfig::Transformer(b)) => {
+            let mut a = a.clone();
+            a.dropout = b.dropout;
+            a.attention_dropout = b.attention_dropout;
+            a.activation_dropout = b.activation_dropout;
+            a == *b
+        }
+        _ => false,
     }
 }

@@ -401,3 +401,98 @@ fn hostile_directories_are_clear_errors_naming_the_file_or_key() {
     let err = import_error(hf.path());
     assert!(err.contains("pytorch_model.bin"), "{err}");
 }
+
+/// The 100 aligned Multi30k validation pairs of the reference file.
+fn aligned_pairs(r: &Value) -> Vec<(String, String)> {
+    let src = r["source_lines"].as_array().unwrap();
+    let tgt = r["target_lines"].as_array().unwrap();
+    (0..100)
+        .map(|i| {
+            (
+                src[i].as_str().unwrap().to_owned(),
+                tgt[i].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn imported_model_fine_tunes_end_to_end() {
+    use burn::backend::Autodiff;
+    use rosetta::train::schedule::ScheduleKind;
+    use rosetta::train::trainer::{Silent, TrainData, TrainOptions, train};
+    use rosetta::translate::Translator;
+    use rosetta_text::corpus::CorpusSource;
+    use std::sync::Arc;
+
+    let base = imported();
+    let r = reference();
+    let pairs = aligned_pairs(&r);
+    let mut config = Config::default();
+    config.train.init_from = Some(base.path().join("m"));
+    config.train.batch_tokens = 600;
+    config.train.learning_rate = 3e-4;
+    config.train.schedule = ScheduleKind::Constant;
+    config.train.max_epochs = 0;
+    config.train.max_steps = 12;
+    config.train.valid_every = 1000;
+    let out = tempfile::tempdir().unwrap();
+    let data = TrainData {
+        train: CorpusSource::Memory(Arc::new(pairs.clone())),
+        valid: None,
+    };
+    let options = TrainOptions {
+        model_dir: out.path().join("ft"),
+        resume: false,
+    };
+    let summary =
+        train::<Autodiff<Flex>>(&config, &data, &options, &Default::default(), &mut Silent)
+            .unwrap();
+    assert_eq!(summary.steps, 12);
+
+    // The fine-tuned directory keeps the imported text pipeline and decoding rule…
+    let saved = Config::load(&out.path().join("ft/config.toml")).unwrap();
+    assert_eq!(saved.decode.beam_rule, BeamRule::HuggingFace);
+    assert_eq!(saved.train.init_from, config.train.init_from);
+    // …and fits the data it was tuned on better than the starting model.
+    let sources: Vec<&str> = pairs.iter().map(|p| p.0.as_str()).collect();
+    let refs: Vec<&str> = pairs.iter().map(|p| p.1.as_str()).collect();
+    let nll = |dir: &Path| {
+        let t = Translator::<Flex>::load(dir, &Default::default()).unwrap();
+        let (nll, tokens) = t.score_references(&sources, &refs, 2000).unwrap();
+        nll / tokens as f64
+    };
+    let before = nll(&base.path().join("m"));
+    let after = nll(&out.path().join("ft"));
+    assert!(
+        after < before - 0.05,
+        "per-token NLL {before:.3} → {after:.3}"
+    );
+    // It exports back to Hugging Face like the model it came from.
+    let hf = tempfile::tempdir().unwrap();
+    rosetta::marian::export_marian(&out.path().join("ft"), hf.path()).unwrap();
+    assert!(hf.path().join("config.json").exists());
+
+    // Changing the architecture or the vocabulary while fine-tuning is refused.
+    let mut wrong = config.clone();
+    wrong.model = rosetta::model::architecture::ModelConfig::Transformer(
+        rosetta::model::transformer::TransformerConfig {
+            d_model: 32,
+            ..Default::default()
+        },
+    );
+    let options = TrainOptions {
+        model_dir: out.path().join("wrong"),
+        resume: false,
+    };
+    let err = train::<Autodiff<Flex>>(&wrong, &data, &options, &Default::default(), &mut Silent)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("[model]"), "{err}");
+    let mut wrong = config.clone();
+    wrong.text.tokenizer = rosetta_text::tokenize::TokenizerKind::Word;
+    let err = train::<Autodiff<Flex>>(&wrong, &data, &options, &Default::default(), &mut Silent)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("[text]"), "{err}");
+}

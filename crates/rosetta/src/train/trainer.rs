@@ -280,7 +280,8 @@ pub fn train<B: AutodiffBackend>(
     device: &B::Device,
     observer: &mut dyn Observer,
 ) -> Result<TrainSummary> {
-    config.validate()?;
+    let resolved = config.resolve_init_from()?;
+    let config = &resolved;
     dispatch_trainable::<B, _>(
         &config.model,
         TrainJob {
@@ -382,6 +383,11 @@ where
         // Text pipeline: trained on the corpus on a fresh run, loaded on resume (it must not change).
         let pipeline = if options.resume {
             TextPipeline::load(&dir)?
+        } else if let Some(init) = &train_cfg.init_from {
+            // Fine-tuning keeps the starting model's tokenizers and vocabularies.
+            let p = TextPipeline::load(init)?;
+            p.save(&dir)?;
+            p
         } else {
             let p = TextPipeline::fit(&data.train, &config.text, &|_| {})?;
             p.save(&dir)?;
@@ -449,6 +455,9 @@ where
             pipeline.tgt_vocab().len(),
             device,
         )?;
+        if let Some(init) = train_cfg.init_from.as_ref().filter(|_| !options.resume) {
+            model = checkpoint::load_weights(model, &init.join(WEIGHTS))?;
+        }
         model.visit(&mut Materialize);
         let mut optimizer = AnyOptimizer::<B, M>::new(&train_cfg.optimizer_settings());
         let mut schedule = Schedule::new(train_cfg.schedule_settings());
