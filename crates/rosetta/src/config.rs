@@ -395,6 +395,25 @@ impl Config {
     }
 }
 
+/// Whether two architectures are the same once their dropout rates are ignored.
+fn same_up_to_dropout(a: &ModelConfig, b: &ModelConfig) -> bool {
+    match (a, b) {
+        (ModelConfig::Rnn(a), ModelConfig::Rnn(b)) => {
+            let mut a = a.clone();
+            a.dropout = b.dropout;
+            a == *b
+        }
+        (ModelConfig::Transformer(a), ModelConfig::Transformer(b)) => {
+            let mut a = a.clone();
+            a.dropout = b.dropout;
+            a.attention_dropout = b.attention_dropout;
+            a.activation_dropout = b.activation_dropout;
+            a == *b
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -463,24 +482,5 @@ mod tests {
         let config = Config::default();
         let text = config.to_toml().unwrap();
         assert_eq!(Config::from_toml(&text).unwrap(), config);
-    }
-}
-
-/// Whether two architectures are the same once their dropout rates are ignored.
-fn same_up_to_dropout(a: &ModelConfig, b: &ModelConfig) -> bool {
-    match (a, b) {
-        (ModelConfig::Rnn(a), ModelConfig::Rnn(b)) => {
-            let mut a = a.clone();
-            a.dropout = b.dropout;
-            a == *b
-        }
-        (ModelConfig::Transformer(a), ModelConfig::Transformer(b)) => {
-            let mut a = a.clone();
-            a.dropout = b.dropout;
-            a.attention_dropout = b.attention_dropout;
-            a.activation_dropout = b.activation_dropout;
-            a == *b
-        }
-        _ => false,
     }
 }
