@@ -5,6 +5,7 @@ mod average;
 mod evaluate;
 mod heatmap;
 mod marian;
+mod merge;
 mod prepare;
 mod progress;
 mod quickstart;
@@ -46,6 +47,8 @@ enum Command {
     Import(marian::ImportArgs),
     /// Write a Rosetta model as a pretrained-model directory (Hugging Face Marian).
     Export(marian::ExportArgs),
+    /// Fold a LoRA adapter into its base model's weights, for deployment or export.
+    Merge(merge::Args),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Import(args) => marian::import(args),
         Command::Export(args) => marian::export(args),
+        Command::Merge(args) => merge::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

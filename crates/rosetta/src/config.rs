@@ -279,6 +279,8 @@ pub struct Config {
     pub train: TrainConfig,
     /// Decoding defaults.
     pub decode: DecodeConfig,
+    /// Parameter-efficient fine-tuning (with `train.init_from`).
+    pub finetune: crate::model::lora::FinetuneConfig,
 }
 
 impl Config {
@@ -363,6 +365,16 @@ impl Config {
         self.text.validate()?;
         self.model.validate()?;
         self.train.validate()?;
+        self.finetune.validate()?;
+        if self.finetune.method != crate::model::lora::FinetuneMethod::None
+            && self.train.init_from.is_none()
+        {
+            return Err(Error::Config(
+                "finetune.method = \"lora\" adapts a trained model: set train.init_from to its \
+                 directory"
+                    .into(),
+            ));
+        }
         if let ModelConfig::Transformer(t) = &self.model {
             // Imported Marian models tokenize each side with its own SentencePiece model into one
             // shared vocabulary; the sizes are checked when the model is built.

@@ -496,3 +496,198 @@ fn imported_model_fine_tunes_end_to_end() {
         .to_string();
     assert!(err.contains("[text]"), "{err}");
 }
+
+#[test]
+fn lora_trains_only_its_updates_saves_the_adapter_alone_and_merges() {
+    use burn::backend::Autodiff;
+    use burn::module::Module;
+    use rosetta::model::lora::{FinetuneConfig, FinetuneMethod};
+    use rosetta::train::checkpoint;
+    use rosetta::train::schedule::ScheduleKind;
+    use rosetta::train::trainer::{Silent, TrainData, TrainOptions, train};
+    use rosetta::translate::{TranslateOptions, Translator};
+    use rosetta_text::corpus::CorpusSource;
+    use std::sync::Arc;
+
+    let base = imported();
+    let base_dir = base.path().join("m");
+    let r = reference();
+    let pairs = aligned_pairs(&r);
+    let mut config = Config::default();
+    config.train.init_from = Some(base_dir.clone());
+    config.train.batch_tokens = 600;
+    config.train.learning_rate = 3e-3;
+    config.train.schedule = ScheduleKind::Constant;
+    config.train.max_epochs = 0;
+    config.train.max_steps = 12;
+    config.train.valid_every = 1000;
+    config.finetune = FinetuneConfig {
+        method: FinetuneMethod::Lora,
+        rank: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        targets: vec!["q_proj".into(), "v_proj".into(), "fc1".into()],
+    };
+    let out = tempfile::tempdir().unwrap();
+    let ft = out.path().join("lora");
+    let data = TrainData {
+        train: CorpusSource::Memory(Arc::new(pairs.clone())),
+        valid: None,
+    };
+    let options = TrainOptions {
+        model_dir: ft.clone(),
+        resume: false,
+    };
+    train::<Autodiff<Flex>>(&config, &data, &options, &Default::default(), &mut Silent).unwrap();
+
+    // The directory holds the adapter alone: LoRA keys only, a fraction of the base's size.
+    assert!(!ft.join("model.safetensors").exists());
+    let adapter = rosetta::marian::weights::read_tensors(&ft.join("adapter.safetensors")).unwrap();
+    assert!(!adapter.is_empty());
+    assert!(
+        adapter.keys().all(|k| k.contains("_lora.")),
+        "{:?}",
+        adapter.keys()
+    );
+    // 2 layers × (encoder q, v + decoder self q, v + cross q, v) and fc1 per layer.
+    assert_eq!(adapter.len(), 2 * (2 + 4 + 1 + 1) * 2);
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+    assert!(size(&ft.join("adapter.safetensors")) * 10 < size(&base_dir.join("model.safetensors")));
+    assert!(
+        adapter
+            .iter()
+            .filter(|(k, _)| k.ends_with("_lora.b"))
+            .all(|(_, t)| t.values.iter().any(|&v| v != 0.0)),
+        "every B was trained away from zero"
+    );
+
+    // The base stayed frozen: the last resumable checkpoint holds the imported weights unchanged.
+    let (_, pipeline, base_model) = load(&base_dir);
+    let rosetta::model::architecture::ModelConfig::Transformer(t) =
+        &Config::load(&ft.join("config.toml")).unwrap().model
+    else {
+        panic!()
+    };
+    let device = Default::default();
+    let weights = |m: &Transformer<Flex>| -> Vec<f32> {
+        let mut all: Vec<f32> = m.encoder.layers[0]
+            .self_attn
+            .q_proj
+            .weight
+            .val()
+            .into_data()
+            .to_vec()
+            .unwrap();
+        all.extend(
+            m.shared
+                .as_ref()
+                .unwrap()
+                .weight
+                .val()
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap(),
+        );
+        all.extend(
+            m.decoder.layers[1]
+                .fc1
+                .weight
+                .val()
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap(),
+        );
+        all
+    };
+    let last_checkpoint = || {
+        let Some((_, last)) = checkpoint::list(&ft).unwrap().pop() else {
+            panic!("no checkpoint");
+        };
+        Transformer::<Flex>::new(
+            t,
+            pipeline.src_vocab().len(),
+            pipeline.tgt_vocab().len(),
+            &device,
+        )
+        .unwrap()
+        .with_lora(&config.finetune, &device)
+        .load_file(last.join("model"), &checkpoint::recorder(), &device)
+        .unwrap()
+    };
+    assert_eq!(weights(&last_checkpoint()), weights(&base_model));
+
+    // It fits its data better, translates unmerged (merged at load) and merged alike.
+    let sources: Vec<&str> = pairs.iter().map(|p| p.0.as_str()).collect();
+    let refs: Vec<&str> = pairs.iter().map(|p| p.1.as_str()).collect();
+    let nll = |dir: &Path| {
+        let t = Translator::<Flex>::load(dir, &Default::default()).unwrap();
+        let (nll, tokens) = t.score_references(&sources, &refs, 2000).unwrap();
+        nll / tokens as f64
+    };
+    let before = nll(&base_dir);
+    let after = nll(&ft);
+    assert!(
+        after < before - 0.05,
+        "per-token NLL {before:.3} → {after:.3}"
+    );
+    let merged = out.path().join("merged");
+    rosetta::train::merge::merge_adapter::<Flex>(&ft, &merged, &Default::default()).unwrap();
+    assert!(merged.join("model.safetensors").exists());
+    assert!((nll(&merged) - after).abs() < 1e-4);
+    let translate = |dir: &Path| -> Vec<String> {
+        let t = Translator::<Flex>::load(dir, &Default::default()).unwrap();
+        t.translate(&sources[..20], &TranslateOptions::default())
+            .unwrap()
+            .into_iter()
+            .map(|tr| tr.candidates[0].text.clone())
+            .collect()
+    };
+    assert_eq!(translate(&ft), translate(&merged));
+    // Averaging checkpoints and resuming work on the unmerged adapter too.
+    let avg = out.path().join("avg");
+    rosetta::train::average::average_checkpoints::<Flex>(
+        &ft,
+        &rosetta::train::average::Selection::All,
+        &avg,
+        &Default::default(),
+    )
+    .unwrap();
+    assert!((nll(&avg) - after).abs() < 1e-4);
+    let mut more = config.clone();
+    more.train.max_steps = 16;
+    let resumed = TrainOptions {
+        model_dir: ft.clone(),
+        resume: true,
+    };
+    let summary =
+        train::<Autodiff<Flex>>(&more, &data, &resumed, &Default::default(), &mut Silent).unwrap();
+    assert_eq!(summary.steps, 16);
+    assert!(nll(&ft) < after);
+    assert_eq!(
+        weights(&last_checkpoint()),
+        weights(&base_model),
+        "frozen after resume"
+    );
+
+    // Merging a model without an adapter is refused.
+    let err = rosetta::train::merge::merge_adapter::<Flex>(
+        &merged,
+        &out.path().join("x"),
+        &Default::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("nothing to merge"), "{err}");
+
+    // A LoRA target the model does not have is a clear error before anything trains.
+    let mut wrong = config.clone();
+    wrong.finetune.targets = vec!["gate_proj".into()];
+    let options = TrainOptions {
+        model_dir: out.path().join("wrong"),
+        resume: false,
+    };
+    let err = train::<Autodiff<Flex>>(&wrong, &data, &options, &Default::default(), &mut Silent)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("gate_proj"), "{err}");
+}

@@ -9,6 +9,7 @@ use super::input::SourceBatch;
 use super::seq2seq::{RnnConfig, RnnSeq2Seq};
 use super::transformer::{Transformer, TransformerConfig};
 use crate::error::{Error, Result};
+use crate::model::lora::{FinetuneConfig, FinetuneMethod};
 use crate::search::{Scorer, Step};
 use burn::module::{AutodiffModule, Module};
 use burn::prelude::*;
@@ -133,6 +134,22 @@ pub trait Seq2Seq<B: Backend>: Module<B> + Scorer<B> + std::fmt::Debug + Sized {
         src: &SourceBatch<B>,
         tgt_in: Tensor<B, 2, Int>,
     ) -> (Tensor<B, 3>, Option<Tensor<B, 3>>);
+
+    /// Prepares the model for the fine-tuning `config` asks for (LoRA: every parameter frozen,
+    /// low-rank updates added). Architectures without it refuse anything but `method = "none"`.
+    fn with_finetune(self, config: &FinetuneConfig, _device: &B::Device) -> Result<Self> {
+        match config.method {
+            FinetuneMethod::None => Ok(self),
+            FinetuneMethod::Lora => Err(Error::Config(
+                "finetune.method = \"lora\" is implemented for the Transformer only".into(),
+            )),
+        }
+    }
+
+    /// The model as the search runs it (LoRA updates folded into the weights).
+    fn merged(self) -> Self {
+        self
+    }
 }
 
 fn wrong_arch(expected: &str, config: &ModelConfig) -> Error {
@@ -183,6 +200,18 @@ impl<B: Backend> Seq2Seq<B> for Transformer<B> {
         tgt_in: Tensor<B, 2, Int>,
     ) -> (Tensor<B, 3>, Option<Tensor<B, 3>>) {
         Transformer::forward(self, src, tgt_in)
+    }
+
+    fn with_finetune(self, config: &FinetuneConfig, device: &B::Device) -> Result<Self> {
+        config.validate()?;
+        Ok(match config.method {
+            FinetuneMethod::None => self,
+            FinetuneMethod::Lora => self.with_lora(config, device),
+        })
+    }
+
+    fn merged(self) -> Self {
+        self.merge_lora()
     }
 }
 

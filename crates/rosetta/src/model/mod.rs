@@ -10,5 +10,6 @@ pub mod decoder;
 pub mod embedding;
 pub mod encoder;
 pub mod input;
+pub mod lora;
 pub mod seq2seq;
 pub mod transformer;

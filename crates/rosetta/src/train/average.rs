@@ -167,6 +167,8 @@ impl<B: Backend> ArchJob<B> for SumJob<'_, B> {
                 self.pipeline.tgt_vocab().len(),
                 self.device,
             )?
+            // A LoRA run's checkpoints hold the frozen base and the updates.
+            .with_finetune(&self.config.finetune, self.device)?
             .load_file(dir.join("model"), &checkpoint::recorder(), self.device)
             .map_err(|e| Error::Checkpoint {
                 path: dir.join("model.mpk"),

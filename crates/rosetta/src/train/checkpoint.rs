@@ -72,6 +72,107 @@ pub fn save_weights<B: Backend, M: Module<B>>(model: &M, path: &Path) -> Result<
     Ok(())
 }
 
+/// The file of a LoRA-adapted model directory holding only the updates; the frozen base weights are
+/// those of the directory its `train.init_from` names.
+pub const ADAPTER: &str = "adapter.safetensors";
+
+/// Saves only the LoRA updates of `model` (keys containing `_lora.`), atomically.
+pub fn save_adapter<B: Backend, M: Module<B>>(model: &M, path: &Path) -> Result<()> {
+    let tmp = tmp_name(path);
+    let _ = std::fs::remove_file(&tmp);
+    let mut store = SafetensorsStore::from_file(&tmp)
+        .with_regex(r"_lora\.")
+        .overwrite(true);
+    model.save_into(&mut store).map_err(|e| Error::Checkpoint {
+        path: path.to_path_buf(),
+        message: format!("cannot save the adapter: {e}"),
+    })?;
+    sync_file(&tmp)?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    if let Some(parent) = path.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// Loads the weights a model directory translates with into `model` (which must already carry
+/// its LoRA updates if it has an adapter): `model.safetensors`, or the base model's weights (from
+/// the `train.init_from` directory recorded in `base`'s config) plus `adapter.safetensors`.
+pub fn load_model_dir_weights<B: Backend, M: Module<B>>(model: M, dir: &Path) -> Result<M> {
+    let full = dir.join(WEIGHTS);
+    let adapter = dir.join(ADAPTER);
+    if full.exists() || !adapter.exists() {
+        return load_weights(model, &full);
+    }
+    let config = crate::config::Config::load(&dir.join(super::trainer::CONFIG_FILE))?;
+    let Some(base) = config.train.init_from else {
+        return Err(Error::Checkpoint {
+            path: adapter,
+            message: "an adapter without a base model: config.toml has no train.init_from".into(),
+        });
+    };
+    let model = load_base_weights(model, &base)?;
+    let mut store = SafetensorsStore::from_file(&adapter).allow_partial(true);
+    let mut model = model;
+    let result = model.load_from(&mut store).map_err(|e| Error::Checkpoint {
+        path: adapter.clone(),
+        message: format!("this adapter does not fit the model: {e}"),
+    })?;
+    let missing: Vec<&String> = result
+        .missing
+        .iter()
+        .map(|(k, _)| k)
+        .filter(|k| k.contains("_lora."))
+        .collect();
+    if !missing.is_empty() || !result.unused.is_empty() {
+        return Err(Error::Checkpoint {
+            path: adapter,
+            message: format!(
+                "this adapter does not fit the model: missing {missing:?}, unexpected {:?}",
+                result.unused
+            ),
+        });
+    }
+    Ok(model)
+}
+
+/// Loads a base model's weights into `model` (which may already carry LoRA updates, left as they
+/// are): every parameter but the updates must be present.
+pub fn load_base_weights<B: Backend, M: Module<B>>(mut model: M, base_dir: &Path) -> Result<M> {
+    let path = base_dir.join(WEIGHTS);
+    if !path.exists() {
+        return Err(Error::io(
+            &path,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "train.init_from names a directory without model.safetensors (an adapter cannot \
+                 be the base of another; merge it first with `rosetta merge`)",
+            ),
+        ));
+    }
+    let mut store = SafetensorsStore::from_file(&path).allow_partial(true);
+    let result = model.load_from(&mut store).map_err(|e| Error::Checkpoint {
+        path: path.clone(),
+        message: format!("these weights do not fit the model: {e}"),
+    })?;
+    let missing: Vec<&String> = result
+        .missing
+        .iter()
+        .map(|(k, _)| k)
+        .filter(|k| !k.contains("_lora."))
+        .collect();
+    if !missing.is_empty() || !result.unused.is_empty() {
+        return Err(Error::Checkpoint {
+            path,
+            message: format!(
+                "these weights come from another model: missing {missing:?}, unexpected {:?}",
+                result.unused
+            ),
+        });
+    }
+    Ok(model)
+}
+
 /// The weights of `model` as safetensors bytes (keys = parameter paths), e.g. to write with
 /// [`write_atomic`].
 pub fn weights_bytes<B: Backend, M: Module<B>>(model: &M) -> Result<Vec<u8>> {

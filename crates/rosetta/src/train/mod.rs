@@ -4,6 +4,7 @@ pub mod adam;
 pub mod average;
 pub mod checkpoint;
 pub mod loss;
+pub mod merge;
 pub mod optim;
 pub mod schedule;
 pub mod tensorboard;

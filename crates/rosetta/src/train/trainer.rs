@@ -456,8 +456,10 @@ where
             device,
         )?;
         if let Some(init) = train_cfg.init_from.as_ref().filter(|_| !options.resume) {
-            model = checkpoint::load_weights(model, &init.join(WEIGHTS))?;
+            model = checkpoint::load_base_weights(model, init)?;
         }
+        // LoRA: the base frozen, the updates added (before a checkpoint restores them).
+        model = model.with_finetune(&config.finetune, device)?;
         model.visit(&mut Materialize);
         let mut optimizer = AnyOptimizer::<B, M>::new(&train_cfg.optimizer_settings());
         let mut schedule = Schedule::new(train_cfg.schedule_settings());
@@ -643,7 +645,7 @@ where
         if let Some(valid) = &self.valid {
             let clock = Instant::now();
             let (loss, bleu) = validate(
-                &self.model().valid(),
+                &self.model().valid().merged(),
                 valid,
                 &self.pipeline,
                 self.config,
@@ -659,7 +661,7 @@ where
                 self.state.best_metric = Some(metric);
                 self.state.best_step = self.state.step;
                 self.state.bad_validations = 0;
-                checkpoint::save_weights(self.model(), &self.dir.join(WEIGHTS))?;
+                self.save_best()?;
             } else {
                 self.state.bad_validations += 1;
                 stop = train_cfg.patience > 0 && self.state.bad_validations >= train_cfg.patience;
@@ -685,11 +687,21 @@ where
             observer.validated(&report);
         } else {
             // Without validation data the latest weights are the ones to translate with.
-            checkpoint::save_weights(self.model(), &self.dir.join(WEIGHTS))?;
+            self.save_best()?;
         }
         self.state.schedule = self.schedule.state().clone();
         self.checkpoint()?;
         Ok(stop)
+    }
+
+    /// Writes the weights to translate with: `model.safetensors`, or for LoRA only the updates
+    /// (`adapter.safetensors`), which refer to the base model of `train.init_from`.
+    fn save_best(&self) -> Result<()> {
+        if self.config.finetune.method == crate::model::lora::FinetuneMethod::None {
+            checkpoint::save_weights(self.model(), &self.dir.join(WEIGHTS))
+        } else {
+            checkpoint::save_adapter(self.model(), &self.dir.join(checkpoint::ADAPTER))
+        }
     }
 
     /// Writes a resumable checkpoint (model, optimizer, trainer state) of the current step.

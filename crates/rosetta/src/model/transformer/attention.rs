@@ -9,6 +9,7 @@ use crate::kernels;
 use crate::kernels::{
     PackCache, WeightLayout, gather_rows, linear, step_attention, write_position,
 };
+use crate::model::lora::{FinetuneConfig, Lora, adapted};
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
@@ -58,6 +59,14 @@ pub struct MultiHeadAttention<B: Backend> {
     pub v_proj: Linear<B>,
     /// `[d_model, d_model]`.
     pub out_proj: Linear<B>,
+    /// LoRA update of `q_proj` (`[finetune] method = "lora"`).
+    pub q_lora: Option<Lora<B>>,
+    /// LoRA update of `k_proj`.
+    pub k_lora: Option<Lora<B>>,
+    /// LoRA update of `v_proj`.
+    pub v_lora: Option<Lora<B>>,
+    /// LoRA update of `out_proj`.
+    pub out_lora: Option<Lora<B>>,
     dropout: Dropout,
     heads: usize,
     /// The four projections packed for search steps (not parameters).
@@ -85,16 +94,48 @@ impl<B: Backend> MultiHeadAttention<B> {
             k_proj: xavier_linear(d_model, d_model, true, device),
             v_proj: xavier_linear(d_model, d_model, true, device),
             out_proj: xavier_linear(d_model, d_model, true, device),
+            q_lora: None,
+            k_lora: None,
+            v_lora: None,
+            out_lora: None,
             dropout: DropoutConfig::new(dropout).init(),
             heads,
             packs: Default::default(),
         }
     }
 
-    /// `x` `[batch, len, d_model]` through `layer`, split into heads: `[batch, heads, len, head_dim]`.
-    fn split(&self, layer: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 4> {
+    /// Adds LoRA updates to the projections `config` targets.
+    pub fn add_lora(&mut self, config: &FinetuneConfig, device: &B::Device) {
+        let d = self.q_proj.weight.dims()[0];
+        let lora = |name: &str| {
+            config
+                .targets(name)
+                .then(|| Lora::new(d, d, config, device))
+        };
+        self.q_lora = lora("q_proj");
+        self.k_lora = lora("k_proj");
+        self.v_lora = lora("v_proj");
+        self.out_lora = lora("out_proj");
+    }
+
+    /// Folds the LoRA updates into the projections' weights.
+    pub fn merge_lora(mut self) -> Self {
+        let merge = |layer: Linear<B>, lora: Option<Lora<B>>| match lora {
+            Some(l) => l.merge_into(layer),
+            None => layer,
+        };
+        self.q_proj = merge(self.q_proj, self.q_lora.take());
+        self.k_proj = merge(self.k_proj, self.k_lora.take());
+        self.v_proj = merge(self.v_proj, self.v_lora.take());
+        self.out_proj = merge(self.out_proj, self.out_lora.take());
+        self
+    }
+
+    /// `x` `[batch, len, d_model]` through `layer` (and its LoRA update), split into heads:
+    /// `[batch, heads, len, head_dim]`.
+    fn split(&self, layer: &Linear<B>, lora: Option<&Lora<B>>, x: Tensor<B, 3>) -> Tensor<B, 4> {
         let [batch, len, d_model] = x.dims();
-        linear(layer, x)
+        adapted(layer, lora, x)
             .reshape([batch, len, self.heads, d_model / self.heads])
             .swap_dims(1, 2)
     }
@@ -102,15 +143,15 @@ impl<B: Backend> MultiHeadAttention<B> {
     /// Queries scaled by `1/√head_dim` (§3.2.1), `[batch, heads, tq, head_dim]`.
     pub fn queries(&self, x: Tensor<B, 3>) -> Tensor<B, 4> {
         let head_dim = x.dims()[2] / self.heads;
-        self.split(&self.q_proj, x)
+        self.split(&self.q_proj, self.q_lora.as_ref(), x)
             .mul_scalar((head_dim as f64).powf(-0.5))
     }
 
     /// Keys and values of `x` `[batch, tk, d_model]`, each `[batch, heads, tk, head_dim]`.
     pub fn keys_values(&self, x: Tensor<B, 3>) -> (Tensor<B, 4>, Tensor<B, 4>) {
         (
-            self.split(&self.k_proj, x.clone()),
-            self.split(&self.v_proj, x),
+            self.split(&self.k_proj, self.k_lora.as_ref(), x.clone()),
+            self.split(&self.v_proj, self.v_lora.as_ref(), x),
         )
     }
 
@@ -133,7 +174,10 @@ impl<B: Backend> MultiHeadAttention<B> {
         let weights = softmax(scores, 3);
         let context = kernels::dropout(weights.clone(), self.dropout.prob).matmul(v); // [batch, heads, tq, hd]
         let context = context.swap_dims(1, 2).reshape([batch, tq, heads * hd]);
-        (linear(&self.out_proj, context), weights)
+        (
+            adapted(&self.out_proj, self.out_lora.as_ref(), context),
+            weights,
+        )
     }
 
     /// Self- or cross-attention over a whole sequence: `x` `[batch, tq, d]` reads `memory`

@@ -8,7 +8,7 @@ use super::config::{Activation, NormPosition, TransformerConfig};
 use super::norm::LayerNorm;
 use crate::kernels;
 use crate::kernels::PackCache;
-use crate::kernels::linear;
+use crate::model::lora::{FinetuneConfig, Lora, adapted};
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
 
@@ -29,14 +29,38 @@ fn residual<B: Backend>(
 /// The position-wise feed-forward network `fc2(act(fc1(x)))` (§3.3): `[batch, len, d_model]` →
 /// `[batch, len, d_model]`.
 fn feed_forward<B: Backend>(
-    fc1: &Linear<B>,
-    fc2: &Linear<B>,
+    (fc1, fc1_lora): (&Linear<B>, Option<&Lora<B>>),
+    (fc2, fc2_lora): (&Linear<B>, Option<&Lora<B>>),
     activation: Activation,
     activation_dropout: &Dropout,
     x: Tensor<B, 3>,
 ) -> Tensor<B, 3> {
-    let h = activation.apply(linear(fc1, x)); // [batch, len, ffn_size]
-    linear(fc2, kernels::dropout(h, activation_dropout.prob))
+    let h = activation.apply(adapted(fc1, fc1_lora, x)); // [batch, len, ffn_size]
+    adapted(fc2, fc2_lora, kernels::dropout(h, activation_dropout.prob))
+}
+
+/// LoRA updates of `fc1` and `fc2` for a feed-forward of width `d_model → ffn → d_model`.
+fn ffn_lora<B: Backend>(
+    fc1: &Linear<B>,
+    config: &FinetuneConfig,
+    device: &B::Device,
+) -> (Option<Lora<B>>, Option<Lora<B>>) {
+    let [d, ffn] = fc1.weight.dims();
+    (
+        config
+            .targets("fc1")
+            .then(|| Lora::new(d, ffn, config, device)),
+        config
+            .targets("fc2")
+            .then(|| Lora::new(ffn, d, config, device)),
+    )
+}
+
+fn merge<B: Backend>(layer: Linear<B>, lora: Option<Lora<B>>) -> Linear<B> {
+    match lora {
+        Some(l) => l.merge_into(layer),
+        None => layer,
+    }
 }
 
 /// Self-attention and feed-forward over the source.
@@ -50,6 +74,10 @@ pub struct EncoderLayer<B: Backend> {
     pub fc1: Linear<B>,
     /// Feed-forward output `[ffn_size, d_model]`.
     pub fc2: Linear<B>,
+    /// LoRA update of `fc1` (`[finetune] method = "lora"`).
+    pub fc1_lora: Option<Lora<B>>,
+    /// LoRA update of `fc2`.
+    pub fc2_lora: Option<Lora<B>>,
     /// The feed-forward's LayerNorm.
     pub final_layer_norm: LayerNorm<B>,
     dropout: Dropout,
@@ -61,6 +89,20 @@ pub struct EncoderLayer<B: Backend> {
 }
 
 impl<B: Backend> EncoderLayer<B> {
+    /// Adds the LoRA updates `config` targets.
+    pub fn add_lora(&mut self, config: &FinetuneConfig, device: &B::Device) {
+        self.self_attn.add_lora(config, device);
+        (self.fc1_lora, self.fc2_lora) = ffn_lora(&self.fc1, config, device);
+    }
+
+    /// Folds the LoRA updates into the weights.
+    pub fn merge_lora(mut self) -> Self {
+        self.self_attn = self.self_attn.merge_lora();
+        self.fc1 = merge(self.fc1, self.fc1_lora.take());
+        self.fc2 = merge(self.fc2, self.fc2_lora.take());
+        self
+    }
+
     /// A fresh layer.
     pub fn new(config: &TransformerConfig, device: &B::Device) -> Self {
         let ln = || LayerNorm::new(config.d_model, config.layer_norm_eps, device);
@@ -74,6 +116,8 @@ impl<B: Backend> EncoderLayer<B> {
             self_attn_layer_norm: ln(),
             fc1: xavier_linear(config.d_model, config.ffn_size, true, device),
             fc2: xavier_linear(config.ffn_size, config.d_model, true, device),
+            fc1_lora: None,
+            fc2_lora: None,
             final_layer_norm: ln(),
             dropout: DropoutConfig::new(config.dropout).init(),
             activation_dropout: DropoutConfig::new(config.activation_dropout).init(),
@@ -97,8 +141,8 @@ impl<B: Backend> EncoderLayer<B> {
         );
         residual(self.norm, &self.final_layer_norm, &self.dropout, x, |h| {
             feed_forward(
-                &self.fc1,
-                &self.fc2,
+                (&self.fc1, self.fc1_lora.as_ref()),
+                (&self.fc2, self.fc2_lora.as_ref()),
                 self.activation,
                 &self.activation_dropout,
                 h,
@@ -122,6 +166,10 @@ pub struct DecoderLayer<B: Backend> {
     pub fc1: Linear<B>,
     /// Feed-forward output `[ffn_size, d_model]`.
     pub fc2: Linear<B>,
+    /// LoRA update of `fc1` (`[finetune] method = "lora"`).
+    pub fc1_lora: Option<Lora<B>>,
+    /// LoRA update of `fc2`.
+    pub fc2_lora: Option<Lora<B>>,
     /// The feed-forward's LayerNorm.
     pub final_layer_norm: LayerNorm<B>,
     dropout: Dropout,
@@ -156,6 +204,22 @@ impl<B: Backend> CrossMemory<B> {
 }
 
 impl<B: Backend> DecoderLayer<B> {
+    /// Adds the LoRA updates `config` targets.
+    pub fn add_lora(&mut self, config: &FinetuneConfig, device: &B::Device) {
+        self.self_attn.add_lora(config, device);
+        self.encoder_attn.add_lora(config, device);
+        (self.fc1_lora, self.fc2_lora) = ffn_lora(&self.fc1, config, device);
+    }
+
+    /// Folds the LoRA updates into the weights.
+    pub fn merge_lora(mut self) -> Self {
+        self.self_attn = self.self_attn.merge_lora();
+        self.encoder_attn = self.encoder_attn.merge_lora();
+        self.fc1 = merge(self.fc1, self.fc1_lora.take());
+        self.fc2 = merge(self.fc2, self.fc2_lora.take());
+        self
+    }
+
     /// A fresh layer.
     pub fn new(config: &TransformerConfig, device: &B::Device) -> Self {
         let ln = || LayerNorm::new(config.d_model, config.layer_norm_eps, device);
@@ -174,6 +238,8 @@ impl<B: Backend> DecoderLayer<B> {
             encoder_attn_layer_norm: ln(),
             fc1: xavier_linear(config.d_model, config.ffn_size, true, device),
             fc2: xavier_linear(config.ffn_size, config.d_model, true, device),
+            fc1_lora: None,
+            fc2_lora: None,
             final_layer_norm: ln(),
             dropout: DropoutConfig::new(config.dropout).init(),
             activation_dropout: DropoutConfig::new(config.activation_dropout).init(),
@@ -217,8 +283,8 @@ impl<B: Backend> DecoderLayer<B> {
         );
         let x = residual(self.norm, &self.final_layer_norm, &self.dropout, x, |h| {
             feed_forward(
-                &self.fc1,
-                &self.fc2,
+                (&self.fc1, self.fc1_lora.as_ref()),
+                (&self.fc2, self.fc2_lora.as_ref()),
                 self.activation,
                 &self.activation_dropout,
                 h,

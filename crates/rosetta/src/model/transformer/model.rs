@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::kernels;
 use crate::kernels::{PackCache, WeightLayout, dense};
 use crate::model::input::SourceBatch;
+use crate::model::lora::FinetuneConfig;
 use crate::search::{Scorer, Step};
 use burn::module::Param;
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, Linear};
@@ -72,6 +73,36 @@ pub struct TransformerState<B: Backend> {
 }
 
 impl<B: Backend> Transformer<B> {
+    /// Freezes every parameter and adds the LoRA updates `config` targets, the only parameters
+    /// left to train (Hu et al. 2021).
+    pub fn with_lora(self, config: &FinetuneConfig, device: &B::Device) -> Self {
+        let mut model = self.no_grad();
+        for layer in &mut model.encoder.layers {
+            layer.add_lora(config, device);
+        }
+        for layer in &mut model.decoder.layers {
+            layer.add_lora(config, device);
+        }
+        model
+    }
+
+    /// Folds every LoRA update into its layer's weight, as deployment and search steps need.
+    pub fn merge_lora(mut self) -> Self {
+        self.encoder.layers = self
+            .encoder
+            .layers
+            .into_iter()
+            .map(EncoderLayer::merge_lora)
+            .collect();
+        self.decoder.layers = self
+            .decoder
+            .layers
+            .into_iter()
+            .map(DecoderLayer::merge_lora)
+            .collect();
+        self
+    }
+
     /// Builds a freshly initialized model. Call [`TransformerConfig::validate`] first.
     pub fn new(
         config: &TransformerConfig,

@@ -1,0 +1,171 @@
+//! LoRA, low-rank adaptation (Hu et al. 2021): a frozen dense layer `y = x W + b` is fine-tuned as
+//! `y = x W + b + (α / r) · dropout(x) A B`, training only `A` `[d_in, r]` and `B` `[r, d_out]`.
+//! `B` starts at zero (§4.1), so training starts exactly from the pretrained model; `A` starts from
+//! a Kaiming-uniform draw, as in the reference implementation (`loralib`, PEFT).
+//!
+//! Only the teacher-forced forward pass (training, validation perplexity) reads the update
+//! unmerged. Search steps run packed kernels over `W`, so a model is merged
+//! ([`Lora::merge_into`]: `W ← W + (α/r) A B`, exact up to rounding) before it decodes.
+
+use crate::error::{Error, Result};
+use burn::module::Param;
+use burn::nn::{Dropout, DropoutConfig, Linear};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use serde::{Deserialize, Serialize};
+
+/// Which fine-tuning the `[finetune]` table asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinetuneMethod {
+    /// Every parameter is trained (with `train.init_from`: full fine-tuning).
+    #[default]
+    None,
+    /// Low-rank updates of chosen dense layers; everything else frozen.
+    Lora,
+}
+
+/// The dense layers LoRA can adapt (Transformer names).
+pub const LORA_TARGETS: [&str; 6] = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"];
+
+/// The `[finetune]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FinetuneConfig {
+    /// `none` or `lora`.
+    pub method: FinetuneMethod,
+    /// LoRA rank `r`.
+    pub rank: usize,
+    /// LoRA scale numerator `α` (the update is multiplied by `α / r`).
+    pub alpha: f64,
+    /// Dropout on the LoRA branch's input.
+    pub dropout: f64,
+    /// Layers to adapt, among `q_proj`, `k_proj`, `v_proj`, `out_proj` (every attention) and
+    /// `fc1`, `fc2` (every feed-forward).
+    pub targets: Vec<String>,
+}
+
+impl Default for FinetuneConfig {
+    fn default() -> Self {
+        // Hu et al. (2021) adapt the query and value projections (§7.1).
+        FinetuneConfig {
+            method: FinetuneMethod::None,
+            rank: 8,
+            alpha: 16.0,
+            dropout: 0.0,
+            targets: vec!["q_proj".into(), "v_proj".into()],
+        }
+    }
+}
+
+impl FinetuneConfig {
+    /// Checks the settings in plain English.
+    pub fn validate(&self) -> Result<()> {
+        if self.method == FinetuneMethod::None {
+            return Ok(());
+        }
+        if self.rank == 0 {
+            return Err(Error::Config("finetune.rank must be at least 1".into()));
+        }
+        if !(self.alpha.is_finite() && self.alpha > 0.0) {
+            return Err(Error::Config(format!(
+                "finetune.alpha = {} must be a positive number",
+                self.alpha
+            )));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(Error::Config(format!(
+                "finetune.dropout = {} must be in [0, 1)",
+                self.dropout
+            )));
+        }
+        if self.targets.is_empty() {
+            return Err(Error::Config(
+                "finetune.targets is empty: name at least one of q_proj, k_proj, v_proj, \
+                 out_proj, fc1, fc2"
+                    .into(),
+            ));
+        }
+        for t in &self.targets {
+            if !LORA_TARGETS.contains(&t.as_str()) {
+                return Err(Error::Config(format!(
+                    "finetune.targets: the model has no layer \"{t}\"; LoRA can adapt q_proj, \
+                     k_proj, v_proj, out_proj, fc1 and fc2"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `layer` is adapted.
+    pub fn targets(&self, layer: &str) -> bool {
+        self.method == FinetuneMethod::Lora && self.targets.iter().any(|t| t == layer)
+    }
+}
+
+/// The trained low-rank update of one dense layer.
+#[derive(Module, Debug)]
+pub struct Lora<B: Backend> {
+    /// Down-projection `[d_in, rank]`.
+    pub a: Param<Tensor<B, 2>>,
+    /// Up-projection `[rank, d_out]`, zero at the start.
+    pub b: Param<Tensor<B, 2>>,
+    dropout: Dropout,
+    /// `α / r`.
+    #[module(skip)]
+    scale: f64,
+}
+
+impl<B: Backend> Lora<B> {
+    /// A fresh update for a `[d_in, d_out]` layer: zero, so the model is unchanged.
+    pub fn new(d_in: usize, d_out: usize, config: &FinetuneConfig, device: &B::Device) -> Self {
+        // Kaiming-uniform with a = √5, as torch.nn.Linear and loralib initialize A.
+        let bound = 1.0 / (d_in as f64).sqrt();
+        Lora {
+            a: Param::from_tensor(Tensor::random(
+                [d_in, config.rank],
+                Distribution::Uniform(-bound, bound),
+                device,
+            )),
+            b: Param::from_tensor(Tensor::zeros([config.rank, d_out], device)),
+            dropout: DropoutConfig::new(config.dropout).init(),
+            scale: config.alpha / config.rank as f64,
+        }
+    }
+
+    /// The update `(α/r) · dropout(x) A B` for `x` `[.., d_in]` → `[.., d_out]`.
+    pub fn delta<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let dims = x.dims();
+        let d_in = dims[D - 1];
+        let rows = dims[..D - 1].iter().product();
+        let h = self
+            .dropout
+            .forward(x.reshape([rows, d_in]))
+            .matmul(self.a.val())
+            .matmul(self.b.val())
+            .mul_scalar(self.scale);
+        let mut out = dims;
+        out[D - 1] = h.dims()[1];
+        h.reshape(out)
+    }
+
+    /// `layer` with the update folded into its weight: `W + (α/r) A B`.
+    pub fn merge_into(&self, mut layer: Linear<B>) -> Linear<B> {
+        let update = self.a.val().matmul(self.b.val()).mul_scalar(self.scale);
+        let weight = layer.weight.val() + update;
+        layer.weight = Param::from_tensor(weight);
+        layer
+    }
+}
+
+/// `x W + b`, plus the LoRA update where the layer has one.
+pub fn adapted<B: Backend, const D: usize>(
+    layer: &Linear<B>,
+    lora: Option<&Lora<B>>,
+    x: Tensor<B, D>,
+) -> Tensor<B, D> {
+    match lora {
+        Some(l) => crate::kernels::linear(layer, x.clone()) + l.delta(x),
+        None => crate::kernels::linear(layer, x),
+    }
+}
