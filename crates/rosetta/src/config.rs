@@ -370,8 +370,8 @@ impl Config {
             && self.train.init_from.is_none()
         {
             return Err(Error::Config(
-                "finetune.method = \"lora\" adapts a trained model: set train.init_from to its \
-                 directory"
+                "finetune.method = \"lora\" or \"adapter\" adapts a trained model: set \
+                 train.init_from to its directory"
                     .into(),
             ));
         }

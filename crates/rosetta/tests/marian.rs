@@ -527,6 +527,7 @@ fn lora_trains_only_its_updates_saves_the_adapter_alone_and_merges() {
         alpha: 8.0,
         dropout: 0.0,
         targets: vec!["q_proj".into(), "v_proj".into(), "fc1".into()],
+        ..FinetuneConfig::default()
     };
     let out = tempfile::tempdir().unwrap();
     let ft = out.path().join("lora");
@@ -610,7 +611,7 @@ fn lora_trains_only_its_updates_saves_the_adapter_alone_and_merges() {
             &device,
         )
         .unwrap()
-        .with_lora(&config.finetune, &device)
+        .frozen_with_finetune(&config.finetune, &device)
         .load_file(last.join("model"), &checkpoint::recorder(), &device)
         .unwrap()
     };
@@ -690,4 +691,87 @@ fn lora_trains_only_its_updates_saves_the_adapter_alone_and_merges() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("gate_proj"), "{err}");
+}
+
+#[test]
+fn adapters_train_alone_run_in_the_search_and_merge_into_a_self_contained_directory() {
+    use burn::backend::Autodiff;
+    use rosetta::model::lora::{FinetuneConfig, FinetuneMethod};
+    use rosetta::train::schedule::ScheduleKind;
+    use rosetta::train::trainer::{Silent, TrainData, TrainOptions, train};
+    use rosetta::translate::{TranslateOptions, Translator};
+    use rosetta_text::corpus::CorpusSource;
+    use std::sync::Arc;
+
+    let base = imported();
+    let base_dir = base.path().join("m");
+    let pairs = aligned_pairs(&reference());
+    let mut config = Config::default();
+    config.train.init_from = Some(base_dir.clone());
+    config.train.batch_tokens = 600;
+    config.train.learning_rate = 3e-3;
+    config.train.schedule = ScheduleKind::Constant;
+    config.train.max_epochs = 0;
+    config.train.max_steps = 12;
+    config.train.valid_every = 1000;
+    config.finetune = FinetuneConfig {
+        method: FinetuneMethod::Adapter,
+        bottleneck: 16,
+        ..FinetuneConfig::default()
+    };
+    let out = tempfile::tempdir().unwrap();
+    let ft = out.path().join("adapter");
+    let data = TrainData {
+        train: CorpusSource::Memory(Arc::new(pairs.clone())),
+        valid: None,
+    };
+    let options = TrainOptions {
+        model_dir: ft.clone(),
+        resume: false,
+    };
+    train::<Autodiff<Flex>>(&config, &data, &options, &Default::default(), &mut Silent).unwrap();
+
+    let adapter = rosetta::marian::weights::read_tensors(&ft.join("adapter.safetensors")).unwrap();
+    assert!(
+        adapter.keys().all(|k| k.contains("_adapter.")),
+        "{:?}",
+        adapter.keys()
+    );
+    // Encoder layers: 2 adapters; decoder layers: 3; each a down and an up layer with biases.
+    assert_eq!(adapter.len(), (2 * 2 + 2 * 3) * 4);
+
+    let sources: Vec<&str> = pairs.iter().map(|p| p.0.as_str()).collect();
+    let refs: Vec<&str> = pairs.iter().map(|p| p.1.as_str()).collect();
+    let nll = |dir: &Path| {
+        let t = Translator::<Flex>::load(dir, &Default::default()).unwrap();
+        let (nll, tokens) = t.score_references(&sources, &refs, 2000).unwrap();
+        nll / tokens as f64
+    };
+    let before = nll(&base_dir);
+    let after = nll(&ft);
+    assert!(
+        after < before - 0.05,
+        "per-token NLL {before:.3} → {after:.3}"
+    );
+
+    // Merged: base and adapters in one directory that no longer needs the base.
+    let merged = out.path().join("merged");
+    rosetta::train::merge::merge_adapter::<Flex>(&ft, &merged, &Default::default()).unwrap();
+    drop(base);
+    assert!((nll(&merged) - after).abs() < 1e-4);
+    let translate = |dir: &Path| -> Vec<String> {
+        let t = Translator::<Flex>::load(dir, &Default::default()).unwrap();
+        t.translate(&sources[..20], &TranslateOptions::default())
+            .unwrap()
+            .into_iter()
+            .map(|tr| tr.candidates[0].text.clone())
+            .collect()
+    };
+    let translations = translate(&merged);
+    assert!(translations.iter().any(|t| !t.is_empty()));
+    // Without its base, the adapter directory names what is missing.
+    let err = Translator::<Flex>::load(&ft, &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("model.safetensors"), "{err}");
 }

@@ -140,8 +140,9 @@ pub trait Seq2Seq<B: Backend>: Module<B> + Scorer<B> + std::fmt::Debug + Sized {
     fn with_finetune(self, config: &FinetuneConfig, _device: &B::Device) -> Result<Self> {
         match config.method {
             FinetuneMethod::None => Ok(self),
-            FinetuneMethod::Lora => Err(Error::Config(
-                "finetune.method = \"lora\" is implemented for the Transformer only".into(),
+            FinetuneMethod::Lora | FinetuneMethod::Adapter => Err(Error::Config(
+                "finetune.method = \"lora\" or \"adapter\" is implemented for the Transformer only"
+                    .into(),
             )),
         }
     }
@@ -206,7 +207,9 @@ impl<B: Backend> Seq2Seq<B> for Transformer<B> {
         config.validate()?;
         Ok(match config.method {
             FinetuneMethod::None => self,
-            FinetuneMethod::Lora => self.with_lora(config, device),
+            FinetuneMethod::Lora | FinetuneMethod::Adapter => {
+                self.frozen_with_finetune(config, device)
+            }
         })
     }
 

@@ -23,6 +23,9 @@ pub enum FinetuneMethod {
     None,
     /// Low-rank updates of chosen dense layers; everything else frozen.
     Lora,
+    /// Bottleneck adapters after every sublayer ([`crate::model::adapter`]); everything else
+    /// frozen.
+    Adapter,
 }
 
 /// The dense layers LoRA can adapt (Transformer names).
@@ -32,7 +35,7 @@ pub const LORA_TARGETS: [&str; 6] = ["q_proj", "k_proj", "v_proj", "out_proj", "
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FinetuneConfig {
-    /// `none` or `lora`.
+    /// `none`, `lora` or `adapter`.
     pub method: FinetuneMethod,
     /// LoRA rank `r`.
     pub rank: usize,
@@ -43,6 +46,8 @@ pub struct FinetuneConfig {
     /// Layers to adapt, among `q_proj`, `k_proj`, `v_proj`, `out_proj` (every attention) and
     /// `fc1`, `fc2` (every feed-forward).
     pub targets: Vec<String>,
+    /// Inner width of each adapter (`method = "adapter"`).
+    pub bottleneck: usize,
 }
 
 impl Default for FinetuneConfig {
@@ -54,6 +59,8 @@ impl Default for FinetuneConfig {
             alpha: 16.0,
             dropout: 0.0,
             targets: vec!["q_proj".into(), "v_proj".into()],
+            // Bapna & Firat (2019) use 64–4096 by language pair; 64 suits small data.
+            bottleneck: 64,
         }
     }
 }
@@ -61,8 +68,17 @@ impl Default for FinetuneConfig {
 impl FinetuneConfig {
     /// Checks the settings in plain English.
     pub fn validate(&self) -> Result<()> {
-        if self.method == FinetuneMethod::None {
-            return Ok(());
+        match self.method {
+            FinetuneMethod::None => return Ok(()),
+            FinetuneMethod::Adapter => {
+                if self.bottleneck == 0 {
+                    return Err(Error::Config(
+                        "finetune.bottleneck must be at least 1".into(),
+                    ));
+                }
+                return Ok(());
+            }
+            FinetuneMethod::Lora => {}
         }
         if self.rank == 0 {
             return Err(Error::Config("finetune.rank must be at least 1".into()));
@@ -95,6 +111,17 @@ impl FinetuneConfig {
             }
         }
         Ok(())
+    }
+
+    /// Whether `key` (a parameter path) belongs to the fine-tuning parameters (LoRA updates or
+    /// adapters), which are saved apart from the frozen base.
+    pub fn is_finetune_key(key: &str) -> bool {
+        key.contains("_lora.") || key.contains("_adapter.")
+    }
+
+    /// Whether adapters are added after each sublayer.
+    pub fn adapters(&self) -> bool {
+        self.method == FinetuneMethod::Adapter
     }
 
     /// Whether `layer` is adapted.

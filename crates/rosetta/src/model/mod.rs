@@ -2,6 +2,7 @@
 //! attention RNN (`embedding` → `encoder` → `bridge` → `attention` → `decoder` → `seq2seq`) and the
 //! [`transformer`] sit behind it. [`input`] makes the source batch both read.
 
+pub mod adapter;
 pub mod architecture;
 pub mod attention;
 pub mod bridge;

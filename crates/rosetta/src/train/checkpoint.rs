@@ -5,6 +5,7 @@
 //! translation, and `checkpoints/step-NNNNNNNN/` (model + optimizer + trainer state) for `--resume`.
 
 use crate::error::{Error, Result};
+use crate::model::lora::FinetuneConfig;
 use burn::module::Module;
 use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
@@ -76,12 +77,12 @@ pub fn save_weights<B: Backend, M: Module<B>>(model: &M, path: &Path) -> Result<
 /// those of the directory its `train.init_from` names.
 pub const ADAPTER: &str = "adapter.safetensors";
 
-/// Saves only the LoRA updates of `model` (keys containing `_lora.`), atomically.
+/// Saves only the fine-tuning parameters of `model` (LoRA updates, adapters), atomically.
 pub fn save_adapter<B: Backend, M: Module<B>>(model: &M, path: &Path) -> Result<()> {
     let tmp = tmp_name(path);
     let _ = std::fs::remove_file(&tmp);
     let mut store = SafetensorsStore::from_file(&tmp)
-        .with_regex(r"_lora\.")
+        .with_regex(r"_lora\.|_adapter\.")
         .overwrite(true);
     model.save_into(&mut store).map_err(|e| Error::Checkpoint {
         path: path.to_path_buf(),
@@ -122,7 +123,7 @@ pub fn load_model_dir_weights<B: Backend, M: Module<B>>(model: M, dir: &Path) ->
         .missing
         .iter()
         .map(|(k, _)| k)
-        .filter(|k| k.contains("_lora."))
+        .filter(|k| FinetuneConfig::is_finetune_key(k))
         .collect();
     if !missing.is_empty() || !result.unused.is_empty() {
         return Err(Error::Checkpoint {
@@ -159,7 +160,7 @@ pub fn load_base_weights<B: Backend, M: Module<B>>(mut model: M, base_dir: &Path
         .missing
         .iter()
         .map(|(k, _)| k)
-        .filter(|k| !k.contains("_lora."))
+        .filter(|k| !FinetuneConfig::is_finetune_key(k))
         .collect();
     if !missing.is_empty() || !result.unused.is_empty() {
         return Err(Error::Checkpoint {

@@ -1,5 +1,7 @@
 //! `rosetta merge`: folds a LoRA adapter into its base model's weights (`W ← W + (α/r) A B`), giving
 //! an ordinary model directory that no longer needs the base directory: what to deploy or export.
+//! Bottleneck adapters are nonlinear and stay separate layers; merging writes them together with
+//! the base weights, so the directory no longer needs the base either.
 
 use super::checkpoint::{WEIGHTS, load_model_dir_weights, weights_bytes, write_atomic};
 use super::trainer::CONFIG_FILE;
@@ -48,9 +50,12 @@ pub fn merge_adapter<B: Backend>(dir: &Path, out: &Path, device: &B::Device) -> 
         AnyModel::Rnn(m) => weights_bytes(&m.merged())?,
         AnyModel::Transformer(m) => weights_bytes(&m.merged())?,
     };
-    let merged = Config {
-        finetune: FinetuneConfig::default(),
-        ..config
+    let merged = match config.finetune.method {
+        FinetuneMethod::Lora => Config {
+            finetune: FinetuneConfig::default(),
+            ..config
+        },
+        _ => config,
     };
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     pipeline.save(out)?;

@@ -8,6 +8,7 @@ use super::config::{Activation, NormPosition, TransformerConfig};
 use super::norm::LayerNorm;
 use crate::kernels;
 use crate::kernels::PackCache;
+use crate::model::adapter::{Adapter, through};
 use crate::model::lora::{FinetuneConfig, Lora, adapted};
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
@@ -15,11 +16,14 @@ use burn::prelude::*;
 /// A residual sublayer with its LayerNorm: `x + f(LN(x))` (pre) or `LN(x + f(x))` (post).
 fn residual<B: Backend>(
     norm: NormPosition,
-    layer_norm: &LayerNorm<B>,
+    (layer_norm, adapter): (&LayerNorm<B>, Option<&Adapter<B>>),
     dropout: &Dropout,
     x: Tensor<B, 3>,
     f: impl FnOnce(Tensor<B, 3>) -> Tensor<B, 3>,
 ) -> Tensor<B, 3> {
+    // An adapter (fine-tuning) transforms the sublayer's output before dropout and the residual
+    // addition (Houlsby et al. 2019, Fig. 2).
+    let f = |h| through(adapter, f(h));
     match norm {
         NormPosition::Pre => x.clone() + kernels::dropout(f(layer_norm.forward(x)), dropout.prob),
         NormPosition::Post => layer_norm.forward(x.clone() + kernels::dropout(f(x), dropout.prob)),
@@ -78,6 +82,10 @@ pub struct EncoderLayer<B: Backend> {
     pub fc1_lora: Option<Lora<B>>,
     /// LoRA update of `fc2`.
     pub fc2_lora: Option<Lora<B>>,
+    /// Adapter after the self-attention (`[finetune] method = "adapter"`).
+    pub self_attn_adapter: Option<Adapter<B>>,
+    /// Adapter after the feed-forward.
+    pub ffn_adapter: Option<Adapter<B>>,
     /// The feed-forward's LayerNorm.
     pub final_layer_norm: LayerNorm<B>,
     dropout: Dropout,
@@ -89,10 +97,14 @@ pub struct EncoderLayer<B: Backend> {
 }
 
 impl<B: Backend> EncoderLayer<B> {
-    /// Adds the LoRA updates `config` targets.
-    pub fn add_lora(&mut self, config: &FinetuneConfig, device: &B::Device) {
+    /// Adds the LoRA updates `config` targets, or its adapters.
+    pub fn add_finetune(&mut self, config: &FinetuneConfig, device: &B::Device) {
         self.self_attn.add_lora(config, device);
         (self.fc1_lora, self.fc2_lora) = ffn_lora(&self.fc1, config, device);
+        let d = self.fc1.weight.dims()[0];
+        let adapter = || config.adapters().then(|| Adapter::new(d, config, device));
+        self.self_attn_adapter = adapter();
+        self.ffn_adapter = adapter();
     }
 
     /// Folds the LoRA updates into the weights.
@@ -118,6 +130,8 @@ impl<B: Backend> EncoderLayer<B> {
             fc2: xavier_linear(config.ffn_size, config.d_model, true, device),
             fc1_lora: None,
             fc2_lora: None,
+            self_attn_adapter: None,
+            ffn_adapter: None,
             final_layer_norm: ln(),
             dropout: DropoutConfig::new(config.dropout).init(),
             activation_dropout: DropoutConfig::new(config.activation_dropout).init(),
@@ -130,7 +144,7 @@ impl<B: Backend> EncoderLayer<B> {
     pub fn forward(&self, x: Tensor<B, 3>, pad_bias: &Tensor<B, 4>) -> Tensor<B, 3> {
         let x = residual(
             self.norm,
-            &self.self_attn_layer_norm,
+            (&self.self_attn_layer_norm, self.self_attn_adapter.as_ref()),
             &self.dropout,
             x,
             |h| {
@@ -139,15 +153,21 @@ impl<B: Backend> EncoderLayer<B> {
                     .0
             },
         );
-        residual(self.norm, &self.final_layer_norm, &self.dropout, x, |h| {
-            feed_forward(
-                (&self.fc1, self.fc1_lora.as_ref()),
-                (&self.fc2, self.fc2_lora.as_ref()),
-                self.activation,
-                &self.activation_dropout,
-                h,
-            )
-        })
+        residual(
+            self.norm,
+            (&self.final_layer_norm, self.ffn_adapter.as_ref()),
+            &self.dropout,
+            x,
+            |h| {
+                feed_forward(
+                    (&self.fc1, self.fc1_lora.as_ref()),
+                    (&self.fc2, self.fc2_lora.as_ref()),
+                    self.activation,
+                    &self.activation_dropout,
+                    h,
+                )
+            },
+        )
     }
 }
 
@@ -170,6 +190,12 @@ pub struct DecoderLayer<B: Backend> {
     pub fc1_lora: Option<Lora<B>>,
     /// LoRA update of `fc2`.
     pub fc2_lora: Option<Lora<B>>,
+    /// Adapter after the self-attention (`[finetune] method = "adapter"`).
+    pub self_attn_adapter: Option<Adapter<B>>,
+    /// Adapter after the cross-attention.
+    pub encoder_attn_adapter: Option<Adapter<B>>,
+    /// Adapter after the feed-forward.
+    pub ffn_adapter: Option<Adapter<B>>,
     /// The feed-forward's LayerNorm.
     pub final_layer_norm: LayerNorm<B>,
     dropout: Dropout,
@@ -204,11 +230,16 @@ impl<B: Backend> CrossMemory<B> {
 }
 
 impl<B: Backend> DecoderLayer<B> {
-    /// Adds the LoRA updates `config` targets.
-    pub fn add_lora(&mut self, config: &FinetuneConfig, device: &B::Device) {
+    /// Adds the LoRA updates `config` targets, or its adapters.
+    pub fn add_finetune(&mut self, config: &FinetuneConfig, device: &B::Device) {
         self.self_attn.add_lora(config, device);
         self.encoder_attn.add_lora(config, device);
         (self.fc1_lora, self.fc2_lora) = ffn_lora(&self.fc1, config, device);
+        let d = self.fc1.weight.dims()[0];
+        let adapter = || config.adapters().then(|| Adapter::new(d, config, device));
+        self.self_attn_adapter = adapter();
+        self.encoder_attn_adapter = adapter();
+        self.ffn_adapter = adapter();
     }
 
     /// Folds the LoRA updates into the weights.
@@ -240,6 +271,9 @@ impl<B: Backend> DecoderLayer<B> {
             fc2: xavier_linear(config.ffn_size, config.d_model, true, device),
             fc1_lora: None,
             fc2_lora: None,
+            self_attn_adapter: None,
+            encoder_attn_adapter: None,
+            ffn_adapter: None,
             final_layer_norm: ln(),
             dropout: DropoutConfig::new(config.dropout).init(),
             activation_dropout: DropoutConfig::new(config.activation_dropout).init(),
@@ -266,7 +300,10 @@ impl<B: Backend> DecoderLayer<B> {
         let mut weights = None;
         let x = residual(
             self.norm,
-            &self.encoder_attn_layer_norm,
+            (
+                &self.encoder_attn_layer_norm,
+                self.encoder_attn_adapter.as_ref(),
+            ),
             &self.dropout,
             x,
             |h| {
@@ -281,15 +318,21 @@ impl<B: Backend> DecoderLayer<B> {
                 out
             },
         );
-        let x = residual(self.norm, &self.final_layer_norm, &self.dropout, x, |h| {
-            feed_forward(
-                (&self.fc1, self.fc1_lora.as_ref()),
-                (&self.fc2, self.fc2_lora.as_ref()),
-                self.activation,
-                &self.activation_dropout,
-                h,
-            )
-        });
+        let x = residual(
+            self.norm,
+            (&self.final_layer_norm, self.ffn_adapter.as_ref()),
+            &self.dropout,
+            x,
+            |h| {
+                feed_forward(
+                    (&self.fc1, self.fc1_lora.as_ref()),
+                    (&self.fc2, self.fc2_lora.as_ref()),
+                    self.activation,
+                    &self.activation_dropout,
+                    h,
+                )
+            },
+        );
         // `residual` always calls its sublayer once.
         let weights = weights.unwrap_or_else(|| unreachable!("the cross-attention ran"));
         (x, weights)
@@ -306,7 +349,7 @@ impl<B: Backend> DecoderLayer<B> {
     ) -> (Tensor<B, 3>, Tensor<B, 4>) {
         let x = residual(
             self.norm,
-            &self.self_attn_layer_norm,
+            (&self.self_attn_layer_norm, self.self_attn_adapter.as_ref()),
             &self.dropout,
             x,
             |h| self.self_attn.forward(h.clone(), h, Some(causal.clone())).0,
@@ -327,7 +370,7 @@ impl<B: Backend> DecoderLayer<B> {
     ) -> (Tensor<B, 3>, Tensor<B, 4>) {
         let x = residual(
             self.norm,
-            &self.self_attn_layer_norm,
+            (&self.self_attn_layer_norm, self.self_attn_adapter.as_ref()),
             &self.dropout,
             x,
             |h| self.self_attn.step_self(h, cache),
@@ -335,7 +378,10 @@ impl<B: Backend> DecoderLayer<B> {
         let mut weights = None;
         let x = residual(
             self.norm,
-            &self.encoder_attn_layer_norm,
+            (
+                &self.encoder_attn_layer_norm,
+                self.encoder_attn_adapter.as_ref(),
+            ),
             &self.dropout,
             x,
             |h| {
@@ -346,15 +392,21 @@ impl<B: Backend> DecoderLayer<B> {
                 out
             },
         );
-        let x = residual(self.norm, &self.final_layer_norm, &self.dropout, x, |h| {
-            let [n, _, d] = h.dims();
-            let inner = self.activation.apply(packed_linear(
-                &self.fc1,
-                &self.ffn_packs[0],
-                h.reshape([n, d]),
-            ));
-            packed_linear(&self.fc2, &self.ffn_packs[1], inner).reshape([n, 1, d])
-        });
+        let x = residual(
+            self.norm,
+            (&self.final_layer_norm, self.ffn_adapter.as_ref()),
+            &self.dropout,
+            x,
+            |h| {
+                let [n, _, d] = h.dims();
+                let inner = self.activation.apply(packed_linear(
+                    &self.fc1,
+                    &self.ffn_packs[0],
+                    h.reshape([n, d]),
+                ));
+                packed_linear(&self.fc2, &self.ffn_packs[1], inner).reshape([n, 1, d])
+            },
+        );
         // `residual` always calls its sublayer once.
         let weights = weights.unwrap_or_else(|| unreachable!("the cross-attention ran"));
         (x, weights)

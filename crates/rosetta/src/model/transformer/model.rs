@@ -73,15 +73,15 @@ pub struct TransformerState<B: Backend> {
 }
 
 impl<B: Backend> Transformer<B> {
-    /// Freezes every parameter and adds the LoRA updates `config` targets, the only parameters
-    /// left to train (Hu et al. 2021).
-    pub fn with_lora(self, config: &FinetuneConfig, device: &B::Device) -> Self {
+    /// Freezes every parameter and adds the LoRA updates `config` targets (Hu et al. 2021) or its
+    /// adapters (Houlsby et al. 2019), the only parameters left to train.
+    pub fn frozen_with_finetune(self, config: &FinetuneConfig, device: &B::Device) -> Self {
         let mut model = self.no_grad();
         for layer in &mut model.encoder.layers {
-            layer.add_lora(config, device);
+            layer.add_finetune(config, device);
         }
         for layer in &mut model.decoder.layers {
-            layer.add_lora(config, device);
+            layer.add_finetune(config, device);
         }
         model
     }
