@@ -312,16 +312,48 @@ fn a_trained_model_is_never_overwritten_without_resume() {
         std::fs::read_to_string(dir.path().join("config.toml")).unwrap(),
         saved
     );
+}
+
+/// Regression: `--resume` on a directory without a checkpoint was an error ("holds no checkpoint
+/// to continue from"); job schedulers and sweeps always pass `--resume`, so a run killed before its
+/// first checkpoint (or never started) now starts from scratch, and says so.
+#[test]
+fn resume_without_a_checkpoint_starts_from_scratch_with_a_notice() {
+    let _guard = serial();
+    let device = Default::default();
+    let mut config = tiny_config();
+    config.train.max_steps = 2;
+    let d = || data(reverse_task(50, 5), None);
+    struct Warnings(Vec<String>);
+    impl rosetta::train::trainer::Observer for Warnings {
+        fn warn(&mut self, message: &str) {
+            self.0.push(message.to_owned());
+        }
+    }
     let empty = tempfile::tempdir().unwrap();
-    let err = train::<B>(
+    std::fs::write(
+        empty.path().join("metrics.jsonl"),
+        "{\"type\":\"train\",\"step\":1}\n",
+    )
+    .unwrap();
+    let mut warnings = Warnings(Vec::new());
+    let summary = train::<B>(
         &config,
         &d(),
         &options(empty.path(), true),
         &device,
-        &mut Silent,
+        &mut warnings,
     )
-    .unwrap_err();
-    assert!(err.to_string().contains("no checkpoint"), "{err}");
+    .unwrap();
+    assert_eq!(summary.steps, config.train.max_steps);
+    assert!(
+        warnings
+            .0
+            .iter()
+            .any(|w| w.contains("starting from scratch")),
+        "{:?}",
+        warnings.0
+    );
 }
 
 #[test]

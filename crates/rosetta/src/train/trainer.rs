@@ -345,6 +345,8 @@ pub struct Trainer<'a, B: AutodiffBackend, M: AutodiffModule<B>> {
     plan: Vec<Vec<u32>>,
     plan_epoch: u64,
     consecutive_bad: usize,
+    /// Told to the observer when the run starts (a `--resume` that had nothing to resume).
+    notice: Option<String>,
 }
 
 impl<'a, B, M> Trainer<'a, B, M>
@@ -365,13 +367,29 @@ where
         config.validate()?;
         let dir = options.model_dir.clone();
         let existing = checkpoint::list(&dir)?;
-        if options.resume && existing.is_empty() {
-            return Err(Error::Config(format!(
-                "--resume: {} holds no checkpoint to continue from",
+        // Job schedulers and sweeps always pass --resume: a run killed before its first checkpoint
+        // (or never started) starts from scratch, with a notice, instead of failing.
+        let notice = (options.resume && existing.is_empty()).then(|| {
+            format!(
+                "--resume: {} holds no checkpoint yet; starting from scratch",
                 dir.display()
-            )));
+            )
+        });
+        let options = &TrainOptions {
+            model_dir: options.model_dir.clone(),
+            resume: options.resume && !existing.is_empty(),
+        };
+        if notice.is_some() {
+            // Rows of the interrupted attempt would otherwise precede the new run's.
+            let metrics = dir.join(METRICS_FILE);
+            if metrics.exists() {
+                std::fs::remove_file(&metrics).map_err(|e| Error::io(&metrics, e))?;
+            }
         }
-        if !options.resume && (!existing.is_empty() || dir.join(WEIGHTS).exists()) {
+        if !options.resume
+            && notice.is_none()
+            && (!existing.is_empty() || dir.join(WEIGHTS).exists())
+        {
             return Err(Error::Config(format!(
                 "{} already holds a trained model; pass --resume to continue it, or choose another model directory",
                 dir.display()
@@ -520,6 +538,7 @@ where
             plan: Vec::new(),
             plan_epoch: u64::MAX,
             consecutive_bad: 0,
+            notice,
         })
     }
 
@@ -731,6 +750,9 @@ where
     /// Trains until a stopping condition holds, validating and checkpointing on the way.
     pub fn run(mut self, observer: &mut dyn Observer) -> Result<TrainSummary> {
         let train_cfg = &self.config.train;
+        if let Some(notice) = &self.notice {
+            observer.warn(notice);
+        }
         observer.started(&self.info);
         let metrics_path = self.dir.join(METRICS_FILE);
         let started = Instant::now();
