@@ -203,9 +203,10 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// Materializes the batch of the given examples, with the target vocabulary's special ids.
-    pub fn new(data: &ParallelIds, indices: &[u32], specials: &SpecialIds) -> Self {
-        let side = |ids: &crate::encoded::TokenStore, bos, eos| {
+    /// Materializes the batch of the given examples, each side with its vocabulary's special ids
+    /// (`(source, target)`; they differ for imported models with separate vocabularies).
+    pub fn new(data: &ParallelIds, indices: &[u32], specials: (&SpecialIds, &SpecialIds)) -> Self {
+        let side = |ids: &crate::encoded::TokenStore, specials, bos, eos| {
             PaddedIds::new(
                 indices.iter().map(|&i| ids.get(i as usize)),
                 specials,
@@ -213,9 +214,9 @@ impl Batch {
                 eos,
             )
         };
-        let src = side(&data.src, false, true);
-        let tgt_in = side(&data.tgt, true, false);
-        let tgt_out = side(&data.tgt, false, true);
+        let src = side(&data.src, specials.0, false, true);
+        let tgt_in = side(&data.tgt, specials.1, true, false);
+        let tgt_out = side(&data.tgt, specials.1, false, true);
         Batch {
             indices: indices.to_vec(),
             src,
@@ -247,7 +248,8 @@ mod tests {
     fn batch_shifts_target() {
         let mut data = ParallelIds::new();
         data.push(&[10, 11], &[20, 21, 22]);
-        let b = Batch::new(&data, &[0], &SpecialIds::default());
+        let s = SpecialIds::default();
+        let b = Batch::new(&data, &[0], (&s, &s));
         assert_eq!(b.src.ids, [10, 11, EOS]);
         assert_eq!(b.tgt_in.ids, [BOS, 20, 21, 22]);
         assert_eq!(b.tgt_out.ids, [20, 21, 22, EOS]);

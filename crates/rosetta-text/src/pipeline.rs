@@ -290,6 +290,14 @@ impl TextPipeline {
         })
     }
 
+    /// The same pipeline with another `max_len` (the training-length filter and source
+    /// truncation), e.g. when fine-tuning a model with a different limit.
+    pub fn with_max_len(mut self, max_len: usize) -> Result<Self> {
+        self.config.max_len = max_len;
+        self.config.validate()?;
+        Ok(self)
+    }
+
     /// Source tokenizer.
     pub fn src_tokenizer(&self) -> &AnyTokenizer {
         &self.src_tokenizer

@@ -42,7 +42,7 @@ proptest! {
         let (src, tgt) = data.batch_lengths();
         let planner = BatchPlanner::new(src, tgt, 64).unwrap();
         for indices in planner.epoch(seed, 0) {
-            let batch = Batch::new(&data, &indices, &Default::default());
+            let batch = Batch::new(&data, &indices, (&Default::default(), &Default::default()));
             prop_assert!(batch.src.batch * batch.src.len <= 64);
             prop_assert!(batch.tgt_in.batch * batch.tgt_in.len <= 64);
             prop_assert_eq!(batch.tgt_in.len, batch.tgt_out.len);

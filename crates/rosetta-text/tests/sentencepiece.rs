@@ -24,6 +24,11 @@ fn pieces_equal_the_sentencepiece_library() {
     let mut wrong = Vec::new();
     for (line, expected) in lines.iter().zip(pieces) {
         let line = line.as_str().unwrap();
+        if line.starts_with(">>") {
+            // Target-language tokens are split off before SentencePiece, as MarianTokenizer does;
+            // pinned against MarianTokenizer in crates/rosetta/tests/marian.rs.
+            continue;
+        }
         let expected: Vec<String> = serde_json::from_value(expected.clone()).unwrap();
         let got = tokenizer.tokenize(line).unwrap();
         if got != expected {

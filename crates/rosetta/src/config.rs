@@ -332,11 +332,14 @@ impl Config {
         }
         let init = Config::load(&init_path)?;
         let mut out = self.clone();
+        // Recorded absolute: an adapter directory finds its base from any working directory.
+        out.train.init_from = Some(std::fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?);
         if self.model == ModelConfig::default() {
             out.model = init.model.clone();
         } else if !same_up_to_dropout(&self.model, &init.model) {
             return Err(Error::Config(format!(
-                "train.init_from = {}: [model] differs from the starting model's beyond dropout                  rates; fine-tuning keeps the architecture (remove [model] to take it from {})",
+                "train.init_from = {}: [model] differs from the starting model's beyond dropout \
+                 rates; fine-tuning keeps the architecture (remove [model] to take it from {})",
                 dir.display(),
                 init_path.display()
             )));
@@ -349,7 +352,8 @@ impl Config {
             out.text = init.text.clone();
         } else if max_len(&self.text) != max_len(&init.text) {
             return Err(Error::Config(format!(
-                "train.init_from = {}: [text] differs from the starting model's; fine-tuning keeps                  its tokenizers and vocabularies (remove [text], or change only text.max_len)",
+                "train.init_from = {}: [text] differs from the starting model's; fine-tuning keeps \
+                 its tokenizers and vocabularies (remove [text], or change only text.max_len)",
                 dir.display()
             )));
         }

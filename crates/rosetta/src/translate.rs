@@ -328,7 +328,7 @@ impl<B: Backend> Translator<B> {
         for chunk in Self::batches(&lengths, budget) {
             let padded = PaddedIds::new(
                 chunk.iter().map(|&i| ids[i].as_slice()),
-                &specials,
+                &self.pipeline.src_vocab().specials(),
                 false,
                 true,
             );
@@ -428,18 +428,14 @@ impl<B: Backend> Translator<B> {
         let specials = self.pipeline.tgt_vocab().specials();
         let (mut nll, mut tokens) = (0.0f64, 0usize);
         for chunk in Self::batches(&lengths, max_tokens.max(2 * max_len + 2)) {
-            let side = |ids: &[Vec<u32>], bos, eos| {
-                PaddedIds::new(
-                    chunk.iter().map(|&i| ids[i].as_slice()),
-                    &specials,
-                    bos,
-                    eos,
-                )
+            let src_specials = self.pipeline.src_vocab().specials();
+            let side = |ids: &[Vec<u32>], specials, bos, eos| {
+                PaddedIds::new(chunk.iter().map(|&i| ids[i].as_slice()), specials, bos, eos)
             };
             let (src, tgt_in, tgt_out) = (
-                side(&src_ids, false, true),
-                side(&tgt_ids, true, false),
-                side(&tgt_ids, false, true),
+                side(&src_ids, &src_specials, false, true),
+                side(&tgt_ids, &specials, true, false),
+                side(&tgt_ids, &specials, false, true),
             );
             let src = source_batch::<B>(&src, specials, &self.device);
             let tgt_in = ids_tensor(&tgt_in, &self.device);

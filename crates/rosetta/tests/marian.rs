@@ -297,6 +297,11 @@ fn export_gives_back_the_hugging_face_tensors_and_files() {
     ] {
         assert_eq!(config[key], original_config[key], "{key}");
     }
+    // An existing export is never overwritten.
+    let err = rosetta::marian::export_marian(&dir.path().join("m"), out.path())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("already holds"), "{err}");
     // And the exported directory imports again to the same model.
     let again = tempfile::tempdir().unwrap();
     import_marian(out.path(), &again.path().join("m")).unwrap();
@@ -472,6 +477,20 @@ fn imported_model_fine_tunes_end_to_end() {
     let hf = tempfile::tempdir().unwrap();
     rosetta::marian::export_marian(&out.path().join("ft"), hf.path()).unwrap();
     assert!(hf.path().join("config.json").exists());
+
+    // Regression (review): `--resume` on a directory holding a model but no checkpoint (an import)
+    // must not retrain it from scratch over its files.
+    let resumed = TrainOptions {
+        model_dir: base.path().join("m"),
+        resume: true,
+    };
+    let err = train::<Autodiff<Flex>>(&config, &data, &resumed, &Default::default(), &mut Silent)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no checkpoint") && err.contains("init_from"),
+        "{err}"
+    );
 
     // Changing the architecture or the vocabulary while fine-tuning is refused.
     let mut wrong = config.clone();
@@ -669,6 +688,13 @@ fn lora_trains_only_its_updates_saves_the_adapter_alone_and_merges() {
         weights(&base_model),
         "frozen after resume"
     );
+
+    // An unmerged adapter cannot be exported; the merged model can.
+    let err = rosetta::marian::export_marian(&ft, &out.path().join("hf"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("rosetta merge"), "{err}");
+    rosetta::marian::export_marian(&merged, &out.path().join("hf")).unwrap();
 
     // Merging a model without an adapter is refused.
     let err = rosetta::train::merge::merge_adapter::<Flex>(

@@ -182,6 +182,17 @@ impl SentencePieceTokenizer {
             .as_deref()
             .filter(|m| !m.is_empty())
         {
+            // The map starts with the byte size of its trie (u32, little-endian), 4-byte units,
+            // followed by the replacement strings; a malformed size would make the normalizer
+            // index outside the trie on the first text.
+            let trie = map
+                .get(..4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+            if !trie.is_some_and(|t| t >= 4 && t % 4 == 0 && 4 + t <= map.len()) {
+                return Err(
+                    "normalizer_spec.precompiled_charsmap is corrupt (bad trie size)".into(),
+                );
+            }
             let precompiled = Precompiled::from(map)
                 .map_err(|e| format!("normalizer_spec.precompiled_charsmap is corrupt: {e}"))?;
             normalizers.push(precompiled.into());
@@ -218,21 +229,92 @@ impl SentencePieceTokenizer {
     }
 }
 
+/// Splits a leading target-language token (`>>fra<<`, as multilingual OPUS-MT models read) off a
+/// line, as `MarianTokenizer.remove_language_code` does (transformers 5): a line starting with `>>`
+/// gives up to and including its first `<<`.
+fn language_code(text: &str) -> Option<(&str, &str)> {
+    if !text.starts_with(">>") {
+        return None;
+    }
+    let end = text.find("<<")?;
+    Some(text.split_at(end + 2))
+}
+
 impl Tokenize for SentencePieceTokenizer {
     fn tokenize(&self, text: &str) -> Result<Vec<String>> {
+        let (code, text) = match language_code(text) {
+            Some((code, rest)) => (Some(code), rest),
+            None => (None, text),
+        };
+        let mut pieces: Vec<String> = code.map(str::to_owned).into_iter().collect();
         if text.is_empty() {
-            return Ok(Vec::new());
+            return Ok(pieces);
         }
         let encoding = self
             .inner
             .encode(text, false)
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
-        Ok(encoding.get_tokens().to_vec())
+        pieces.extend_from_slice(encoding.get_tokens());
+        Ok(pieces)
     }
 
     fn detokenize(&self, pieces: &[String]) -> Result<String> {
         // `▁` marks a word start; the first word's marker is the dummy prefix.
         let text: String = pieces.concat().replace('▁', " ");
         Ok(text.strip_prefix(' ').map(str::to_owned).unwrap_or(text))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> proto::ModelProto {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../rosetta/tests/fixtures/marian-tiny/source.spm");
+        proto::ModelProto::decode(std::fs::read(path).unwrap().as_slice()).unwrap()
+    }
+
+    /// Regression (review): a charsmap whose trie size field is zero loaded, then panicked in the
+    /// normalizer on the first text.
+    #[test]
+    fn a_corrupt_charsmap_is_refused_at_load_not_a_panic_later() {
+        for map in [
+            vec![0u8; 4],
+            vec![255, 255, 255, 255, 1, 2],
+            vec![8, 0, 0, 0, 1],
+        ] {
+            let mut model = fixture();
+            if let Some(spec) = model.normalizer_spec.as_mut() {
+                spec.precompiled_charsmap = Some(map);
+            }
+            let err = SentencePieceTokenizer::from_bytes(model.encode_to_vec()).unwrap_err();
+            assert!(err.contains("precompiled_charsmap"), "{err}");
+        }
+    }
+
+    #[test]
+    fn unsupported_variants_are_refused_naming_the_setting() {
+        let mut model = fixture();
+        if let Some(t) = model.trainer_spec.as_mut() {
+            t.model_type = Some(2);
+        }
+        let err = SentencePieceTokenizer::from_bytes(model.encode_to_vec()).unwrap_err();
+        assert!(err.contains("model_type") && err.contains("bpe"), "{err}");
+    }
+
+    #[test]
+    fn language_codes_are_split_off_as_marian_tokenizer_does() {
+        assert_eq!(
+            language_code(">>fra<< Ein Mann."),
+            Some((">>fra<<", " Ein Mann."))
+        );
+        assert_eq!(
+            language_code(">>x<< a >>y<< b"),
+            Some((">>x<<", " a >>y<< b"))
+        );
+        assert_eq!(language_code(">><< a"), Some((">><<", " a")));
+        assert_eq!(language_code(">>fra"), None);
+        assert_eq!(language_code("Ein >>fra<<"), None);
     }
 }

@@ -12,6 +12,7 @@ use super::weights::{read_tensors, rosetta_to_hf, to_safetensors};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::model::architecture::ModelConfig;
+use crate::model::lora::FinetuneMethod;
 use crate::train::checkpoint::{WEIGHTS, write_atomic};
 use crate::train::trainer::CONFIG_FILE;
 use rosetta_text::pipeline::TextPipeline;
@@ -43,6 +44,32 @@ pub fn export_marian(model_dir: &Path, out_dir: &Path) -> Result<()> {
             config.model.arch()
         )));
     };
+    match config.finetune.method {
+        FinetuneMethod::None => {}
+        FinetuneMethod::Lora => {
+            return Err(Error::Config(format!(
+                "{} holds a LoRA adapter; fold it into the weights first with `rosetta merge`, then \
+                 export the merged directory",
+                model_dir.display()
+            )));
+        }
+        FinetuneMethod::Adapter => {
+            return Err(Error::Config(format!(
+                "{}: bottleneck adapters are layers Marian does not have, so the model cannot be \
+                 exported as a Marian model",
+                model_dir.display()
+            )));
+        }
+    }
+    if out_dir.join("config.json").exists() {
+        return Err(Error::io(
+            out_dir,
+            std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "already holds a model (config.json); choose a new directory",
+            ),
+        ));
+    }
     let pipeline = TextPipeline::load(model_dir)?;
     let (AnyTokenizer::SentencePiece(src_spm), AnyTokenizer::SentencePiece(tgt_spm)) =
         (pipeline.src_tokenizer(), pipeline.tgt_tokenizer())

@@ -227,8 +227,9 @@ fn validate<B: Backend, M: Seq2Seq<B>>(
     let mut hyps = vec![String::new(); valid.ids.len()];
     let (a, b) = (config.train.valid_max_len_a, config.train.valid_max_len_b);
     let specials = pipeline.tgt_vocab().specials();
+    let src_specials = pipeline.src_vocab().specials();
     for indices in valid.planner.epoch(0, 0) {
-        let batch = Batch::new(&valid.ids, &indices, &specials);
+        let batch = Batch::new(&valid.ids, &indices, (&src_specials, &specials));
         let src = source_batch::<B>(&batch.src, specials, device);
         let (logits, _) = model.forward(&src, ids_tensor(&batch.tgt_in, device));
         let (batch_nll, batch_tokens) =
@@ -369,6 +370,14 @@ where
         let existing = checkpoint::list(&dir)?;
         // Job schedulers and sweeps always pass --resume: a run killed before its first checkpoint
         // (or never started) starts from scratch, with a notice, instead of failing.
+        let finished = dir.join(WEIGHTS).exists() || dir.join(checkpoint::ADAPTER).exists();
+        if options.resume && existing.is_empty() && finished {
+            return Err(Error::Config(format!(
+                "--resume: {} holds a model but no checkpoint to continue from (imported, averaged \
+                 or merged?); fine-tune it with train.init_from in a new directory instead",
+                dir.display()
+            )));
+        }
         let notice = (options.resume && existing.is_empty()).then(|| {
             format!(
                 "--resume: {} holds no checkpoint yet; starting from scratch",
@@ -402,8 +411,9 @@ where
         let pipeline = if options.resume {
             TextPipeline::load(&dir)?
         } else if let Some(init) = &train_cfg.init_from {
-            // Fine-tuning keeps the starting model's tokenizers and vocabularies.
-            let p = TextPipeline::load(init)?;
+            // Fine-tuning keeps the starting model's tokenizers and vocabularies (only the length
+            // limit may change).
+            let p = TextPipeline::load(init)?.with_max_len(config.text.max_len)?;
             p.save(&dir)?;
             p
         } else {
@@ -590,7 +600,7 @@ where
             let batch = Batch::new(
                 &self.train_ids,
                 &self.plan[self.state.batch_in_epoch],
-                &specials,
+                (&self.pipeline.src_vocab().specials(), &specials),
             );
             self.state.batch_in_epoch += 1;
             B::seed(
