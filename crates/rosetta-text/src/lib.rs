@@ -8,6 +8,7 @@
 //! [`metrics`] scores hypotheses against references exactly like sacreBLEU 2.x.
 #![deny(missing_docs)]
 
+pub mod atomic;
 pub mod batch;
 pub mod corpus;
 pub mod encoded;

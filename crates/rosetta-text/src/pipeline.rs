@@ -339,7 +339,7 @@ impl TextPipeline {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let config_path = dir.join(CONFIG_FILE);
         let text = toml_string(&self.config).map_err(|e| Error::format(&config_path, e))?;
-        std::fs::write(&config_path, text).map_err(|e| Error::io(&config_path, e))?;
+        crate::atomic::write_atomic(&config_path, text.as_bytes())?;
         let joint = self.config.joint;
         let sides: &[(&str, &AnyTokenizer, &Vocab)] = if joint {
             &[("src", &self.src_tokenizer, &self.src_vocab)]

@@ -6,7 +6,6 @@
 
 use crate::error::{Error, Result};
 use std::collections::HashMap;
-use std::io::{BufWriter, Write};
 use std::path::Path;
 
 /// Padding; masked out of attention and loss.
@@ -180,11 +179,10 @@ impl Vocab {
         &self.pieces
     }
 
-    /// Writes one piece per line, in id order.
+    /// Writes one piece per line, in id order, atomically.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-        let mut out = BufWriter::new(file);
+        let mut out = String::with_capacity(self.pieces.iter().map(|p| p.len() + 1).sum());
         for (i, piece) in self.pieces.iter().enumerate() {
             if piece.contains(['\n', '\r']) {
                 return Err(Error::Format {
@@ -193,9 +191,10 @@ impl Vocab {
                     message: format!("piece {piece:?} contains a line break and cannot be saved"),
                 });
             }
-            writeln!(out, "{piece}").map_err(|e| Error::io(path, e))?;
+            out.push_str(piece);
+            out.push('\n');
         }
-        out.flush().map_err(|e| Error::io(path, e))
+        crate::atomic::write_atomic(path, out.as_bytes())
     }
 
     /// Reads a file written by [`Vocab::save`], checking the specials and duplicates. A file that

@@ -215,7 +215,7 @@ impl SentencePieceTokenizer {
     /// Writes the `.spm` file back, byte for byte.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        std::fs::write(path, &self.bytes).map_err(|e| Error::io(path, e))
+        crate::atomic::write_atomic(path, &self.bytes)
     }
 
     /// Whether `other` is the same model file.

@@ -141,9 +141,11 @@ impl SubwordTokenizer {
     /// Saves the model as a standard `tokenizer.json`.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        self.inner
-            .save(path, true)
-            .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))
+        let json = self
+            .inner
+            .to_string(true)
+            .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
+        crate::atomic::write_atomic(path, json.as_bytes())
     }
 
     /// All pieces of the model, ordered by the model's own id.
