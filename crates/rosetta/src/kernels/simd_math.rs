@@ -51,6 +51,36 @@ pub fn exp(x: f32) -> f32 {
     select(x < EXP_MIN, 0.0, out)
 }
 
+/// `ln x` (Cephes `logf`: `x = m·2^e` with `m` in [√½, √2), degree-8 polynomial for `ln m`),
+/// without branches so that loops over it vectorize. `ln 0` (and subnormal inputs, which only
+/// arise as probabilities below e^−87) is −∞; negative inputs and NaN give NaN; +∞ stays +∞.
+#[inline(always)]
+pub fn ln(x: f32) -> f32 {
+    let bits = x.to_bits();
+    let mut e = ((bits >> 23) & 0xff) as i32 - 126;
+    // The mantissa with the exponent of 0.5: m in [0.5, 1).
+    let mut m = f32::from_bits((bits & 0x807f_ffff) | 0x3f00_0000);
+    let small = m < std::f32::consts::FRAC_1_SQRT_2;
+    e -= i32::from(small);
+    m = select(small, m + m - 1.0, m - 1.0);
+    let z = m * m;
+    let mut p = 7.037_683_6e-2_f32;
+    p = p * m - 1.151_461_1e-1;
+    p = p * m + 1.167_699_9e-1;
+    p = p * m - 1.242_014_1e-1;
+    p = p * m + 1.424_932_3e-1;
+    p = p * m - 1.666_805_8e-1;
+    p = p * m + 2.000_071_4e-1;
+    p = p * m - 2.499_999_4e-1;
+    p = p * m + 3.333_333_1e-1;
+    let ef = e as f32;
+    let y = p * m * z + ef * LN2_LO - 0.5 * z;
+    let out = m + y + ef * LN2_HI;
+    let out = select(x < f32::MIN_POSITIVE, f32::NEG_INFINITY, out);
+    let out = select(x.is_infinite() && x > 0.0, f32::INFINITY, out);
+    select(x < 0.0 || x.is_nan(), f32::NAN, out)
+}
+
 /// `if mask { a } else { b }` with bit operations: LLVM keeps an `if` between two floats as a
 /// branch when it cannot prove both sides cheap, and a branch in a loop body stops vectorization.
 #[inline(always)]

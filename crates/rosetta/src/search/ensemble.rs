@@ -58,12 +58,12 @@ impl<B: Backend, S: Scorer<B>> Scorer<B> for Ensemble<'_, S> {
     /// `prev`: `[n]` → log-probabilities `[n, tgt_vocab]`, attention `[n, src_len]`.
     fn step(&self, prev: Tensor<B, 1, Int>, states: Self::State) -> Step<B, Self::State> {
         let k = self.members.len();
-        let mut log_probs = Vec::with_capacity(k);
+        let mut logits = Vec::with_capacity(k);
         let mut attentions = Vec::with_capacity(k);
         let mut next = Vec::with_capacity(k);
         for (member, state) in self.members.iter().zip(states) {
             let step = member.step(prev.clone(), state);
-            log_probs.push(crate::kernels::log_softmax(step.logits));
+            logits.push(step.logits);
             attentions.extend(step.attention);
             next.push(step.state);
         }
@@ -73,7 +73,7 @@ impl<B: Backend, S: Scorer<B>> Scorer<B> for Ensemble<'_, S> {
                 .squeeze_dim::<2>(0)
         });
         Step {
-            logits: mixture(log_probs),
+            logits: crate::kernels::mixture_of_logits(logits),
             state: next,
             attention,
         }
