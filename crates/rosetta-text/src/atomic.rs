@@ -7,7 +7,8 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-fn tmp_name(path: &Path) -> PathBuf {
+/// The temporary name beside `path` that an atomic write goes through (`.NAME.tmp`).
+pub fn tmp_name(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -2,13 +2,12 @@
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::model::architecture::{AnyModel, Seq2Seq};
+use crate::model::architecture::AnyModel;
 use crate::model::input::{SourceBatch, ids_tensor, source_batch};
 use crate::search::ensemble::mixture;
 use crate::search::{
     BeamConfig, Ensemble, Hypothesis, SamplingConfig, Scorer, beam_search, greedy, sample,
 };
-use crate::train::checkpoint::load_model_dir_weights;
 use crate::train::loss::teacher_forced_nll;
 use crate::train::trainer::CONFIG_FILE;
 use burn::prelude::*;
@@ -164,21 +163,7 @@ impl<B: Backend> Translator<B> {
         let pipeline = TextPipeline::load(dir)?;
         // A LoRA-adapted model: the base (its own model.safetensors, or that of train.init_from)
         // plus the updates, folded into the weights for the search.
-        let model = AnyModel::init(
-            &config.model,
-            pipeline.src_vocab().len(),
-            pipeline.tgt_vocab().len(),
-            device,
-        )?
-        .try_map(
-            |m| m.with_finetune(&config.finetune, device),
-            |m| m.with_finetune(&config.finetune, device),
-        )?
-        .try_map(
-            |m| load_model_dir_weights(m, dir),
-            |m| load_model_dir_weights(m, dir),
-        )?
-        .try_map(|m| Ok(m.merged()), |m| Ok(m.merged()))?;
+        let model = AnyModel::load_dir(&config, &pipeline, dir, device)?.merged();
         Ok(Translator {
             models: vec![model],
             pipeline,

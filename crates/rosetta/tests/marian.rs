@@ -421,31 +421,58 @@ fn aligned_pairs(r: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// 12 constant-rate steps of fine-tuning from the model directory `base`.
+fn finetune_config(base: &Path, learning_rate: f64) -> Config {
+    let mut config = Config::default();
+    config.train.init_from = Some(base.to_path_buf());
+    config.train.batch_tokens = 600;
+    config.train.learning_rate = learning_rate;
+    config.train.schedule = rosetta::train::schedule::ScheduleKind::Constant;
+    config.train.max_epochs = 0;
+    config.train.max_steps = 12;
+    config.train.valid_every = 1000;
+    config
+}
+
+/// `pairs` as training data, without validation.
+fn memory_data(pairs: &[(String, String)]) -> rosetta::train::trainer::TrainData {
+    rosetta::train::trainer::TrainData {
+        train: rosetta_text::corpus::CorpusSource::Memory(std::sync::Arc::new(pairs.to_vec())),
+        valid: None,
+    }
+}
+
+/// Mean negative log-likelihood per target token of `pairs` under the model in `dir`.
+fn per_token_nll(dir: &Path, pairs: &[(String, String)]) -> f64 {
+    let sources: Vec<&str> = pairs.iter().map(|p| p.0.as_str()).collect();
+    let refs: Vec<&str> = pairs.iter().map(|p| p.1.as_str()).collect();
+    let t = rosetta::translate::Translator::<Flex>::load(dir, &Default::default()).unwrap();
+    let (nll, tokens) = t.score_references(&sources, &refs, 2000).unwrap();
+    nll / tokens as f64
+}
+
+/// The best translation of each source of `pairs` by the model in `dir`, default search.
+fn first_translations(dir: &Path, pairs: &[(String, String)]) -> Vec<String> {
+    let sources: Vec<&str> = pairs.iter().map(|p| p.0.as_str()).collect();
+    let t = rosetta::translate::Translator::<Flex>::load(dir, &Default::default()).unwrap();
+    t.translate(&sources, &rosetta::translate::TranslateOptions::default())
+        .unwrap()
+        .into_iter()
+        .map(|tr| tr.candidates[0].text.clone())
+        .collect()
+}
+
 #[test]
 fn imported_model_fine_tunes_end_to_end() {
     use burn::backend::Autodiff;
-    use rosetta::train::schedule::ScheduleKind;
-    use rosetta::train::trainer::{Silent, TrainData, TrainOptions, train};
-    use rosetta::translate::Translator;
-    use rosetta_text::corpus::CorpusSource;
-    use std::sync::Arc;
+    use rosetta::train::trainer::{Silent, TrainOptions, train};
 
     let base = imported();
     let r = reference();
     let pairs = aligned_pairs(&r);
-    let mut config = Config::default();
-    config.train.init_from = Some(base.path().join("m"));
-    config.train.batch_tokens = 600;
-    config.train.learning_rate = 3e-4;
-    config.train.schedule = ScheduleKind::Constant;
-    config.train.max_epochs = 0;
-    config.train.max_steps = 12;
-    config.train.valid_every = 1000;
+    let config = finetune_config(&base.path().join("m"), 3e-4);
     let out = tempfile::tempdir().unwrap();
-    let data = TrainData {
-        train: CorpusSource::Memory(Arc::new(pairs.clone())),
-        valid: None,
-    };
+    let data = memory_data(&pairs);
     let options = TrainOptions {
         model_dir: out.path().join("ft"),
         resume: false,
@@ -460,13 +487,7 @@ fn imported_model_fine_tunes_end_to_end() {
     assert_eq!(saved.decode.beam_rule, BeamRule::HuggingFace);
     assert_eq!(saved.train.init_from, config.train.init_from);
     // …and fits the data it was tuned on better than the starting model.
-    let sources: Vec<&str> = pairs.iter().map(|p| p.0.as_str()).collect();
-    let refs: Vec<&str> = pairs.iter().map(|p| p.1.as_str()).collect();
-    let nll = |dir: &Path| {
-        let t = Translator::<Flex>::load(dir, &Default::default()).unwrap();
-        let (nll, tokens) = t.score_references(&sources, &refs, 2000).unwrap();
-        nll / tokens as f64
-    };
+    let nll = |dir: &Path| per_token_nll(dir, &pairs);
     let before = nll(&base.path().join("m"));
     let after = nll(&out.path().join("ft"));
     assert!(
@@ -522,24 +543,13 @@ fn lora_trains_only_its_updates_saves_the_adapter_alone_and_merges() {
     use burn::module::Module;
     use rosetta::model::lora::{FinetuneConfig, FinetuneMethod};
     use rosetta::train::checkpoint;
-    use rosetta::train::schedule::ScheduleKind;
-    use rosetta::train::trainer::{Silent, TrainData, TrainOptions, train};
-    use rosetta::translate::{TranslateOptions, Translator};
-    use rosetta_text::corpus::CorpusSource;
-    use std::sync::Arc;
+    use rosetta::train::trainer::{Silent, TrainOptions, train};
 
     let base = imported();
     let base_dir = base.path().join("m");
     let r = reference();
     let pairs = aligned_pairs(&r);
-    let mut config = Config::default();
-    config.train.init_from = Some(base_dir.clone());
-    config.train.batch_tokens = 600;
-    config.train.learning_rate = 3e-3;
-    config.train.schedule = ScheduleKind::Constant;
-    config.train.max_epochs = 0;
-    config.train.max_steps = 12;
-    config.train.valid_every = 1000;
+    let mut config = finetune_config(&base_dir.clone(), 3e-3);
     config.finetune = FinetuneConfig {
         method: FinetuneMethod::Lora,
         rank: 4,
@@ -550,10 +560,7 @@ fn lora_trains_only_its_updates_saves_the_adapter_alone_and_merges() {
     };
     let out = tempfile::tempdir().unwrap();
     let ft = out.path().join("lora");
-    let data = TrainData {
-        train: CorpusSource::Memory(Arc::new(pairs.clone())),
-        valid: None,
-    };
+    let data = memory_data(&pairs);
     let options = TrainOptions {
         model_dir: ft.clone(),
         resume: false,
@@ -637,13 +644,7 @@ fn lora_trains_only_its_updates_saves_the_adapter_alone_and_merges() {
     assert_eq!(weights(&last_checkpoint()), weights(&base_model));
 
     // It fits its data better, translates unmerged (merged at load) and merged alike.
-    let sources: Vec<&str> = pairs.iter().map(|p| p.0.as_str()).collect();
-    let refs: Vec<&str> = pairs.iter().map(|p| p.1.as_str()).collect();
-    let nll = |dir: &Path| {
-        let t = Translator::<Flex>::load(dir, &Default::default()).unwrap();
-        let (nll, tokens) = t.score_references(&sources, &refs, 2000).unwrap();
-        nll / tokens as f64
-    };
+    let nll = |dir: &Path| per_token_nll(dir, &pairs);
     let before = nll(&base_dir);
     let after = nll(&ft);
     assert!(
@@ -654,14 +655,7 @@ fn lora_trains_only_its_updates_saves_the_adapter_alone_and_merges() {
     rosetta::train::merge::merge_adapter::<Flex>(&ft, &merged, &Default::default()).unwrap();
     assert!(merged.join("model.safetensors").exists());
     assert!((nll(&merged) - after).abs() < 1e-4);
-    let translate = |dir: &Path| -> Vec<String> {
-        let t = Translator::<Flex>::load(dir, &Default::default()).unwrap();
-        t.translate(&sources[..20], &TranslateOptions::default())
-            .unwrap()
-            .into_iter()
-            .map(|tr| tr.candidates[0].text.clone())
-            .collect()
-    };
+    let translate = |dir: &Path| first_translations(dir, &pairs[..20]);
     assert_eq!(translate(&ft), translate(&merged));
     // Averaging checkpoints and resuming work on the unmerged adapter too.
     let avg = out.path().join("avg");
@@ -723,23 +717,13 @@ fn lora_trains_only_its_updates_saves_the_adapter_alone_and_merges() {
 fn adapters_train_alone_run_in_the_search_and_merge_into_a_self_contained_directory() {
     use burn::backend::Autodiff;
     use rosetta::model::lora::{FinetuneConfig, FinetuneMethod};
-    use rosetta::train::schedule::ScheduleKind;
-    use rosetta::train::trainer::{Silent, TrainData, TrainOptions, train};
-    use rosetta::translate::{TranslateOptions, Translator};
-    use rosetta_text::corpus::CorpusSource;
-    use std::sync::Arc;
+    use rosetta::train::trainer::{Silent, TrainOptions, train};
+    use rosetta::translate::Translator;
 
     let base = imported();
     let base_dir = base.path().join("m");
     let pairs = aligned_pairs(&reference());
-    let mut config = Config::default();
-    config.train.init_from = Some(base_dir.clone());
-    config.train.batch_tokens = 600;
-    config.train.learning_rate = 3e-3;
-    config.train.schedule = ScheduleKind::Constant;
-    config.train.max_epochs = 0;
-    config.train.max_steps = 12;
-    config.train.valid_every = 1000;
+    let mut config = finetune_config(&base_dir.clone(), 3e-3);
     config.finetune = FinetuneConfig {
         method: FinetuneMethod::Adapter,
         bottleneck: 16,
@@ -747,10 +731,7 @@ fn adapters_train_alone_run_in_the_search_and_merge_into_a_self_contained_direct
     };
     let out = tempfile::tempdir().unwrap();
     let ft = out.path().join("adapter");
-    let data = TrainData {
-        train: CorpusSource::Memory(Arc::new(pairs.clone())),
-        valid: None,
-    };
+    let data = memory_data(&pairs);
     let options = TrainOptions {
         model_dir: ft.clone(),
         resume: false,
@@ -766,13 +747,7 @@ fn adapters_train_alone_run_in_the_search_and_merge_into_a_self_contained_direct
     // Encoder layers: 2 adapters; decoder layers: 3; each a down and an up layer with biases.
     assert_eq!(adapter.len(), (2 * 2 + 2 * 3) * 4);
 
-    let sources: Vec<&str> = pairs.iter().map(|p| p.0.as_str()).collect();
-    let refs: Vec<&str> = pairs.iter().map(|p| p.1.as_str()).collect();
-    let nll = |dir: &Path| {
-        let t = Translator::<Flex>::load(dir, &Default::default()).unwrap();
-        let (nll, tokens) = t.score_references(&sources, &refs, 2000).unwrap();
-        nll / tokens as f64
-    };
+    let nll = |dir: &Path| per_token_nll(dir, &pairs);
     let before = nll(&base_dir);
     let after = nll(&ft);
     assert!(
@@ -785,14 +760,7 @@ fn adapters_train_alone_run_in_the_search_and_merge_into_a_self_contained_direct
     rosetta::train::merge::merge_adapter::<Flex>(&ft, &merged, &Default::default()).unwrap();
     drop(base);
     assert!((nll(&merged) - after).abs() < 1e-4);
-    let translate = |dir: &Path| -> Vec<String> {
-        let t = Translator::<Flex>::load(dir, &Default::default()).unwrap();
-        t.translate(&sources[..20], &TranslateOptions::default())
-            .unwrap()
-            .into_iter()
-            .map(|tr| tr.candidates[0].text.clone())
-            .collect()
-    };
+    let translate = |dir: &Path| first_translations(dir, &pairs[..20]);
     let translations = translate(&merged);
     assert!(translations.iter().any(|t| !t.is_empty()));
     // Without its base, the adapter directory names what is missing.

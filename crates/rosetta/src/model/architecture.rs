@@ -294,6 +294,40 @@ impl<B: Backend> AnyModel<B> {
         })
     }
 
+    /// The model of directory `dir` (described by `config`, with `pipeline`'s vocabularies), as
+    /// trained: its fine-tuning parameters added and the weights loaded (`model.safetensors`, or
+    /// the base of `train.init_from` plus `adapter.safetensors`), LoRA not yet merged.
+    pub fn load_dir(
+        config: &crate::config::Config,
+        pipeline: &rosetta_text::pipeline::TextPipeline,
+        dir: &std::path::Path,
+        device: &B::Device,
+    ) -> Result<Self> {
+        use crate::train::checkpoint::load_model_dir_weights;
+        AnyModel::init(
+            &config.model,
+            pipeline.src_vocab().len(),
+            pipeline.tgt_vocab().len(),
+            device,
+        )?
+        .try_map(
+            |m| m.with_finetune(&config.finetune, device),
+            |m| m.with_finetune(&config.finetune, device),
+        )?
+        .try_map(
+            |m| load_model_dir_weights(m, dir),
+            |m| load_model_dir_weights(m, dir),
+        )
+    }
+
+    /// The model as the search runs it (see [`Seq2Seq::merged`]).
+    pub fn merged(self) -> Self {
+        match self {
+            AnyModel::Rnn(m) => AnyModel::Rnn(m.merged()),
+            AnyModel::Transformer(m) => AnyModel::Transformer(m.merged()),
+        }
+    }
+
     /// Applies a weight-loading (or any other) transformation to the inner model.
     pub fn try_map(
         self,

@@ -37,7 +37,7 @@ fn sync_dir(path: &Path) -> Result<()> {
 
 /// Writes `bytes` to `path` atomically (temp file, fsync, rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = tmp_name(path);
+    let tmp = rosetta_text::atomic::tmp_name(path);
     std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
     sync_file(&tmp)?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
@@ -47,30 +47,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn tmp_name(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp"))
-}
-
 /// Saves weights as safetensors, atomically. Keys are the parameter paths (e.g.
 /// `decoder.attention.energy.weight`).
 pub fn save_weights<B: Backend, M: Module<B>>(model: &M, path: &Path) -> Result<()> {
-    let tmp = tmp_name(path);
-    let _ = std::fs::remove_file(&tmp);
-    let mut store = SafetensorsStore::from_file(&tmp).overwrite(true);
-    model.save_into(&mut store).map_err(|e| Error::Checkpoint {
-        path: path.to_path_buf(),
-        message: format!("cannot save weights: {e}"),
-    })?;
-    sync_file(&tmp)?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-    if let Some(parent) = path.parent() {
-        sync_dir(parent)?;
-    }
-    Ok(())
+    save_store(model, path, None, "weights")
 }
 
 /// The file of a LoRA-adapted model directory holding only the updates; the frozen base weights are
@@ -79,14 +59,26 @@ pub const ADAPTER: &str = "adapter.safetensors";
 
 /// Saves only the fine-tuning parameters of `model` (LoRA updates, adapters), atomically.
 pub fn save_adapter<B: Backend, M: Module<B>>(model: &M, path: &Path) -> Result<()> {
-    let tmp = tmp_name(path);
+    save_store(model, path, Some(r"_lora\.|_adapter\."), "the adapter")
+}
+
+/// Writes the parameters of `model` whose paths match `only` (all when `None`) as safetensors:
+/// temporary file, fsync, rename.
+fn save_store<B: Backend, M: Module<B>>(
+    model: &M,
+    path: &Path,
+    only: Option<&str>,
+    what: &str,
+) -> Result<()> {
+    let tmp = rosetta_text::atomic::tmp_name(path);
     let _ = std::fs::remove_file(&tmp);
-    let mut store = SafetensorsStore::from_file(&tmp)
-        .with_regex(r"_lora\.|_adapter\.")
-        .overwrite(true);
+    let mut store = SafetensorsStore::from_file(&tmp).overwrite(true);
+    if let Some(pattern) = only {
+        store = store.with_regex(pattern);
+    }
     model.save_into(&mut store).map_err(|e| Error::Checkpoint {
         path: path.to_path_buf(),
-        message: format!("cannot save the adapter: {e}"),
+        message: format!("cannot save {what}: {e}"),
     })?;
     sync_file(&tmp)?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
@@ -113,33 +105,17 @@ pub fn load_model_dir_weights<B: Backend, M: Module<B>>(model: M, dir: &Path) ->
         });
     };
     let model = load_base_weights(model, &base)?;
-    let mut store = SafetensorsStore::from_file(&adapter).allow_partial(true);
-    let mut model = model;
-    let result = model.load_from(&mut store).map_err(|e| Error::Checkpoint {
-        path: adapter.clone(),
-        message: format!("this adapter does not fit the model: {e}"),
-    })?;
-    let missing: Vec<&String> = result
-        .missing
-        .iter()
-        .map(|(k, _)| k)
-        .filter(|k| FinetuneConfig::is_finetune_key(k))
-        .collect();
-    if !missing.is_empty() || !result.unused.is_empty() {
-        return Err(Error::Checkpoint {
-            path: adapter,
-            message: format!(
-                "this adapter does not fit the model: missing {missing:?}, unexpected {:?}",
-                result.unused
-            ),
-        });
-    }
-    Ok(model)
+    load_part(
+        model,
+        &adapter,
+        FinetuneConfig::is_finetune_key,
+        "this adapter does not fit the model",
+    )
 }
 
 /// Loads a base model's weights into `model` (which may already carry LoRA updates, left as they
 /// are): every parameter but the updates must be present.
-pub fn load_base_weights<B: Backend, M: Module<B>>(mut model: M, base_dir: &Path) -> Result<M> {
+pub fn load_base_weights<B: Backend, M: Module<B>>(model: M, base_dir: &Path) -> Result<M> {
     let path = base_dir.join(WEIGHTS);
     if !path.exists() {
         return Err(Error::io(
@@ -151,22 +127,38 @@ pub fn load_base_weights<B: Backend, M: Module<B>>(mut model: M, base_dir: &Path
             ),
         ));
     }
-    let mut store = SafetensorsStore::from_file(&path).allow_partial(true);
+    load_part(
+        model,
+        &path,
+        |k| !FinetuneConfig::is_finetune_key(k),
+        "these weights come from another model",
+    )
+}
+
+/// Loads the parameters `path` holds into `model`: every parameter `required` names must be
+/// present, and the file must hold nothing the model lacks; `misfit` opens the error message.
+fn load_part<B: Backend, M: Module<B>>(
+    mut model: M,
+    path: &Path,
+    required: impl Fn(&str) -> bool,
+    misfit: &str,
+) -> Result<M> {
+    let mut store = SafetensorsStore::from_file(path).allow_partial(true);
     let result = model.load_from(&mut store).map_err(|e| Error::Checkpoint {
-        path: path.clone(),
-        message: format!("these weights do not fit the model: {e}"),
+        path: path.to_path_buf(),
+        message: format!("{misfit}: {e}"),
     })?;
     let missing: Vec<&String> = result
         .missing
         .iter()
         .map(|(k, _)| k)
-        .filter(|k| !FinetuneConfig::is_finetune_key(k))
+        .filter(|k| required(k))
         .collect();
     if !missing.is_empty() || !result.unused.is_empty() {
         return Err(Error::Checkpoint {
-            path,
+            path: path.to_path_buf(),
             message: format!(
-                "these weights come from another model: missing {missing:?}, unexpected {:?}",
+                "{misfit}: missing {missing:?}, unexpected {:?}",
                 result.unused
             ),
         });

@@ -3,11 +3,11 @@
 //! Bottleneck adapters are nonlinear and stay separate layers; merging writes them together with
 //! the base weights, so the directory no longer needs the base either.
 
-use super::checkpoint::{WEIGHTS, load_model_dir_weights, weights_bytes, write_atomic};
+use super::checkpoint::{WEIGHTS, weights_bytes, write_atomic};
 use super::trainer::CONFIG_FILE;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::model::architecture::{AnyModel, Seq2Seq};
+use crate::model::architecture::AnyModel;
 use crate::model::lora::{FinetuneConfig, FinetuneMethod};
 use burn::prelude::*;
 use rosetta_text::pipeline::TextPipeline;
@@ -32,23 +32,9 @@ pub fn merge_adapter<B: Backend>(dir: &Path, out: &Path, device: &B::Device) -> 
         ));
     }
     let pipeline = TextPipeline::load(dir)?;
-    let model = AnyModel::<B>::init(
-        &config.model,
-        pipeline.src_vocab().len(),
-        pipeline.tgt_vocab().len(),
-        device,
-    )?
-    .try_map(
-        |m| m.with_finetune(&config.finetune, device),
-        |m| m.with_finetune(&config.finetune, device),
-    )?
-    .try_map(
-        |m| load_model_dir_weights(m, dir),
-        |m| load_model_dir_weights(m, dir),
-    )?;
-    let bytes = match model {
-        AnyModel::Rnn(m) => weights_bytes(&m.merged())?,
-        AnyModel::Transformer(m) => weights_bytes(&m.merged())?,
+    let bytes = match AnyModel::<B>::load_dir(&config, &pipeline, dir, device)?.merged() {
+        AnyModel::Rnn(m) => weights_bytes(&m)?,
+        AnyModel::Transformer(m) => weights_bytes(&m)?,
     };
     let merged = match config.finetune.method {
         FinetuneMethod::Lora => Config {
