@@ -19,20 +19,25 @@ const FONT_PATHS: [&str; 5] = [
     "/Library/Fonts/Arial Unicode.ttf",
 ];
 
-/// Loads a label font, if the system has one.
-pub fn find_font() -> Option<FontVec> {
+/// The bytes of a label font, if the system has one (shared with the sweep plots).
+pub fn font_bytes() -> Option<Vec<u8>> {
     let candidates = std::env::var_os("ROSETTA_FONT")
         .map(PathBuf::from)
         .into_iter()
         .chain(FONT_PATHS.iter().map(PathBuf::from));
     for path in candidates {
         if let Ok(bytes) = std::fs::read(&path)
-            && let Ok(font) = FontVec::try_from_vec(bytes)
+            && FontVec::try_from_vec(bytes.clone()).is_ok()
         {
-            return Some(font);
+            return Some(bytes);
         }
     }
     None
+}
+
+/// Loads a label font, if the system has one.
+pub fn find_font() -> Option<FontVec> {
+    font_bytes().and_then(|bytes| FontVec::try_from_vec(bytes).ok())
 }
 
 fn text_width(font: &FontVec, text: &str) -> f32 {

@@ -11,6 +11,8 @@ mod progress;
 mod quickstart;
 mod score;
 mod serve;
+mod sweep;
+mod sweep_plots;
 mod train;
 mod translate;
 
@@ -47,6 +49,9 @@ enum Command {
     Import(marian::ImportArgs),
     /// Write a Rosetta model as a pretrained-model directory (Hugging Face Marian).
     Export(marian::ExportArgs),
+    /// Search hyperparameters: grid or random trials over any config key, with early stopping of
+    /// bad trials; `rosetta sweep report DIR` ranks and plots them.
+    Sweep(sweep::Args),
     /// Fold a LoRA adapter into its base model's weights, for deployment or export.
     Merge(merge::Args),
 }
@@ -73,6 +78,7 @@ fn main() -> ExitCode {
         Command::Import(args) => marian::import(args),
         Command::Export(args) => marian::export(args),
         Command::Merge(args) => merge::run(args),
+        Command::Sweep(args) => sweep::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -35,10 +35,19 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(max_steps: u64) -> Self {
+        Self::in_group(max_steps, None)
+    }
+
+    /// A bar drawn among others (a sweep's), or alone.
+    pub fn in_group(max_steps: u64, group: Option<&indicatif::MultiProgress>) -> Self {
         let bar = if max_steps > 0 {
             ProgressBar::new(max_steps)
         } else {
             ProgressBar::new_spinner()
+        };
+        let bar = match group {
+            Some(group) => group.add(bar),
+            None => bar,
         };
         bar.set_style(
             ProgressStyle::with_template(
@@ -55,7 +64,7 @@ impl Progress {
 
     /// A log line above the bar; straight to stderr when the bar is hidden (stderr is not a
     /// terminal), where indicatif would drop it.
-    fn line(&self, text: String) {
+    pub fn line(&self, text: String) {
         if self.bar.is_hidden() {
             eprintln!("{text}");
         } else {
@@ -98,10 +107,11 @@ impl Observer for Progress {
 
     fn validated(&mut self, r: &ValidReport) {
         self.line(format!(
-            "step {:>6}: valid ppl {:.2}, BLEU {:.2}{}{} ({:.1}s)",
+            "step {:>6}: valid ppl {:.2}, BLEU {:.2}, chrF {:.2}{}{} ({:.1}s)",
             r.step,
             r.ppl,
             r.bleu,
+            r.chrf,
             if r.best { " (best, saved)" } else { "" },
             if r.lr_reduced {
                 ", learning rate reduced"

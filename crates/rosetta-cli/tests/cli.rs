@@ -4,6 +4,7 @@
 //! The model tests share one tiny model (a reverse-the-symbols task, trained once for 60 steps on the
 //! CPU) so that the whole file stays fast.
 
+use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -854,4 +855,188 @@ fn average_writes_a_model_that_translates_and_never_overwrites() {
         None,
     ));
     assert!(err.contains("no checkpoint of step 45"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// sweep
+
+/// A sweep directory beside the shared task, with a sweep file over the task's config.
+fn write_sweep(root: &Path, body: &str) -> PathBuf {
+    let path = root.join("sweep.toml");
+    let base = task().join("config.toml");
+    std::fs::write(&path, format!("base = '{}'\n{body}", s(&base))).unwrap();
+    path
+}
+
+/// The report of a sweep directory as JSON.
+fn sweep_report(dir: &Path) -> serde_json::Value {
+    let stdout = ok(&run(
+        ["sweep", "report", s(dir), "--format", "json"],
+        None,
+    ));
+    serde_json::from_str(&stdout).unwrap()
+}
+
+/// Three trials of 300 updates: long enough to be killed in the middle of one.
+const KILLABLE: &str = "[budget]\nmax_steps = 300\n[space]\nmodel.encoder_hidden = [8, 16, 24]\n";
+
+#[test]
+fn sweep_killed_with_sigkill_continues_without_training_anything_twice() {
+    let root = temp_dir();
+    let file = write_sweep(root.path(), KILLABLE);
+    let dir = root.path().join("sweep");
+    let mut child = rosetta()
+        .args(["sweep", s(&file), "--dir", s(&dir), "--device", "cpu"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once the second trial has written a checkpoint (and is still training).
+    let checkpoints = dir.join("trials/0001/checkpoints");
+    let clock = std::time::Instant::now();
+    loop {
+        let written = std::fs::read_dir(&checkpoints)
+            .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("step-")))
+            .unwrap_or(false);
+        if written {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the sweep ended before it was killed");
+        assert!(clock.elapsed().as_secs() < 300, "no checkpoint of trial 1 in 5 minutes");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = sweep_report(&dir);
+    let status = |r: &serde_json::Value, id: u64| {
+        let t = r["trials"].as_array().unwrap().iter().find(|t| t["id"] == id).unwrap().clone();
+        (t["status"].as_str().unwrap().to_owned(), t["attempts"].as_u64().unwrap(), t)
+    };
+    assert_eq!(status(&before, 0).0, "complete");
+    assert_eq!(status(&before, 1).0, "running", "orphaned by the kill");
+    let finished_before = status(&before, 0).2["finished"].clone();
+
+    // The same command again: trial 0 is kept, trial 1 resumes from its checkpoint, 2 runs.
+    let stdout = ok(&run(["sweep", s(&file), "--dir", s(&dir), "--device", "cpu"], None));
+    assert!(stdout.contains("| rank |"), "{stdout}");
+    let after = sweep_report(&dir);
+    for id in 0..3 {
+        assert_eq!(status(&after, id).0, "complete", "trial {id}");
+    }
+    assert_eq!(status(&after, 0).1, 1, "trial 0 was not trained twice");
+    assert_eq!(status(&after, 0).2["finished"], finished_before);
+    assert_eq!(status(&after, 1).1, 2, "trial 1 was resumed");
+    assert_eq!(status(&after, 2).1, 1);
+
+    // Resuming is exact: the interrupted trial ends with the weights of an uninterrupted one.
+    let clean = root.path().join("clean");
+    ok(&run(["sweep", s(&file), "--dir", s(&clean), "--device", "cpu"], None));
+    for id in ["0001", "0002"] {
+        let a = std::fs::read(dir.join("trials").join(id).join("model.safetensors")).unwrap();
+        let b = std::fs::read(clean.join("trials").join(id).join("model.safetensors")).unwrap();
+        assert!(a == b, "trial {id} differs from an uninterrupted run");
+    }
+    // Every trial is an ordinary model directory.
+    let out = ok(&run(
+        ["translate", "--model", s(&dir.join("trials/0001")), "--device", "cpu"],
+        Some(b"a b c\n"),
+    ));
+    assert_eq!(out.lines().count(), 1);
+}
+
+#[test]
+fn sweep_with_two_jobs_runs_every_trial_once_and_reports_plots() {
+    let root = temp_dir();
+    let file = write_sweep(
+        root.path(),
+        "method = \"random\"\ntrials = 5\nseed = 1\n[budget]\nmax_steps = 60\n\
+         [pruner]\nkind = \"median\"\nmin_steps = 30\nstartup_trials = 1\n\
+         [space]\ntrain.learning_rate = { log_uniform = [1e-3, 3e-2] }\n\
+         model.cell = [\"gru\", \"lstm\"]\n",
+    );
+    let dir = root.path().join("sweep");
+    let stdout = ok(&run(
+        ["sweep", s(&file), "--dir", s(&dir), "--jobs", "2", "--device", "cpu"],
+        None,
+    ));
+    assert!(stdout.contains("| rank |"), "{stdout}");
+    let report = sweep_report(&dir);
+    let trials = report["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 5);
+    for t in trials {
+        let status = t["status"].as_str().unwrap();
+        assert!(status == "complete" || status == "pruned", "{t}");
+        assert_eq!(t["attempts"], 1, "{t}");
+    }
+    let workers: BTreeSet<&str> = trials.iter().map(|t| t["worker"].as_str().unwrap()).collect();
+    assert!(!workers.iter().any(|w| w.contains(&format!("/{}/", std::process::id()))));
+    for log in ["worker-0.log", "worker-1.log"] {
+        assert!(dir.join("logs").join(log).is_file(), "{log}");
+    }
+    let out = dir.join("report");
+    for file in ["trials.md", "trials.csv", "trials.json", "best.toml"] {
+        assert!(out.join(file).is_file(), "{file}");
+    }
+    // The best config trains as it is.
+    let best = std::fs::read_to_string(out.join("best.toml")).unwrap();
+    assert!(best.contains("[model]") && best.contains("max_steps = 60"), "{best}");
+    // Plots need a font; the machine may have none, then they are skipped with a note.
+    let has_png = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .any(|e| e.path().extension().is_some_and(|x| x == "png"));
+    let font = ["/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"]
+        .iter()
+        .any(|f| Path::new(f).exists());
+    if font {
+        assert!(has_png);
+    } else {
+        eprintln!("SKIPPED: plot check (no DejaVuSans.ttf on this machine)");
+    }
+}
+
+#[test]
+fn sweep_of_search_settings_decodes_a_trained_model_without_training() {
+    let root = temp_dir();
+    let file = root.path().join("decode.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "model = '{}'\n[objective]\nmetric = \"chrf\"\n[space]\nsearch.beam = [1, 3]\n\
+             search.length_penalty = [0.6, 1.0]\n",
+            s(&model_dir())
+        ),
+    )
+    .unwrap();
+    let dir = root.path().join("sweep");
+    ok(&run(["sweep", s(&file), "--dir", s(&dir), "--device", "cpu"], None));
+    let report = sweep_report(&dir);
+    let trials = report["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 4);
+    for t in trials {
+        assert_eq!(t["status"], "complete", "{t}");
+        let id = t["id"].as_u64().unwrap();
+        let hyps = std::fs::read_to_string(dir.join(format!("trials/{id:04}/hyps.txt"))).unwrap();
+        assert_eq!(hyps.lines().count(), 30, "one line per validation sentence");
+    }
+    let best = std::fs::read_to_string(dir.join("report/best.toml")).unwrap();
+    assert!(best.contains("[search]") && best.contains("beam ="), "{best}");
+}
+
+#[test]
+fn sweep_with_a_bad_key_fails_before_training_anything() {
+    let root = temp_dir();
+    let file = write_sweep(root.path(), "[space]\nmodel.hiden_size = [8, 16]\n");
+    let dir = root.path().join("sweep");
+    let err = fails(&run(["sweep", s(&file), "--dir", s(&dir)], None));
+    assert!(err.contains("hiden_size") && err.contains("trial 0"), "{err}");
+    assert!(!dir.join("trials").exists());
+    // Another sweep cannot take over the directory of this one.
+    let file = write_sweep(root.path(), "[budget]\nmax_steps = 30\n[space]\nmodel.encoder_hidden = [8]\n");
+    ok(&run(["sweep", s(&file), "--dir", s(&dir), "--device", "cpu"], None));
+    let other = write_sweep(root.path(), "[budget]\nmax_steps = 30\n[space]\nmodel.encoder_hidden = [12]\n");
+    let err = fails(&run(["sweep", s(&other), "--dir", s(&dir), "--device", "cpu"], None));
+    assert!(err.contains("another sweep"), "{err}");
+    let err = fails(&run(["sweep", "report", s(&root.path().join("nothing"))], None));
+    assert!(err.contains("no sweep study here"), "{err}");
 }

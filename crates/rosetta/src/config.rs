@@ -71,6 +71,8 @@ pub enum StopMetric {
     Bleu,
     /// Validation perplexity (lower is better).
     Ppl,
+    /// Validation chrF of greedy decodes (higher is better).
+    Chrf,
 }
 
 /// Training settings.

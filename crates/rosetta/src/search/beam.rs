@@ -44,8 +44,9 @@ impl std::str::FromStr for BeamRule {
     }
 }
 
-/// Beam search settings.
-#[derive(Debug, Clone, PartialEq)]
+/// Beam search settings (as a TOML table: a sweep's `search.*` keys).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct BeamConfig {
     /// Hypotheses kept per sentence.
     pub beam: usize,

@@ -26,6 +26,7 @@ use rosetta_text::batch::{Batch, BatchPlanner};
 use rosetta_text::corpus::CorpusSource;
 use rosetta_text::encoded::ParallelIds;
 use rosetta_text::metrics::bleu::Bleu;
+use rosetta_text::metrics::chrf::Chrf;
 use rosetta_text::pipeline::TextPipeline;
 use rosetta_text::stats::CorpusStats;
 use serde::{Deserialize, Serialize};
@@ -55,6 +56,11 @@ pub trait Observer {
     fn step(&mut self, _report: &StepReport) {}
     /// A validation finished.
     fn validated(&mut self, _report: &ValidReport) {}
+    /// Asked after every validation (once its checkpoint is written): `Some(reason)` ends the run
+    /// there, as early stopping does (a sweep's pruner stopping an unpromising trial).
+    fn stop_requested(&mut self, _report: &ValidReport) -> Option<String> {
+        None
+    }
     /// Something worth a warning happened (e.g. a skipped batch).
     fn warn(&mut self, _message: &str) {}
 }
@@ -111,6 +117,8 @@ pub struct ValidReport {
     pub loss: f64,
     /// BLEU of greedy decodes.
     pub bleu: f64,
+    /// chrF of the same decodes.
+    pub chrf: f64,
     /// Whether this is the best validation so far (and was saved as `model.safetensors`).
     pub best: bool,
     /// Whether the plateau schedule just reduced the learning rate.
@@ -215,14 +223,22 @@ pub fn count_parameters<B: Backend, M: Module<B>>(model: &M) -> usize {
     model.num_params()
 }
 
-/// Perplexity and BLEU of a model on validation data.
+/// Validation scores of a model.
+struct Scores {
+    /// Cross-entropy per target token (nats).
+    loss: f64,
+    bleu: f64,
+    chrf: f64,
+}
+
+/// Cross-entropy, BLEU and chrF of a model on validation data.
 fn validate<B: Backend, M: Seq2Seq<B>>(
     model: &M,
     valid: &Valid,
     pipeline: &TextPipeline,
     config: &Config,
     device: &B::Device,
-) -> Result<(f64, f64)> {
+) -> Result<Scores> {
     let (mut nll, mut tokens) = (0.0f64, 0usize);
     let mut hyps = vec![String::new(); valid.ids.len()];
     let (a, b) = (config.train.valid_max_len_a, config.train.valid_max_len_b);
@@ -242,11 +258,16 @@ fn validate<B: Backend, M: Seq2Seq<B>>(
         }
     }
     let loss = nll / tokens.max(1) as f64;
+    let refs = std::slice::from_ref(&valid.refs);
     let bleu = Bleu::default()
-        .corpus_score(&hyps, std::slice::from_ref(&valid.refs))
+        .corpus_score(&hyps, refs)
         .map(|s| s.score)
         .unwrap_or(0.0);
-    Ok((loss, bleu))
+    let chrf = Chrf::default()
+        .corpus_score(&hyps, refs)
+        .map(|s| s.to_score().score)
+        .unwrap_or(0.0);
+    Ok(Scores { loss, bleu, chrf })
 }
 
 fn encode_valid(
@@ -660,20 +681,24 @@ where
     }
 
     /// Validates (when there is validation data), saves the best weights, and writes a resumable
-    /// checkpoint. Returns true when early stopping says stop.
-    pub fn validate_and_checkpoint(&mut self, observer: &mut dyn Observer) -> Result<bool> {
+    /// checkpoint. Returns why to stop when early stopping or the observer says so.
+    pub fn validate_and_checkpoint(
+        &mut self,
+        observer: &mut dyn Observer,
+    ) -> Result<Option<String>> {
         let train_cfg = &self.config.train;
-        let mut stop = false;
+        let mut stop = None;
         if !params_finite(self.model()) {
             observer.warn(&format!(
                 "not saving at step {}: the weights are no longer finite (the previous checkpoint is kept)",
                 self.state.step
             ));
-            return Ok(false);
+            return Ok(None);
         }
+        let mut report = None;
         if let Some(valid) = &self.valid {
             let clock = Instant::now();
-            let (loss, bleu) = validate(
+            let Scores { loss, bleu, chrf } = validate(
                 &self.model().valid().merged(),
                 valid,
                 &self.pipeline,
@@ -683,6 +708,7 @@ where
             let ppl = loss.exp();
             let metric = match train_cfg.stop_metric {
                 StopMetric::Bleu => bleu,
+                StopMetric::Chrf => chrf,
                 StopMetric::Ppl => -ppl,
             };
             let best = self.state.best_metric.is_none_or(|b| metric > b);
@@ -693,33 +719,47 @@ where
                 self.save_best()?;
             } else {
                 self.state.bad_validations += 1;
-                stop = train_cfg.patience > 0 && self.state.bad_validations >= train_cfg.patience;
+                if train_cfg.patience > 0 && self.state.bad_validations >= train_cfg.patience {
+                    stop = Some(format!(
+                        "early stopping: no improvement in {} validations",
+                        train_cfg.patience
+                    ));
+                }
             }
             let lr_reduced = self.schedule.on_validation(metric);
-            let report = ValidReport {
+            let valid_report = ValidReport {
                 step: self.state.step,
                 ppl,
                 loss,
                 bleu,
+                chrf,
                 best,
                 lr_reduced,
                 seconds: clock.elapsed().as_secs_f64(),
             };
             self.events.scalar("valid/ppl", self.state.step, ppl)?;
             self.events.scalar("valid/bleu", self.state.step, bleu)?;
+            self.events.scalar("valid/chrf", self.state.step, chrf)?;
             self.events.flush()?;
             write_json_line(
                 &self.dir.join(METRICS_FILE),
                 &serde_json::json!({"type": "valid", "step": self.state.step, "ppl": ppl, "loss": loss,
-                    "bleu": bleu, "best": best, "lr_reduced": lr_reduced}),
+                    "bleu": bleu, "chrf": chrf, "best": best, "lr_reduced": lr_reduced}),
             )?;
-            observer.validated(&report);
+            observer.validated(&valid_report);
+            report = Some(valid_report);
         } else {
             // Without validation data the latest weights are the ones to translate with.
             self.save_best()?;
         }
         self.state.schedule = self.schedule.state().clone();
         self.checkpoint()?;
+        // Asked only once the checkpoint is safe: a stopped run is a finished, resumable one.
+        if stop.is_none()
+            && let Some(report) = &report
+        {
+            stop = observer.stop_requested(report);
+        }
         Ok(stop)
     }
 
@@ -828,11 +868,8 @@ where
             if step.is_multiple_of(train_cfg.valid_every) {
                 self.state.elapsed = elapsed(&started);
                 validated_at = step;
-                if self.validate_and_checkpoint(observer)? {
-                    stopped = format!(
-                        "early stopping: no improvement in {} validations",
-                        train_cfg.patience
-                    );
+                if let Some(reason) = self.validate_and_checkpoint(observer)? {
+                    stopped = reason;
                     break;
                 }
             }
@@ -846,7 +883,7 @@ where
             steps: self.state.step,
             best_step: self.state.best_step,
             best_metric: self.state.best_metric.map(|m| match train_cfg.stop_metric {
-                StopMetric::Bleu => m,
+                StopMetric::Bleu | StopMetric::Chrf => m,
                 StopMetric::Ppl => -m,
             }),
             stopped,
