@@ -88,8 +88,10 @@ impl SweepProgress {
         let group = MultiProgress::new();
         let sweep = group.add(ProgressBar::new(total as u64));
         sweep.set_style(
-            ProgressStyle::with_template("sweep [{elapsed_precise}] {wide_bar} {pos}/{len} trials {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template(
+                "sweep [{elapsed_precise}] {wide_bar} {pos}/{len} trials {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         sweep.set_position(done as u64);
         let trial = Progress::in_group(budget, Some(&group));
@@ -120,7 +122,8 @@ impl SweepObserver for SweepProgress {
             if claim.resumed { " (resumed)" } else { "" },
             describe(&claim.params)
         ));
-        self.sweep.set_message(format!("(running trial {})", claim.id));
+        self.sweep
+            .set_message(format!("(running trial {})", claim.id));
     }
 
     fn trial_finished(&mut self, trial: usize, outcome: &Outcome) {
@@ -263,8 +266,10 @@ fn run_parallel(file: &Path, dir: &Path, args: &RunArgs, study: &mut SqliteStudy
     let total = study.trials()?.len() as u64;
     let sweep_bar = group.add(ProgressBar::new(total));
     sweep_bar.set_style(
-        ProgressStyle::with_template("sweep [{elapsed_precise}] {wide_bar} {pos}/{len} trials {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "sweep [{elapsed_precise}] {wide_bar} {pos}/{len} trials {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut bars: BTreeMap<usize, ProgressBar> = BTreeMap::new();
     let mut failed_workers = Vec::new();

@@ -187,7 +187,9 @@ fn against_key(report: &Report, finished: &[&TrialRow], key: &str, path: &Path) 
         Some(xs) => {
             let (lo, hi) = xs
                 .iter()
-                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+                    (a.min(v), b.max(v))
+                });
             let log = lo > 0.0 && hi / lo > 20.0;
             let tx = |v: f64| if log { v.log10() } else { v };
             let (x0, x1) = span(xs.iter().map(|&v| tx(v)));
@@ -271,7 +273,10 @@ fn curves(report: &Report, path: &Path) -> Result<()> {
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption("Validation curves (× = stopped by the pruner)", ("sans-serif", 22))
+        .caption(
+            "Validation curves (× = stopped by the pruner)",
+            ("sans-serif", 22),
+        )
         .margin(12)
         .x_label_area_size(42)
         .y_label_area_size(60)
@@ -305,7 +310,11 @@ fn curves(report: &Report, path: &Path) -> Result<()> {
         if t.status == Status::Pruned
             && let Some(&(x, y)) = line.last()
         {
-            chart.draw_series(std::iter::once(Cross::new((x, y), 6, PRUNED.stroke_width(2))))?;
+            chart.draw_series(std::iter::once(Cross::new(
+                (x, y),
+                6,
+                PRUNED.stroke_width(2),
+            )))?;
         }
     }
     chart

@@ -870,11 +870,17 @@ fn write_sweep(root: &Path, body: &str) -> PathBuf {
 
 /// The report of a sweep directory as JSON.
 fn sweep_report(dir: &Path) -> serde_json::Value {
-    let stdout = ok(&run(
-        ["sweep", "report", s(dir), "--format", "json"],
-        None,
-    ));
+    let stdout = ok(&run(["sweep", "report", s(dir), "--format", "json"], None));
     serde_json::from_str(&stdout).unwrap()
+}
+
+/// A safetensors file as (header, tensor bytes): burn writes its metadata map in no fixed order,
+/// so equal weights may differ in the file's bytes.
+fn safetensors_parts(path: &Path) -> (serde_json::Value, Vec<u8>) {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    (header, bytes[8 + n..].to_vec())
 }
 
 /// Three trials of 300 updates: long enough to be killed in the middle of one.
@@ -896,28 +902,50 @@ fn sweep_killed_with_sigkill_continues_without_training_anything_twice() {
     let clock = std::time::Instant::now();
     loop {
         let written = std::fs::read_dir(&checkpoints)
-            .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("step-")))
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with("step-"))
+            })
             .unwrap_or(false);
         if written {
             break;
         }
-        assert!(child.try_wait().unwrap().is_none(), "the sweep ended before it was killed");
-        assert!(clock.elapsed().as_secs() < 300, "no checkpoint of trial 1 in 5 minutes");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the sweep ended before it was killed"
+        );
+        assert!(
+            clock.elapsed().as_secs() < 300,
+            "no checkpoint of trial 1 in 5 minutes"
+        );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     child.kill().unwrap();
     child.wait().unwrap();
     let before = sweep_report(&dir);
     let status = |r: &serde_json::Value, id: u64| {
-        let t = r["trials"].as_array().unwrap().iter().find(|t| t["id"] == id).unwrap().clone();
-        (t["status"].as_str().unwrap().to_owned(), t["attempts"].as_u64().unwrap(), t)
+        let t = r["trials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == id)
+            .unwrap()
+            .clone();
+        (
+            t["status"].as_str().unwrap().to_owned(),
+            t["attempts"].as_u64().unwrap(),
+            t,
+        )
     };
     assert_eq!(status(&before, 0).0, "complete");
     assert_eq!(status(&before, 1).0, "running", "orphaned by the kill");
     let finished_before = status(&before, 0).2["finished"].clone();
 
     // The same command again: trial 0 is kept, trial 1 resumes from its checkpoint, 2 runs.
-    let stdout = ok(&run(["sweep", s(&file), "--dir", s(&dir), "--device", "cpu"], None));
+    let stdout = ok(&run(
+        ["sweep", s(&file), "--dir", s(&dir), "--device", "cpu"],
+        None,
+    ));
     assert!(stdout.contains("| rank |"), "{stdout}");
     let after = sweep_report(&dir);
     for id in 0..3 {
@@ -930,15 +958,24 @@ fn sweep_killed_with_sigkill_continues_without_training_anything_twice() {
 
     // Resuming is exact: the interrupted trial ends with the weights of an uninterrupted one.
     let clean = root.path().join("clean");
-    ok(&run(["sweep", s(&file), "--dir", s(&clean), "--device", "cpu"], None));
+    ok(&run(
+        ["sweep", s(&file), "--dir", s(&clean), "--device", "cpu"],
+        None,
+    ));
     for id in ["0001", "0002"] {
-        let a = std::fs::read(dir.join("trials").join(id).join("model.safetensors")).unwrap();
-        let b = std::fs::read(clean.join("trials").join(id).join("model.safetensors")).unwrap();
+        let a = safetensors_parts(&dir.join("trials").join(id).join("model.safetensors"));
+        let b = safetensors_parts(&clean.join("trials").join(id).join("model.safetensors"));
         assert!(a == b, "trial {id} differs from an uninterrupted run");
     }
     // Every trial is an ordinary model directory.
     let out = ok(&run(
-        ["translate", "--model", s(&dir.join("trials/0001")), "--device", "cpu"],
+        [
+            "translate",
+            "--model",
+            s(&dir.join("trials/0001")),
+            "--device",
+            "cpu",
+        ],
         Some(b"a b c\n"),
     ));
     assert_eq!(out.lines().count(), 1);
@@ -956,7 +993,16 @@ fn sweep_with_two_jobs_runs_every_trial_once_and_reports_plots() {
     );
     let dir = root.path().join("sweep");
     let stdout = ok(&run(
-        ["sweep", s(&file), "--dir", s(&dir), "--jobs", "2", "--device", "cpu"],
+        [
+            "sweep",
+            s(&file),
+            "--dir",
+            s(&dir),
+            "--jobs",
+            "2",
+            "--device",
+            "cpu",
+        ],
         None,
     ));
     assert!(stdout.contains("| rank |"), "{stdout}");
@@ -968,8 +1014,15 @@ fn sweep_with_two_jobs_runs_every_trial_once_and_reports_plots() {
         assert!(status == "complete" || status == "pruned", "{t}");
         assert_eq!(t["attempts"], 1, "{t}");
     }
-    let workers: BTreeSet<&str> = trials.iter().map(|t| t["worker"].as_str().unwrap()).collect();
-    assert!(!workers.iter().any(|w| w.contains(&format!("/{}/", std::process::id()))));
+    let workers: BTreeSet<&str> = trials
+        .iter()
+        .map(|t| t["worker"].as_str().unwrap())
+        .collect();
+    assert!(
+        !workers
+            .iter()
+            .any(|w| w.contains(&format!("/{}/", std::process::id())))
+    );
     for log in ["worker-0.log", "worker-1.log"] {
         assert!(dir.join("logs").join(log).is_file(), "{log}");
     }
@@ -979,7 +1032,10 @@ fn sweep_with_two_jobs_runs_every_trial_once_and_reports_plots() {
     }
     // The best config trains as it is.
     let best = std::fs::read_to_string(out.join("best.toml")).unwrap();
-    assert!(best.contains("[model]") && best.contains("max_steps = 60"), "{best}");
+    assert!(
+        best.contains("[model]") && best.contains("max_steps = 60"),
+        "{best}"
+    );
     // Plots need a font; the machine may have none, then they are skipped with a note.
     let has_png = std::fs::read_dir(&out)
         .unwrap()
@@ -1009,7 +1065,10 @@ fn sweep_of_search_settings_decodes_a_trained_model_without_training() {
     )
     .unwrap();
     let dir = root.path().join("sweep");
-    ok(&run(["sweep", s(&file), "--dir", s(&dir), "--device", "cpu"], None));
+    ok(&run(
+        ["sweep", s(&file), "--dir", s(&dir), "--device", "cpu"],
+        None,
+    ));
     let report = sweep_report(&dir);
     let trials = report["trials"].as_array().unwrap();
     assert_eq!(trials.len(), 4);
@@ -1020,7 +1079,10 @@ fn sweep_of_search_settings_decodes_a_trained_model_without_training() {
         assert_eq!(hyps.lines().count(), 30, "one line per validation sentence");
     }
     let best = std::fs::read_to_string(dir.join("report/best.toml")).unwrap();
-    assert!(best.contains("[search]") && best.contains("beam ="), "{best}");
+    assert!(
+        best.contains("[search]") && best.contains("beam ="),
+        "{best}"
+    );
 }
 
 #[test]
@@ -1029,14 +1091,32 @@ fn sweep_with_a_bad_key_fails_before_training_anything() {
     let file = write_sweep(root.path(), "[space]\nmodel.hiden_size = [8, 16]\n");
     let dir = root.path().join("sweep");
     let err = fails(&run(["sweep", s(&file), "--dir", s(&dir)], None));
-    assert!(err.contains("hiden_size") && err.contains("trial 0"), "{err}");
+    assert!(
+        err.contains("hiden_size") && err.contains("trial 0"),
+        "{err}"
+    );
     assert!(!dir.join("trials").exists());
     // Another sweep cannot take over the directory of this one.
-    let file = write_sweep(root.path(), "[budget]\nmax_steps = 30\n[space]\nmodel.encoder_hidden = [8]\n");
-    ok(&run(["sweep", s(&file), "--dir", s(&dir), "--device", "cpu"], None));
-    let other = write_sweep(root.path(), "[budget]\nmax_steps = 30\n[space]\nmodel.encoder_hidden = [12]\n");
-    let err = fails(&run(["sweep", s(&other), "--dir", s(&dir), "--device", "cpu"], None));
+    let file = write_sweep(
+        root.path(),
+        "[budget]\nmax_steps = 30\n[space]\nmodel.encoder_hidden = [8]\n",
+    );
+    ok(&run(
+        ["sweep", s(&file), "--dir", s(&dir), "--device", "cpu"],
+        None,
+    ));
+    let other = write_sweep(
+        root.path(),
+        "[budget]\nmax_steps = 30\n[space]\nmodel.encoder_hidden = [12]\n",
+    );
+    let err = fails(&run(
+        ["sweep", s(&other), "--dir", s(&dir), "--device", "cpu"],
+        None,
+    ));
     assert!(err.contains("another sweep"), "{err}");
-    let err = fails(&run(["sweep", "report", s(&root.path().join("nothing"))], None));
+    let err = fails(&run(
+        ["sweep", "report", s(&root.path().join("nothing"))],
+        None,
+    ));
     assert!(err.contains("no sweep study here"), "{err}");
 }

@@ -54,9 +54,7 @@ pub fn should_stop(
             let value = best_until(mine, last, direction)?;
             let others: Vec<f64> = curves
                 .iter()
-                .filter(|(id, points)| {
-                    **id != trial && points.iter().any(|p| p.step >= last)
-                })
+                .filter(|(id, points)| **id != trial && points.iter().any(|p| p.step >= last))
                 .filter_map(|(_, points)| best_until(points, last, direction))
                 .collect();
             if others.len() < spec.startup_trials.max(1) {

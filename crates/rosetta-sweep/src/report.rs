@@ -214,7 +214,10 @@ impl Report {
                 "\n{} of {} finished trials stopped early; {} of {} updates trained ({:.0}% saved), \
                  {:.1} of an estimated {:.1} minutes.",
                 c.pruned,
-                self.trials.iter().filter(|t| t.status.is_finished()).count(),
+                self.trials
+                    .iter()
+                    .filter(|t| t.status.is_finished())
+                    .count(),
                 c.steps,
                 c.steps_full,
                 100.0 * c.saved(),

@@ -183,8 +183,10 @@ impl Space {
                 .filter(|&i| holds(&conditional[i], &base, lookup))
                 .collect();
             let params: Vec<Param> = active.iter().map(|&i| conditional[i].clone()).collect();
-            let values: Vec<Vec<toml::Value>> =
-                active.iter().map(|&i| conditional_axes[i].clone()).collect();
+            let values: Vec<Vec<toml::Value>> = active
+                .iter()
+                .map(|&i| conditional_axes[i].clone())
+                .collect();
             for extra in product(&params, &values) {
                 let mut assignment = base.clone();
                 assignment.extend(extra);

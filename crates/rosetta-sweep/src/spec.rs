@@ -352,20 +352,19 @@ impl Sweep {
         }
         match (file.method, file.trials) {
             (Method::Random, None | Some(0)) => {
-                return Err(fail(
-                    "method = \"random\" needs trials = N (N ≥ 1)".into(),
-                ));
+                return Err(fail("method = \"random\" needs trials = N (N ≥ 1)".into()));
             }
             (Method::Grid, Some(_)) => {
                 return Err(fail(
-                    "trials sets the size of a random search; a grid runs every combination"
-                        .into(),
+                    "trials sets the size of a random search; a grid runs every combination".into(),
                 ));
             }
             _ => {}
         }
         let pruner = file.pruner;
-        if pruner.kind == PrunerKind::Asha && !(pruner.reduction_factor >= 2.0) {
+        if pruner.kind == PrunerKind::Asha
+            && (pruner.reduction_factor.is_nan() || pruner.reduction_factor < 2.0)
+        {
             return Err(fail(format!(
                 "pruner.reduction_factor = {} must be at least 2",
                 pruner.reduction_factor
@@ -381,7 +380,9 @@ impl Sweep {
             return Err(fail("a decoding sweep has no curves to prune".into()));
         }
         let b = file.budget;
-        if b.max_steps == Some(0) || b.max_epochs == Some(0) || b.max_minutes.is_some_and(|m| m <= 0.0)
+        if b.max_steps == Some(0)
+            || b.max_epochs == Some(0)
+            || b.max_minutes.is_some_and(|m| m <= 0.0)
         {
             return Err(fail("budget values must be positive".into()));
         }
@@ -423,7 +424,9 @@ impl Sweep {
         let lookup = |k: &str| self.lookup(k);
         match self.method {
             Method::Grid => self.space.grid(&lookup),
-            Method::Random => Ok(self.space.random(self.trials.unwrap_or(0), self.seed, &lookup)),
+            Method::Random => Ok(self
+                .space
+                .random(self.trials.unwrap_or(0), self.seed, &lookup)),
         }
     }
 
@@ -454,11 +457,10 @@ impl Sweep {
         for (key, value) in assignment {
             space::set_key(&mut table, key, value.clone())?;
         }
-        let text = toml::to_string(&table).map_err(|e| e.to_string())?;
-        let config = Config::from_toml(&text).map_err(|e| match e {
-            rosetta::Error::ConfigFile { message, .. } => message.trim().to_owned(),
-            other => other.to_string(),
-        })?;
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| e.message().trim().to_owned())?;
+        config.validate().map_err(|e| e.to_string())?;
         config.data.train().map_err(|e| e.to_string())?;
         if config.data.valid().map_err(|e| e.to_string())?.is_none() {
             return Err(
@@ -471,7 +473,10 @@ impl Sweep {
     }
 
     /// The search settings of a decoding trial.
-    pub fn search_config(&self, assignment: &Assignment) -> std::result::Result<BeamConfig, String> {
+    pub fn search_config(
+        &self,
+        assignment: &Assignment,
+    ) -> std::result::Result<BeamConfig, String> {
         let mut table = toml::Table::new();
         for (key, value) in assignment {
             space::set_key(&mut table, key, value.clone())?;
@@ -515,7 +520,11 @@ impl Sweep {
         for (i, a) in assignments.iter().enumerate() {
             check(i, a)?;
         }
+        // Both ends of every range (listed values are all among the trials, or never run).
         for p in self.space.params() {
+            if matches!(p.distribution, crate::space::Distribution::List(_)) {
+                continue;
+            }
             let Some((i, a)) = assignments
                 .iter()
                 .enumerate()

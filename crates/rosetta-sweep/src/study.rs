@@ -226,8 +226,10 @@ impl SqliteStudy {
         let conn = Connection::open(&path).map_err(db)?;
         // Workers wait for each other's short transactions instead of failing.
         conn.busy_timeout(Duration::from_secs(60)).map_err(db)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
         Ok(SqliteStudy { path, conn })
     }
@@ -262,9 +264,11 @@ impl SqliteStudy {
     /// The fingerprint the study began with.
     pub fn fingerprint(&self) -> Result<Option<String>> {
         self.conn
-            .query_row("SELECT value FROM meta WHERE key = 'fingerprint'", [], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'fingerprint'",
+                [],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(self.db())
     }
@@ -303,9 +307,11 @@ impl Storage for SqliteStudy {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db)?;
         let stored: Option<String> = tx
-            .query_row("SELECT value FROM meta WHERE key = 'fingerprint'", [], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'fingerprint'",
+                [],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(db)?;
         let format: Option<String> = tx
@@ -395,7 +401,9 @@ impl Storage for SqliteStudy {
             .map_err(db)?;
         let running: Vec<(i64, Option<String>, Option<f64>)> = {
             let mut stmt = tx
-                .prepare("SELECT id, worker, heartbeat FROM trials WHERE status = 'running' ORDER BY id")
+                .prepare(
+                    "SELECT id, worker, heartbeat FROM trials WHERE status = 'running' ORDER BY id",
+                )
                 .map_err(db)?;
             stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .map_err(db)?

@@ -231,7 +231,10 @@ impl Observer for TrialObserver<'_> {
 
     fn step(&mut self, report: &StepReport) {
         // A heartbeat every few seconds is plenty and keeps the database quiet.
-        if self.last_beat.is_none_or(|t| t.elapsed().as_secs_f64() > 5.0) {
+        if self
+            .last_beat
+            .is_none_or(|t| t.elapsed().as_secs_f64() > 5.0)
+        {
             self.beat(report.step);
         }
         self.elapsed = report.elapsed;

@@ -162,7 +162,10 @@ fn the_budget_and_objective_replace_the_base_configs_limits() {
     let sweep = sweep.unwrap();
     let a = &sweep.assignments().unwrap()[0];
     let config = sweep.train_config(a).unwrap();
-    assert_eq!(config.train.max_steps, 0, "the base's max_steps is replaced");
+    assert_eq!(
+        config.train.max_steps, 0,
+        "the base's max_steps is replaced"
+    );
     assert_eq!(config.train.max_minutes, 2.5);
     assert_eq!(config.train.stop_metric, rosetta::config::StopMetric::Chrf);
     assert!(config.to_toml().unwrap().contains("dropout = 0.1"));
