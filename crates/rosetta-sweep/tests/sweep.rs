@@ -302,3 +302,31 @@ fn workers_sharing_a_study_never_run_the_same_trial() {
     let rows = SqliteStudy::open(dir.path()).unwrap().trials().unwrap();
     assert!(rows.iter().all(|t| t.attempts == 1));
 }
+
+#[test]
+fn example_sweeps_load_and_every_trial_validates() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let mut count = 0;
+    for dir in std::fs::read_dir(&root).unwrap() {
+        for entry in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+            let path = entry.unwrap().path();
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            if path.extension().is_none_or(|e| e != "toml")
+                || !toml::from_str::<toml::Table>(&text)
+                    .unwrap()
+                    .contains_key("space")
+            {
+                continue;
+            }
+            let sweep = Sweep::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let trials = sweep
+                .trials(&path, false)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(!trials.is_empty());
+            count += 1;
+        }
+    }
+    assert!(count >= 1, "no example sweep found");
+}

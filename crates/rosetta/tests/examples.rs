@@ -11,6 +11,12 @@ fn example_configs_load() {
         for entry in std::fs::read_dir(dir.unwrap().path()).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "toml") {
+                // Sweep files (a [space] table) are checked by rosetta-sweep's tests.
+                let text = std::fs::read_to_string(&path).unwrap();
+                let table: toml::Table = toml::from_str(&text).unwrap();
+                if table.contains_key("space") {
+                    continue;
+                }
                 let config =
                     Config::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 config.data.train().unwrap();
