@@ -7,9 +7,10 @@ use anyhow::{Context, Result, bail};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use rosetta::device::{DeviceChoice, resolve};
 use rosetta::train::trainer::Observer;
+use rosetta_sweep::StorageChoice;
 use rosetta_sweep::report::Report;
 use rosetta_sweep::space::describe;
-use rosetta_sweep::study::{Claim, Outcome, SqliteStudy, Status, Storage};
+use rosetta_sweep::study::{Claim, Outcome, Status, Storage};
 use rosetta_sweep::worker::{SweepObserver, WorkerOptions, run_worker};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -51,6 +52,13 @@ struct RunArgs {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
+    /// Keep the study in a PostgreSQL server (postgres://user@host/db) instead of SQLite in
+    /// --dir, so that workers on several machines share it.
+    #[arg(long)]
+    storage: Option<String>,
+    /// The study's name on the --storage server (default: the --dir directory's name).
+    #[arg(long)]
+    study: Option<String>,
     /// Run as one worker of a parallel sweep (started by `--jobs`; progress as log lines).
     #[arg(long, hide = true)]
     worker: bool,
@@ -66,6 +74,12 @@ struct ReportArgs {
     /// Where to write the plots, tables and best config (default: DIR/report).
     #[arg(long, short = 'o')]
     out: Option<PathBuf>,
+    /// The PostgreSQL server of the study (as given to `rosetta sweep --storage`).
+    #[arg(long)]
+    storage: Option<String>,
+    /// The study's name on that server (default: DIR's name).
+    #[arg(long)]
+    study: Option<String>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -131,7 +145,7 @@ impl SweepObserver for SweepProgress {
         self.sweep.inc(1);
         self.line(format!(
             "trial {trial}: {} — {} after {} steps ({:.1} min): {}",
-            status_word(outcome.status),
+            outcome.status,
             outcome
                 .objective
                 .map_or("no result".to_owned(), |v| format!("objective {v:.2}")),
@@ -146,16 +160,6 @@ impl SweepObserver for SweepProgress {
     }
 }
 
-fn status_word(s: Status) -> &'static str {
-    match s {
-        Status::Complete => "complete",
-        Status::Pruned => "pruned",
-        Status::Failed => "FAILED",
-        Status::Running => "running",
-        Status::Pending => "pending",
-    }
-}
-
 fn run_sweep(args: RunArgs) -> Result<()> {
     let (Some(file), Some(dir)) = (args.sweep.clone(), args.dir.clone()) else {
         bail!("give the sweep file and --dir");
@@ -163,7 +167,11 @@ fn run_sweep(args: RunArgs) -> Result<()> {
     if args.jobs == 0 {
         bail!("--jobs must be at least 1");
     }
-    let (sweep, mut study) = rosetta_sweep::open(&file, &dir, args.yes)
+    let storage = StorageChoice {
+        url: args.storage.clone(),
+        study: args.study.clone(),
+    };
+    let (sweep, mut study) = rosetta_sweep::open(&file, &dir, &storage, args.yes)
         .with_context(|| format!("cannot start the sweep {}", file.display()))?;
     let trials = study.trials()?;
     let done = trials.iter().filter(|t| t.status.is_finished()).count();
@@ -173,18 +181,18 @@ fn run_sweep(args: RunArgs) -> Result<()> {
             file.display(),
             trials.len(),
             done,
-            study.path().display()
+            study.location()
         );
     }
     if args.jobs > 1 && !args.worker {
-        return run_parallel(&file, &dir, &args, &mut study);
+        return run_parallel(&file, &dir, &args, study.as_mut(), &storage);
     }
     let device = resolve(args.device)?;
     let budget = sweep.budget.max_steps.unwrap_or(0);
     let mut progress = SweepProgress::new(trials.len(), done, budget);
     let summary = run_worker(
         &sweep,
-        &mut study,
+        study.as_mut(),
         &WorkerOptions {
             dir: dir.clone(),
             stale_after: args.stale_after * 60.0,
@@ -199,12 +207,12 @@ fn run_sweep(args: RunArgs) -> Result<()> {
         eprintln!("worker finished {} trials", summary.finished);
         return Ok(());
     }
-    finish(&dir)
+    finish(study.as_mut(), &dir)
 }
 
 /// After the last trial: the ranked table (and where the full report comes from).
-fn finish(dir: &Path) -> Result<()> {
-    let report = Report::load(dir)?;
+fn finish(study: &mut dyn Storage, dir: &Path) -> Result<()> {
+    let report = Report::load(study)?;
     let unfinished = report
         .trials
         .iter()
@@ -225,7 +233,13 @@ fn finish(dir: &Path) -> Result<()> {
 }
 
 /// `--jobs N`: N worker processes share the study; this process shows their progress from it.
-fn run_parallel(file: &Path, dir: &Path, args: &RunArgs, study: &mut SqliteStudy) -> Result<()> {
+fn run_parallel(
+    file: &Path,
+    dir: &Path,
+    args: &RunArgs,
+    study: &mut dyn Storage,
+    storage: &StorageChoice,
+) -> Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = (cores / args.jobs).max(1);
     let exe = std::env::current_exe().context("cannot find the rosetta executable")?;
@@ -255,6 +269,8 @@ fn run_parallel(file: &Path, dir: &Path, args: &RunArgs, study: &mut SqliteStudy
             .arg("--device")
             .arg(args.device.to_string())
             .args(args.yes.then_some("--yes"))
+            .args(storage.url.iter().flat_map(|u| ["--storage", u.as_str()]))
+            .args(storage.study.iter().flat_map(|n| ["--study", n.as_str()]))
             .env("RAYON_NUM_THREADS", threads.to_string())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -297,7 +313,7 @@ fn run_parallel(file: &Path, dir: &Path, args: &RunArgs, study: &mut SqliteStudy
                     let line = format!(
                         "trial {}: {} {} ({})",
                         t.id,
-                        status_word(t.status),
+                        t.status,
                         t.objective.map_or("-".into(), |v| format!("{v:.2}")),
                         describe(&t.params)
                     );
@@ -328,7 +344,7 @@ fn run_parallel(file: &Path, dir: &Path, args: &RunArgs, study: &mut SqliteStudy
         bar.finish_and_clear();
     }
     sweep_bar.finish_and_clear();
-    finish(dir)?;
+    finish(study, dir)?;
     if !failed_workers.is_empty() {
         bail!(
             "{} of {} workers stopped with an error (see {}/worker-N.log); rerun the same command to continue",
@@ -341,7 +357,13 @@ fn run_parallel(file: &Path, dir: &Path, args: &RunArgs, study: &mut SqliteStudy
 }
 
 fn run_report(args: ReportArgs) -> Result<()> {
-    let report = Report::load(&args.dir)
+    let storage = StorageChoice {
+        url: args.storage.clone(),
+        study: args.study.clone(),
+    };
+    let mut study = rosetta_sweep::open_storage(&args.dir, &storage, false)
+        .with_context(|| format!("cannot read the sweep in {}", args.dir.display()))?;
+    let report = Report::load(study.as_mut())
         .with_context(|| format!("cannot read the sweep in {}", args.dir.display()))?;
     let table = match args.format.as_str() {
         "markdown" | "md" => report.markdown(),

@@ -35,6 +35,15 @@ pub enum Error {
         #[source]
         source: rusqlite::Error,
     },
+    /// The PostgreSQL study failed.
+    #[error("study {location}: {source}")]
+    Postgres {
+        /// The server and study.
+        location: String,
+        /// The client's error.
+        #[source]
+        source: postgres::Error,
+    },
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {

@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod pg_study;
 pub mod pruner;
 pub mod report;
 pub mod space;
@@ -20,16 +21,53 @@ pub use error::{Error, Result};
 
 use std::path::Path;
 
-/// Reads a sweep file, checks every trial, and opens (or creates, or continues) its study in
-/// `dir`. `confirmed` allows a grid larger than [`spec::GRID_LIMIT`].
+/// Where a study is kept.
+#[derive(Debug, Clone, Default)]
+pub struct StorageChoice {
+    /// `postgres://…` (or `postgresql://…`): a PostgreSQL server; `None`: SQLite in the sweep
+    /// directory.
+    pub url: Option<String>,
+    /// The study's name on a server (default: the sweep directory's name).
+    pub study: Option<String>,
+}
+
+/// Opens the study of the sweep directory `dir`. With `create` false, a missing SQLite study is
+/// an error (a report of a directory that holds none).
+pub fn open_storage(
+    dir: &Path,
+    choice: &StorageChoice,
+    create: bool,
+) -> Result<Box<dyn study::Storage>> {
+    match &choice.url {
+        None if create => Ok(Box::new(study::SqliteStudy::open(dir)?)),
+        None => Ok(Box::new(study::SqliteStudy::open_existing(dir)?)),
+        Some(url) if pg_study::is_postgres_url(url) => {
+            let name = match &choice.study {
+                Some(name) => name.clone(),
+                None => std::path::absolute(dir)
+                    .ok()
+                    .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .unwrap_or_default(),
+            };
+            Ok(Box::new(pg_study::PgStudy::connect(url, &name)?))
+        }
+        Some(other) => Err(Error::Mismatch(format!(
+            "--storage {other}: give a postgres:// URL (or leave it out for SQLite in the sweep directory)"
+        ))),
+    }
+}
+
+/// Reads a sweep file, checks every trial, and opens (or creates, or continues) its study.
+/// `confirmed` allows a grid larger than [`spec::GRID_LIMIT`].
 pub fn open(
     sweep_file: &Path,
     dir: &Path,
+    storage: &StorageChoice,
     confirmed: bool,
-) -> Result<(spec::Sweep, study::SqliteStudy)> {
+) -> Result<(spec::Sweep, Box<dyn study::Storage>)> {
     let sweep = spec::Sweep::load(sweep_file)?;
     let trials = sweep.trials(sweep_file, confirmed)?;
-    let mut study = study::SqliteStudy::open(dir)?;
-    study::Storage::begin(&mut study, &sweep.fingerprint(), &trials)?;
+    let mut study = open_storage(dir, storage, true)?;
+    study.begin(&sweep.fingerprint(), &trials)?;
     Ok((sweep, study))
 }

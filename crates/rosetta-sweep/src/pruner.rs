@@ -8,6 +8,17 @@ use crate::spec::{Direction, PrunerKind, PrunerSpec};
 use crate::study::Point;
 use std::collections::BTreeMap;
 
+/// The best point of a curve.
+pub fn best_point(points: &[Point], direction: Direction) -> Option<Point> {
+    points.iter().copied().reduce(|a, b| {
+        if direction.better(b.objective, a.objective) {
+            b
+        } else {
+            a
+        }
+    })
+}
+
 /// The best objective value among `points` at or before `step`.
 fn best_until(points: &[Point], step: u64, direction: Direction) -> Option<f64> {
     points
@@ -34,8 +45,8 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 /// Whether to stop `trial` after its latest validation, and why. `curves` holds every trial's
-/// points (this one's included); `max_steps` is the per-trial budget in updates, when known (no
-/// rung at or beyond it: the trial ends there anyway).
+/// points (this one's included); `max_steps` is the trial's budget in updates, when known: a
+/// trial at or beyond it has finished, not been stopped (and no ASHA rung lies there).
 pub fn should_stop(
     spec: &PrunerSpec,
     direction: Direction,
@@ -45,7 +56,7 @@ pub fn should_stop(
 ) -> Option<String> {
     let mine = curves.get(&trial)?;
     let last = mine.iter().map(|p| p.step).max()?;
-    if last < spec.min_steps {
+    if last < spec.min_steps || max_steps.is_some_and(|m| last >= m) {
         return None;
     }
     match spec.kind {

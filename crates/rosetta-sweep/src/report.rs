@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::spec::{Direction, Metric};
-use crate::study::{Point, SqliteStudy, Status, Storage, TrialRow};
+use crate::study::{Point, Status, Storage, TrialRow};
 use crate::worker::trial_dir;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -78,16 +78,15 @@ struct FingerprintParam {
 }
 
 impl Report {
-    /// Reads the study in `dir`.
-    pub fn load(dir: &Path) -> Result<Report> {
-        let mut study = SqliteStudy::open_existing(dir)?;
-        let fingerprint = study.fingerprint()?.ok_or_else(|| {
-            Error::Mismatch(format!("{} holds no study yet", study.path().display()))
-        })?;
+    /// Reads a study.
+    pub fn load(study: &mut dyn Storage) -> Result<Report> {
+        let fingerprint = study
+            .fingerprint()?
+            .ok_or_else(|| Error::Mismatch(format!("{} holds no study yet", study.location())))?;
         let meta: Fingerprint = serde_json::from_str(&fingerprint).map_err(|e| {
             Error::Mismatch(format!(
                 "{}: unreadable study description ({e})",
-                study.path().display()
+                study.location()
             ))
         })?;
         let mut trials = study.trials()?;
@@ -174,7 +173,7 @@ impl Report {
                         "-".into()
                     },
                     t.id.to_string(),
-                    status_name(t.status).into(),
+                    t.status.to_string(),
                     t.objective.map_or("-".into(), |v| format!("{v:.2}")),
                 ];
                 if self.training {
@@ -276,16 +275,6 @@ impl Report {
             let text = toml::to_string_pretty(&table).unwrap_or_default();
             Ok(Some(header + &text))
         }
-    }
-}
-
-fn status_name(s: Status) -> &'static str {
-    match s {
-        Status::Pending => "pending",
-        Status::Running => "running",
-        Status::Complete => "complete",
-        Status::Pruned => "pruned",
-        Status::Failed => "failed",
     }
 }
 

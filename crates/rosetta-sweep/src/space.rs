@@ -64,12 +64,14 @@ impl Distribution {
     pub fn sample(&self, rng: &mut ChaCha8Rng) -> toml::Value {
         match self {
             Distribution::List(values) => values[rng.random_range(0..values.len())].clone(),
-            Distribution::Uniform { low, high } => {
-                toml::Value::Float(round_sig(low + (high - low) * rng.random::<f64>()))
-            }
+            // Rounding may step past an end: clamped back inside.
+            Distribution::Uniform { low, high } => toml::Value::Float(
+                round_sig(low + (high - low) * rng.random::<f64>()).clamp(*low, *high),
+            ),
             Distribution::LogUniform { low, high } => {
                 let (a, b) = (low.ln(), high.ln());
-                toml::Value::Float(round_sig((a + (b - a) * rng.random::<f64>()).exp()))
+                let x = round_sig((a + (b - a) * rng.random::<f64>()).exp());
+                toml::Value::Float(x.clamp(*low, *high))
             }
             Distribution::Int { low, high, step } => {
                 let k = rng.random_range(0..=(high - low) / step);
@@ -390,6 +392,12 @@ fn param(key: &str, t: &toml::Table) -> Result<Param, String> {
             };
             if low > high {
                 return Err(format!("{key}: int = [{low}, {high}] needs low ≤ high"));
+            }
+            // Counted in i128: no overflow at extreme bounds; a range this long is a mistake.
+            if (high as i128 - low as i128) / step as i128 >= 1_000_000 {
+                return Err(format!(
+                    "{key}: int = [{low}, {high}] with step {step} has over a million values"
+                ));
             }
             Distribution::Int { low, high, step }
         }

@@ -34,6 +34,8 @@ use std::path::{Path, PathBuf};
 
 /// A grid larger than this needs `--yes`: it is easy to write a space of thousands of trials.
 pub const GRID_LIMIT: usize = 100;
+/// No grid is built beyond this many combinations, `--yes` or not.
+pub const GRID_HARD_LIMIT: usize = 100_000;
 
 /// How trials are chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -68,6 +70,15 @@ impl Metric {
         }
     }
 
+    /// This metric's value among a validation's scores.
+    pub fn pick(self, bleu: f64, chrf: f64, ppl: f64) -> f64 {
+        match self {
+            Metric::Bleu => bleu,
+            Metric::Chrf => chrf,
+            Metric::Ppl => ppl,
+        }
+    }
+
     /// The metric's name in tables.
     pub fn name(self) -> &'static str {
         match self {
@@ -75,6 +86,25 @@ impl Metric {
             Metric::Chrf => "chrF",
             Metric::Ppl => "perplexity",
         }
+    }
+}
+
+impl From<Metric> for StopMetric {
+    fn from(metric: Metric) -> StopMetric {
+        match metric {
+            Metric::Bleu => StopMetric::Bleu,
+            Metric::Chrf => StopMetric::Chrf,
+            Metric::Ppl => StopMetric::Ppl,
+        }
+    }
+}
+
+/// The error of one trial's configuration.
+pub fn trial_error(trial: usize, assignment: &Assignment, message: String) -> Error {
+    Error::Trial {
+        trial,
+        params: space::describe(assignment),
+        message,
     }
 }
 
@@ -386,6 +416,16 @@ impl Sweep {
         {
             return Err(fail("budget values must be positive".into()));
         }
+        let metric = file.objective.metric;
+        if let Some(direction) = file.objective.direction
+            && direction != metric.default_direction()
+        {
+            return Err(fail(format!(
+                "objective.direction = {direction:?} goes against {}: the trainer keeps the model \
+                 with the best {0} in its own direction",
+                metric.name()
+            )));
+        }
         Ok(Sweep {
             target,
             method: file.method,
@@ -437,11 +477,7 @@ impl Sweep {
             return Err("a decoding sweep trains no model".into());
         };
         let mut table = base.clone();
-        let stop = match self.objective.metric {
-            Metric::Bleu => StopMetric::Bleu,
-            Metric::Chrf => StopMetric::Chrf,
-            Metric::Ppl => StopMetric::Ppl,
-        };
+        let stop = StopMetric::from(self.objective.metric);
         let stop = toml::Value::try_from(stop).map_err(|e| e.to_string())?;
         space::set_key(&mut table, "train.stop_metric", stop)?;
         let b = self.budget;
@@ -498,7 +534,23 @@ impl Sweep {
             path: path.to_path_buf(),
             message,
         };
+        if self.method == Method::Grid {
+            // An upper bound (conditional axes counted as always active), before building any.
+            let bound = self.space.params().iter().try_fold(1usize, |n, p| {
+                let k = p.distribution.grid_values().map_or(1, |v| v.len());
+                n.checked_mul(k)
+            });
+            if bound.is_none_or(|b| b > GRID_HARD_LIMIT) {
+                return Err(fail(format!(
+                    "the grid has more than {GRID_HARD_LIMIT} combinations: shorten its lists, or \
+                     use method = \"random\" with a trial count"
+                )));
+            }
+        }
         let assignments = self.assignments().map_err(fail)?;
+        if assignments.is_empty() {
+            return Err(fail("the sweep has no trials".into()));
+        }
         if self.method == Method::Grid && assignments.len() > GRID_LIMIT && !confirmed {
             return Err(fail(format!(
                 "the grid has {} trials (more than {GRID_LIMIT}): pass --yes to run them all, or \
@@ -506,36 +558,32 @@ impl Sweep {
                 assignments.len()
             )));
         }
-        let check = |trial: usize, a: &Assignment| -> Result<()> {
-            let result = match self.target {
+        let check = |a: &Assignment| -> std::result::Result<(), String> {
+            match self.target {
                 Target::Train { .. } => self.train_config(a).map(|_| ()),
                 Target::Decode { .. } => self.search_config(a).map(|_| ()),
-            };
-            result.map_err(|message| Error::Trial {
-                trial,
-                params: space::describe(a),
-                message,
-            })
+            }
         };
         for (i, a) in assignments.iter().enumerate() {
-            check(i, a)?;
+            check(a).map_err(|message| trial_error(i, a, message))?;
         }
         // Both ends of every range (listed values are all among the trials, or never run).
         for p in self.space.params() {
             if matches!(p.distribution, crate::space::Distribution::List(_)) {
                 continue;
             }
-            let Some((i, a)) = assignments
-                .iter()
-                .enumerate()
-                .find(|(_, a)| a.contains_key(&p.key))
-            else {
+            let Some(a) = assignments.iter().find(|a| a.contains_key(&p.key)) else {
                 continue;
             };
             for value in p.distribution.extremes() {
                 let mut a = a.clone();
-                a.insert(p.key.clone(), value);
-                check(i, &a)?;
+                a.insert(p.key.clone(), value.clone());
+                check(&a).map_err(|message| {
+                    fail(format!(
+                        "{} = {value} (an end of its range) is refused: {message}",
+                        p.key
+                    ))
+                })?;
             }
         }
         Ok(assignments)

@@ -31,8 +31,15 @@ pub enum Status {
     Failed,
 }
 
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl Status {
-    fn as_str(self) -> &'static str {
+    /// The name stored in the database and shown in tables.
+    pub fn as_str(self) -> &'static str {
         match self {
             Status::Pending => "pending",
             Status::Running => "running",
@@ -42,13 +49,15 @@ impl Status {
         }
     }
 
-    fn parse(s: &str) -> Status {
+    /// Reads a stored status; text the study never writes is an error, not a guess.
+    pub(crate) fn parse(s: &str) -> Result<Status, String> {
         match s {
-            "running" => Status::Running,
-            "complete" => Status::Complete,
-            "pruned" => Status::Pruned,
-            "failed" => Status::Failed,
-            _ => Status::Pending,
+            "pending" => Ok(Status::Pending),
+            "running" => Ok(Status::Running),
+            "complete" => Ok(Status::Complete),
+            "pruned" => Ok(Status::Pruned),
+            "failed" => Ok(Status::Failed),
+            other => Err(format!("unknown trial status \"{other}\"")),
         }
     }
 
@@ -138,6 +147,10 @@ pub struct Outcome {
 
 /// What a worker needs from the study's database.
 pub trait Storage {
+    /// Where the study is, for messages (a file, or a database and study name).
+    fn location(&self) -> String;
+    /// The fingerprint of the sweep the study began with (`None`: not begun).
+    fn fingerprint(&mut self) -> Result<Option<String>>;
     /// Creates the study with its trials, or checks that an existing study is the same sweep
     /// (adding trials when a random search asks for more).
     fn begin(&mut self, fingerprint: &str, trials: &[Assignment]) -> Result<()>;
@@ -159,8 +172,8 @@ pub trait Storage {
     ) -> Result<bool>;
     /// Records a validation (replacing one at the same step, which a resumed trial repeats).
     fn record_point(&mut self, trial: usize, point: &Point) -> Result<()>;
-    /// Marks a trial finished.
-    fn finish(&mut self, trial: usize, outcome: &Outcome) -> Result<()>;
+    /// Marks a trial finished, if `worker` still holds it; false when another worker took it over.
+    fn finish(&mut self, trial: usize, worker: &str, outcome: &Outcome) -> Result<bool>;
     /// Every trial.
     fn trials(&mut self) -> Result<Vec<TrialRow>>;
     /// Every trial's validation curve.
@@ -173,6 +186,110 @@ pub fn now() -> f64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
+}
+
+/// The study format; a database of another version is refused rather than misread.
+pub(crate) const FORMAT: &str = "1";
+
+/// Checks what a database holds against the sweep being begun (`stored`: its fingerprint and
+/// format, `existing`: its trials' parameters as JSON, in order) and returns the trials to add.
+pub(crate) fn plan_begin(
+    location: &str,
+    stored: Option<(&str, &str)>,
+    fingerprint: &str,
+    existing: &[String],
+    trials: &[Assignment],
+) -> Result<Vec<(usize, String)>> {
+    if let Some((stored, format)) = stored {
+        if format != FORMAT {
+            return Err(Error::Mismatch(format!(
+                "{location} is a study of format {format}; this rosetta reads format {FORMAT}"
+            )));
+        }
+        if stored != fingerprint {
+            return Err(Error::Mismatch(format!(
+                "{location} holds a study of another sweep (its sweep file, base config or space \
+                 changed since it began); use a new --dir (or study), or restore the sweep file"
+            )));
+        }
+    }
+    if existing.len() > trials.len() {
+        return Err(Error::Mismatch(format!(
+            "{location} already holds {} trials; this sweep has {}: a study can grow, not shrink",
+            existing.len(),
+            trials.len()
+        )));
+    }
+    let mut add = Vec::new();
+    for (i, assignment) in trials.iter().enumerate() {
+        let json = serde_json::to_string(assignment).unwrap_or_default();
+        match existing.get(i) {
+            Some(stored) if *stored != json => {
+                return Err(Error::Mismatch(format!(
+                    "{location}: trial {i} was {stored}, the sweep now gives {json}"
+                )));
+            }
+            Some(_) => {}
+            None => add.push((i, json)),
+        }
+    }
+    Ok(add)
+}
+
+/// A trial whose workers died this many times is marked failed instead of handed out again: a
+/// trial that crashes its worker would otherwise stop every worker that takes it.
+pub const MAX_ATTEMPTS: u32 = 3;
+
+/// A running trial as [`pick_trial`] sees it.
+pub(crate) struct Running {
+    pub id: i64,
+    pub worker: Option<String>,
+    pub heartbeat: Option<f64>,
+    pub attempts: u32,
+}
+
+/// What a claim does: the trial to take, and orphans to mark failed (out of attempts).
+pub(crate) struct Pick {
+    pub take: Option<i64>,
+    pub give_up: Vec<i64>,
+}
+
+/// The trial a worker should take: the first orphaned running trial (its worker dead by
+/// `is_alive`, or, for a worker elsewhere, silent for `stale_after` seconds), else the first
+/// pending one. Orphans that already had [`MAX_ATTEMPTS`] workers are given up.
+pub(crate) fn pick_trial(
+    running: &[Running],
+    first_pending: Option<i64>,
+    is_alive: &dyn Fn(&str) -> Option<bool>,
+    stale_after: f64,
+    time: f64,
+) -> Pick {
+    let mut pick = Pick {
+        take: None,
+        give_up: Vec::new(),
+    };
+    for r in running {
+        let orphaned = match is_alive(r.worker.as_deref().unwrap_or("")) {
+            Some(alive) => !alive,
+            // A worker on another machine: judged by its heartbeat.
+            None => r.heartbeat.is_none_or(|b| time - b > stale_after),
+        };
+        if !orphaned {
+            continue;
+        }
+        if r.attempts >= MAX_ATTEMPTS {
+            pick.give_up.push(r.id);
+        } else if pick.take.is_none() {
+            pick.take = Some(r.id);
+        }
+    }
+    pick.take = pick.take.or(first_pending);
+    pick
+}
+
+/// The message of a trial given up after [`MAX_ATTEMPTS`].
+pub(crate) fn given_up_message() -> String {
+    format!("its worker died or failed {MAX_ATTEMPTS} times (see the worker logs); not retried")
 }
 
 /// A study in one SQLite file.
@@ -210,9 +327,6 @@ CREATE TABLE IF NOT EXISTS points (
     PRIMARY KEY (trial, step)
 );
 ";
-
-/// The study format; a database of another version is refused rather than misread.
-const FORMAT: &str = "1";
 
 impl SqliteStudy {
     /// Opens (creating when absent) the study database in `dir`.
@@ -260,18 +374,11 @@ impl SqliteStudy {
             source,
         }
     }
+}
 
-    /// The fingerprint the study began with.
-    pub fn fingerprint(&self) -> Result<Option<String>> {
-        self.conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'fingerprint'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(self.db())
-    }
+/// A stored value the study cannot have written (a corrupt or foreign database).
+fn corrupt(message: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, message.into())
 }
 
 fn row_to_trial(r: &rusqlite::Row<'_>) -> rusqlite::Result<TrialRow> {
@@ -279,8 +386,9 @@ fn row_to_trial(r: &rusqlite::Row<'_>) -> rusqlite::Result<TrialRow> {
     let status: String = r.get("status")?;
     Ok(TrialRow {
         id: r.get::<_, i64>("id")? as usize,
-        params: serde_json::from_str(&params).unwrap_or_default(),
-        status: Status::parse(&status),
+        params: serde_json::from_str(&params)
+            .map_err(|e| corrupt(format!("trial parameters {params}: {e}")))?,
+        status: Status::parse(&status).map_err(corrupt)?,
         worker: r.get("worker")?,
         attempts: r.get("attempts")?,
         started: r.get("started")?,
@@ -296,6 +404,21 @@ fn row_to_trial(r: &rusqlite::Row<'_>) -> rusqlite::Result<TrialRow> {
 }
 
 impl Storage for SqliteStudy {
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn fingerprint(&mut self) -> Result<Option<String>> {
+        self.conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'fingerprint'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.db())
+    }
+
     fn begin(&mut self, fingerprint: &str, trials: &[Assignment]) -> Result<()> {
         let path = self.path.clone();
         let db = |source| Error::Database {
@@ -306,78 +429,43 @@ impl Storage for SqliteStudy {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db)?;
-        let stored: Option<String> = tx
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'fingerprint'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(db)?;
-        let format: Option<String> = tx
-            .query_row("SELECT value FROM meta WHERE key = 'format'", [], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(db)?;
-        if let Some(format) = format.filter(|f| f != FORMAT) {
-            return Err(Error::Mismatch(format!(
-                "{} is a study of format {format}; this rosetta reads format {FORMAT}",
-                path.display()
-            )));
-        }
-        match stored {
-            Some(stored) if stored != fingerprint => {
-                return Err(Error::Mismatch(format!(
-                    "{} holds a study of another sweep (its sweep file, base config or space \
-                     changed since it began); use a new --dir, or restore the sweep file",
-                    path.display()
-                )));
-            }
-            Some(_) => {}
-            None => {
-                tx.execute(
-                    "INSERT INTO meta (key, value) VALUES ('fingerprint', ?1), ('format', ?2), ('created', ?3)",
-                    params![fingerprint, FORMAT, now().to_string()],
-                )
-                .map_err(db)?;
-            }
-        }
-        let existing: Vec<(i64, String)> = {
+        let meta = |key: &str| -> Result<Option<String>> {
+            tx.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                .optional()
+                .map_err(db)
+        };
+        let (stored, format) = (meta("fingerprint")?, meta("format")?);
+        let existing: Vec<String> = {
             let mut stmt = tx
-                .prepare("SELECT id, params FROM trials ORDER BY id")
+                .prepare("SELECT params FROM trials ORDER BY id")
                 .map_err(db)?;
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            stmt.query_map([], |r| r.get(0))
                 .map_err(db)?
                 .collect::<rusqlite::Result<_>>()
                 .map_err(db)?
         };
-        if existing.len() > trials.len() {
-            return Err(Error::Mismatch(format!(
-                "{} already holds {} trials; this sweep has {}: a study can grow, not shrink",
-                path.display(),
-                existing.len(),
-                trials.len()
-            )));
+        let add = plan_begin(
+            &path.display().to_string(),
+            stored
+                .as_deref()
+                .map(|f| (f, format.as_deref().unwrap_or(FORMAT))),
+            fingerprint,
+            &existing,
+            trials,
+        )?;
+        if stored.is_none() {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('fingerprint', ?1), ('format', ?2), ('created', ?3)",
+                params![fingerprint, FORMAT, now().to_string()],
+            )
+            .map_err(db)?;
         }
-        for (i, assignment) in trials.iter().enumerate() {
-            let json = serde_json::to_string(assignment).unwrap_or_default();
-            match existing.get(i) {
-                Some((_, stored)) if *stored != json => {
-                    return Err(Error::Mismatch(format!(
-                        "{}: trial {i} was {stored}, the sweep now gives {json}",
-                        path.display()
-                    )));
-                }
-                Some(_) => {}
-                None => {
-                    tx.execute(
-                        "INSERT INTO trials (id, params) VALUES (?1, ?2)",
-                        params![i as i64, json],
-                    )
-                    .map_err(db)?;
-                }
-            }
+        for (i, json) in add {
+            tx.execute(
+                "INSERT INTO trials (id, params) VALUES (?1, ?2)",
+                params![i as i64, json],
+            )
+            .map_err(db)?;
         }
         tx.commit().map_err(db)
     }
@@ -399,38 +487,41 @@ impl Storage for SqliteStudy {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db)?;
-        let running: Vec<(i64, Option<String>, Option<f64>)> = {
+        let running: Vec<Running> = {
             let mut stmt = tx
-                .prepare(
-                    "SELECT id, worker, heartbeat FROM trials WHERE status = 'running' ORDER BY id",
-                )
+                .prepare("SELECT id, worker, heartbeat, attempts FROM trials WHERE status = 'running' ORDER BY id")
                 .map_err(db)?;
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .map_err(db)?
-                .collect::<rusqlite::Result<_>>()
-                .map_err(db)?
+            stmt.query_map([], |r| {
+                Ok(Running {
+                    id: r.get(0)?,
+                    worker: r.get(1)?,
+                    heartbeat: r.get(2)?,
+                    attempts: r.get(3)?,
+                })
+            })
+            .map_err(db)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(db)?
         };
         let time = now();
-        let orphan = running.into_iter().find(|(_, owner, beat)| {
-            let owner = owner.as_deref().unwrap_or("");
-            match is_alive(owner) {
-                Some(alive) => !alive,
-                // A worker on another machine: judged by its heartbeat.
-                None => beat.is_none_or(|b| time - b > stale_after),
-            }
-        });
-        let id = match orphan {
-            Some((id, _, _)) => Some(id),
-            None => tx
-                .query_row(
-                    "SELECT id FROM trials WHERE status = 'pending' ORDER BY id LIMIT 1",
-                    [],
-                    |r| r.get::<_, i64>(0),
-                )
-                .optional()
-                .map_err(db)?,
-        };
-        let Some(id) = id else {
+        let pending: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM trials WHERE status = 'pending' ORDER BY id LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db)?;
+        let pick = pick_trial(&running, pending, is_alive, stale_after, time);
+        for id in &pick.give_up {
+            tx.execute(
+                "UPDATE trials SET status = 'failed', message = ?2, finished = ?3 WHERE id = ?1",
+                params![id, given_up_message(), time],
+            )
+            .map_err(db)?;
+        }
+        let Some(id) = pick.take else {
+            tx.commit().map_err(db)?;
             return Ok(None);
         };
         tx.execute(
@@ -449,7 +540,12 @@ impl Storage for SqliteStudy {
         tx.commit().map_err(db)?;
         Ok(Some(Claim {
             id: id as usize,
-            params: serde_json::from_str(&params_json).unwrap_or_default(),
+            params: serde_json::from_str(&params_json).map_err(|e| {
+                Error::Mismatch(format!(
+                    "{}: trial {id}: unreadable parameters ({e})",
+                    path.display()
+                ))
+            })?,
             resumed: attempts > 1,
         }))
     }
@@ -498,11 +594,13 @@ impl Storage for SqliteStudy {
         Ok(())
     }
 
-    fn finish(&mut self, trial: usize, o: &Outcome) -> Result<()> {
-        self.conn
+    fn finish(&mut self, trial: usize, worker: &str, o: &Outcome) -> Result<bool> {
+        let changed = self
+            .conn
             .execute(
                 "UPDATE trials SET status = ?2, objective = ?3, best_step = ?4, step = ?5,
-                     seconds = ?6, message = ?7, finished = ?8 WHERE id = ?1",
+                     seconds = ?6, message = ?7, finished = ?8
+                 WHERE id = ?1 AND worker = ?9 AND status = 'running'",
                 params![
                     trial as i64,
                     o.status.as_str(),
@@ -511,11 +609,12 @@ impl Storage for SqliteStudy {
                     o.steps as i64,
                     o.seconds,
                     o.message,
-                    now()
+                    now(),
+                    worker
                 ],
             )
             .map_err(self.db())?;
-        Ok(())
+        Ok(changed == 1)
     }
 
     fn trials(&mut self) -> Result<Vec<TrialRow>> {

@@ -8,7 +8,7 @@
 
 use crate::error::{Error, Result};
 use crate::pruner;
-use crate::spec::{Metric, Sweep, Target};
+use crate::spec::{Sweep, Target};
 use crate::study::{Claim, Outcome, Point, Status, Storage};
 use rosetta::device::{Job, Resolved, run_on};
 use rosetta::train::trainer::{
@@ -74,33 +74,50 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "localhost".to_owned())
 }
 
-/// This process's worker name: `host/pid/start`, unique even when a pid is reused.
-pub fn worker_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{}/{}/{nanos}", hostname(), std::process::id())
+/// What makes process ids comparable: the same boot of the same kernel and the same pid
+/// namespace (containers sharing a host name do not share pids).
+fn pid_space() -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let ns = std::fs::read_link("/proc/self/ns/pid")
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ns: String = ns.chars().filter(char::is_ascii_digit).collect();
+    format!("{}:{ns}", boot.trim().get(..8).unwrap_or("0"))
 }
 
-/// Whether a worker is alive: known for workers on this machine (its process exists), `None`
-/// for workers elsewhere.
+/// A process's start time (clock ticks since boot), which tells a reused pid from the original.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it are plain.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+/// This process's worker name: `host/pid-space/pid/start-time`.
+pub fn worker_id() -> String {
+    let pid = std::process::id();
+    format!(
+        "{}/{}/{pid}/{}",
+        hostname(),
+        pid_space(),
+        start_time(pid).unwrap_or(0)
+    )
+}
+
+/// Whether a worker is alive: known for workers in this machine's pid space (its process
+/// exists and started when the worker did), `None` for workers elsewhere.
 pub fn is_alive(worker: &str) -> Option<bool> {
-    let mut parts = worker.split('/');
-    let (host, pid) = (parts.next()?, parts.next()?);
-    if host != hostname() {
+    let parts: Vec<&str> = worker.split('/').collect();
+    let [host, space, pid, started] = parts.as_slice() else {
+        return None;
+    };
+    if *host != hostname() || *space != pid_space() {
         return None;
     }
-    let Ok(pid) = pid.parse::<libc::pid_t>() else {
+    let Ok(pid) = pid.parse::<u32>() else {
         return Some(false);
     };
-    if pid == std::process::id() as libc::pid_t {
-        // This process: the worker is dead only if it is an earlier incarnation (another start).
-        return Some(worker == current_worker());
-    }
-    // SAFETY: kill with signal 0 sends nothing; it only asks whether the process exists.
-    let result = unsafe { libc::kill(pid, 0) };
-    Some(result == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+    Some(start_time(pid).is_some_and(|t| t.to_string() == *started))
 }
 
 fn current_worker() -> &'static str {
@@ -159,17 +176,29 @@ impl Job for WorkerJob<'_> {
                     &device,
                 )?,
                 Target::Decode { model, valid } => {
-                    if decoder.is_none() {
-                        decoder = Some(Decoder::load(model, valid, &device)?);
-                    }
-                    match &decoder {
-                        Some(d) => d.run(self.sweep, &claim, &self.options.dir)?,
-                        None => unreachable!("loaded just above"),
-                    }
+                    let decoder = match &mut decoder {
+                        Some(d) => d,
+                        None => decoder.insert(Decoder::load(model, valid, &device)?),
+                    };
+                    Some(decoder.run(self.sweep, &claim, &self.options.dir)?)
                 }
             };
-            self.storage.finish(claim.id, &outcome)?;
-            self.observer.trial_finished(claim.id, &outcome);
+            // `None`: the pruner's outcome is already in the study.
+            let finished = match &outcome {
+                Some(outcome) => self.storage.finish(claim.id, me, outcome)?,
+                None => true,
+            };
+            if !finished {
+                self.observer.trainer().warn(&format!(
+                    "trial {} was taken over by another worker (this one was silent longer than \
+                     --stale-after); its result there counts",
+                    claim.id
+                ));
+                continue;
+            }
+            if let Some(outcome) = &outcome {
+                self.observer.trial_finished(claim.id, outcome);
+            }
             summary.finished += 1;
             summary.resumed += usize::from(claim.resumed);
         }
@@ -185,10 +214,15 @@ struct TrialObserver<'a> {
     storage: &'a mut dyn Storage,
     inner: &'a mut dyn Observer,
     planned: Option<u64>,
+    /// The trial's own limits in updates and epochs (no pruning at or beyond them).
+    budget_steps: Option<u64>,
+    epochs: Option<u64>,
     last_beat: Option<Instant>,
-    /// Training seconds at the last progress report.
+    /// Training seconds and updates at the last progress report.
     elapsed: f64,
-    pruned: Option<String>,
+    step: u64,
+    /// The outcome recorded when the pruner stopped the trial.
+    pruned: Option<Outcome>,
     /// The first study error (observer methods cannot return one): ends the trial, then the worker.
     error: Option<Error>,
     lost: bool,
@@ -218,13 +252,13 @@ impl TrialObserver<'_> {
 
 impl Observer for TrialObserver<'_> {
     fn started(&mut self, info: &RunInfo) {
-        let train = match &self.sweep.target {
-            Target::Train { .. } => self.sweep.budget,
-            Target::Decode { .. } => Default::default(),
+        let by_epochs = self
+            .epochs
+            .map(|e| e.saturating_mul(info.batches_per_epoch as u64));
+        self.planned = match (self.budget_steps, by_epochs) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
-        self.planned = train
-            .max_steps
-            .or(train.max_epochs.map(|e| e * info.batches_per_epoch as u64));
         self.beat(info.start_step);
         self.inner.started(info);
     }
@@ -238,15 +272,16 @@ impl Observer for TrialObserver<'_> {
             self.beat(report.step);
         }
         self.elapsed = report.elapsed;
+        self.step = report.step;
         self.inner.step(report);
     }
 
     fn validated(&mut self, report: &ValidReport) {
-        let objective = match self.sweep.objective.metric {
-            Metric::Bleu => report.bleu,
-            Metric::Chrf => report.chrf,
-            Metric::Ppl => report.ppl,
-        };
+        let objective = self
+            .sweep
+            .objective
+            .metric
+            .pick(report.bleu, report.chrf, report.ppl);
         let point = Point {
             step: report.step,
             objective,
@@ -261,7 +296,7 @@ impl Observer for TrialObserver<'_> {
         self.inner.validated(report);
     }
 
-    fn stop_requested(&mut self, _report: &ValidReport) -> Option<String> {
+    fn stop_requested(&mut self, report: &ValidReport) -> Option<String> {
         if self.error.is_some() {
             return Some("the study database failed".into());
         }
@@ -280,12 +315,26 @@ impl Observer for TrialObserver<'_> {
             self.sweep.objective.direction,
             self.trial,
             &curves,
-            self.sweep.budget.max_steps,
-        );
-        if reason.is_some() {
-            self.pruned = reason.clone();
+            self.planned,
+        )?;
+        // Recorded now, in the study: a worker killed before it returns leaves a pruned trial,
+        // not one to resume (and judge again against curves that have moved on).
+        let points = curves.get(&self.trial).map(Vec::as_slice).unwrap_or(&[]);
+        let best = pruner::best_point(points, self.sweep.objective.direction);
+        let outcome = Outcome {
+            status: Status::Pruned,
+            objective: best.map(|p| p.objective),
+            best_step: best.map(|p| p.step),
+            steps: report.step,
+            seconds: self.elapsed,
+            message: reason.clone(),
+        };
+        match self.storage.finish(self.trial, self.worker, &outcome) {
+            Ok(true) => self.pruned = Some(outcome),
+            Ok(false) => self.lost = true,
+            Err(e) => self.keep(Err(e)),
         }
-        reason
+        Some(reason)
     }
 
     fn warn(&mut self, message: &str) {
@@ -293,6 +342,7 @@ impl Observer for TrialObserver<'_> {
     }
 }
 
+/// Trains one trial; `None` when the pruner stopped it (its outcome is then already recorded).
 fn train_trial<B: rosetta::burn::tensor::backend::AutodiffBackend>(
     sweep: &Sweep,
     claim: &Claim,
@@ -300,56 +350,22 @@ fn train_trial<B: rosetta::burn::tensor::backend::AutodiffBackend>(
     options: &WorkerOptions,
     progress: &mut dyn Observer,
     device: &B::Device,
-) -> Result<Outcome> {
+) -> Result<Option<Outcome>> {
     let config = sweep
         .train_config(&claim.params)
-        .map_err(|message| Error::Trial {
-            trial: claim.id,
-            params: crate::space::describe(&claim.params),
-            message,
-        })?;
+        .map_err(|message| crate::spec::trial_error(claim.id, &claim.params, message))?;
     let dir = trial_dir(&options.dir, claim.id);
-    let failed = |message: String| Outcome {
-        status: Status::Failed,
-        objective: None,
-        best_step: None,
-        steps: 0,
-        seconds: 0.0,
-        message,
-    };
-    // A trial whose worker died right after the pruner stopped it is not trained further.
-    if claim.resumed {
-        let curves = storage.points()?;
-        if let Some(reason) = pruner::should_stop(
-            &sweep.pruner,
-            sweep.objective.direction,
-            claim.id,
-            &curves,
-            sweep.budget.max_steps,
-        ) {
-            let points = curves.get(&claim.id).cloned().unwrap_or_default();
-            let best = points.iter().copied().reduce(|a, b| {
-                if sweep.objective.direction.better(b.objective, a.objective) {
-                    b
-                } else {
-                    a
-                }
-            });
-            return Ok(Outcome {
-                status: Status::Pruned,
-                objective: best.map(|p| p.objective),
-                best_step: best.map(|p| p.step),
-                steps: points.iter().map(|p| p.step).max().unwrap_or(0),
-                seconds: 0.0,
-                message: reason,
-            });
-        }
+    // A trial killed before its first checkpoint holds nothing to resume (at most a first
+    // best-weights file, which `--resume` would take for a finished model): start it over.
+    if dir.exists() && rosetta::train::checkpoint::list(&dir)?.is_empty() {
+        std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     }
     let data = TrainData {
         train: config.data.train()?,
         valid: config.data.valid()?,
     };
     let worker = current_worker();
+    let positive = |v: u64| (v > 0).then_some(v);
     let mut observer = TrialObserver {
         sweep,
         trial: claim.id,
@@ -357,8 +373,11 @@ fn train_trial<B: rosetta::burn::tensor::backend::AutodiffBackend>(
         storage,
         inner: progress,
         planned: None,
+        budget_steps: positive(config.train.max_steps),
+        epochs: positive(config.train.max_epochs),
         last_beat: None,
         elapsed: 0.0,
+        step: 0,
         pruned: None,
         error: None,
         lost: false,
@@ -368,8 +387,7 @@ fn train_trial<B: rosetta::burn::tensor::backend::AutodiffBackend>(
         &data,
         &TrainOptions {
             model_dir: dir.clone(),
-            // Always: a trial interrupted before its first checkpoint starts over.
-            resume: claim.resumed || dir.exists(),
+            resume: dir.exists(),
         },
         device,
         &mut observer,
@@ -378,31 +396,39 @@ fn train_trial<B: rosetta::burn::tensor::backend::AutodiffBackend>(
         return Err(e);
     }
     if observer.lost {
-        return Err(Error::Mismatch(format!(
-            "trial {} was taken over by another worker (this one was silent too long; raise --stale-after)",
-            claim.id
-        )));
+        // Another worker holds the trial now; `finish` below reports it and moves on.
+        return Ok(Some(failed(0, 0.0, "taken over by another worker".into())));
     }
     match result {
-        Ok(summary) => Ok(Outcome {
-            status: if observer.pruned.is_some() {
-                Status::Pruned
-            } else {
-                Status::Complete
-            },
-            objective: summary.best_metric,
-            best_step: Some(summary.best_step),
-            steps: summary.steps,
-            seconds: summary.elapsed,
-            message: summary.stopped,
-        }),
+        Ok(summary) => match observer.pruned {
+            Some(pruned) if pruned.message == summary.stopped => Ok(None),
+            _ => Ok(Some(Outcome {
+                status: Status::Complete,
+                objective: summary.best_metric,
+                best_step: Some(summary.best_step),
+                steps: summary.steps,
+                seconds: summary.elapsed,
+                message: summary.stopped,
+            })),
+        },
         // The trial's own fault (its settings diverge or are refused): recorded, the sweep goes on.
         Err(e @ (rosetta::Error::Diverged { .. } | rosetta::Error::Config(_))) => {
-            Ok(failed(e.to_string()))
+            Ok(Some(failed(observer.step, observer.elapsed, e.to_string())))
         }
         // Anything else (disk, files) would fail the next trial too: stop, leaving the trial to
-        // be resumed by the next run.
+        // be resumed by the next run (and given up after a few attempts).
         Err(e) => Err(e.into()),
+    }
+}
+
+fn failed(steps: u64, seconds: f64, message: String) -> Outcome {
+    Outcome {
+        status: Status::Failed,
+        objective: None,
+        best_step: None,
+        steps,
+        seconds,
+        message,
     }
 }
 
@@ -436,11 +462,7 @@ impl<B: rosetta::burn::prelude::Backend> Decoder<B> {
     fn run(&self, sweep: &Sweep, claim: &Claim, sweep_dir: &Path) -> Result<Outcome> {
         let search = sweep
             .search_config(&claim.params)
-            .map_err(|message| Error::Trial {
-                trial: claim.id,
-                params: crate::space::describe(&claim.params),
-                message,
-            })?;
+            .map_err(|message| crate::spec::trial_error(claim.id, &claim.params, message))?;
         let clock = Instant::now();
         let lines: Vec<&str> = self.sources.iter().map(String::as_str).collect();
         let options = TranslateOptions {
@@ -470,10 +492,8 @@ impl<B: rosetta::burn::prelude::Backend> Decoder<B> {
         let mut text = hyps.join("\n");
         text.push('\n');
         rosetta_text::atomic::write_atomic(&dir.join("hyps.txt"), text.as_bytes())?;
-        let objective = match sweep.objective.metric {
-            Metric::Chrf => chrf,
-            _ => bleu,
-        };
+        // A decoding sweep never optimizes perplexity (refused when the sweep is read).
+        let objective = sweep.objective.metric.pick(bleu, chrf, f64::NAN);
         Ok(Outcome {
             status: Status::Complete,
             objective: Some(objective),

@@ -6,7 +6,7 @@ use rosetta_sweep::space::Assignment;
 use rosetta_sweep::spec::{Direction, PrunerKind, PrunerSpec, Sweep};
 use rosetta_sweep::study::{Point, SqliteStudy, Storage};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 const BASE: &str = r#"
 [data]
@@ -250,14 +250,14 @@ fn asha_stops_the_trials_it_should_on_synthetic_curves() {
 // ---------------------------------------------------------------------------------------------------
 // The study under concurrent workers
 
-fn claim_all(dir: &Path, worker: &str) -> Vec<usize> {
-    let mut study = SqliteStudy::open(dir).unwrap();
+fn claim_all(study: &mut dyn Storage, worker: &str) -> Vec<usize> {
     let mut mine = Vec::new();
     while let Some(claim) = study.claim(worker, &|_| Some(true), 3600.0).unwrap() {
         mine.push(claim.id);
-        study
+        let finished = study
             .finish(
                 claim.id,
+                worker,
                 &rosetta_sweep::study::Outcome {
                     status: rosetta_sweep::study::Status::Complete,
                     objective: Some(claim.id as f64),
@@ -268,13 +268,15 @@ fn claim_all(dir: &Path, worker: &str) -> Vec<usize> {
                 },
             )
             .unwrap();
+        assert!(finished);
     }
     mine
 }
 
-#[test]
-fn workers_sharing_a_study_never_run_the_same_trial() {
-    let dir = tempfile::tempdir().unwrap();
+/// What every storage must do: refuse another sweep, grow but never shrink, and hand each trial
+/// to exactly one of several concurrent workers (each with its own connection, as separate
+/// processes have).
+fn storage_contract(open: impl Fn() -> Box<dyn Storage> + Send + Sync + 'static) {
     let trials: Vec<Assignment> = (0..200)
         .map(|i| {
             [("model.x".to_owned(), toml::Value::Integer(i))]
@@ -282,15 +284,19 @@ fn workers_sharing_a_study_never_run_the_same_trial() {
                 .collect()
         })
         .collect();
-    SqliteStudy::open(dir.path())
-        .unwrap()
-        .begin("sweep", &trials)
-        .unwrap();
-    // Four connections to the same file, as four processes would have.
+    let mut study = open();
+    study.begin("sweep", &trials[..150]).unwrap();
+    study.begin("sweep", &trials).unwrap();
+    let e = study.begin("other", &trials).unwrap_err().to_string();
+    assert!(e.contains("another sweep"), "{e}");
+    let e = study.begin("sweep", &trials[..10]).unwrap_err().to_string();
+    assert!(e.contains("grow, not shrink"), "{e}");
+    assert_eq!(study.fingerprint().unwrap().as_deref(), Some("sweep"));
+    let open = std::sync::Arc::new(open);
     let handles: Vec<_> = (0..4)
         .map(|w| {
-            let dir = dir.path().to_path_buf();
-            std::thread::spawn(move || claim_all(&dir, &format!("worker-{w}")))
+            let open = open.clone();
+            std::thread::spawn(move || claim_all(open().as_mut(), &format!("worker-{w}")))
         })
         .collect();
     let mut all: Vec<usize> = handles
@@ -299,10 +305,174 @@ fn workers_sharing_a_study_never_run_the_same_trial() {
         .collect();
     all.sort_unstable();
     assert_eq!(all, (0..200).collect::<Vec<_>>(), "each trial exactly once");
-    let rows = SqliteStudy::open(dir.path()).unwrap().trials().unwrap();
-    assert!(rows.iter().all(|t| t.attempts == 1));
+    let rows = study.trials().unwrap();
+    assert!(
+        rows.iter()
+            .all(|t| t.attempts == 1 && t.status.is_finished())
+    );
+    // Points are replaced at the same step (a resumed trial repeats its validation).
+    let point = |objective| Point {
+        step: 10,
+        objective,
+        bleu: objective,
+        chrf: 0.0,
+        ppl: 1.0,
+        elapsed: 1.0,
+    };
+    study.record_point(3, &point(1.0)).unwrap();
+    study.record_point(3, &point(2.0)).unwrap();
+    assert_eq!(study.points().unwrap()[&3], [point(2.0)]);
 }
 
+#[test]
+fn workers_sharing_a_sqlite_study_never_run_the_same_trial() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    storage_contract(move || Box::new(SqliteStudy::open(&path).unwrap()));
+}
+
+/// A throwaway PostgreSQL server on loopback (Debian's `postgresql`), stopped when dropped.
+struct Server {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    url: String,
+    as_postgres: bool,
+}
+
+impl Server {
+    fn command(&self, tool: &str) -> std::process::Command {
+        let tool = self.bin.join(tool);
+        if self.as_postgres {
+            let mut cmd = std::process::Command::new("runuser");
+            cmd.args(["-u", "postgres", "--"]).arg(tool);
+            cmd
+        } else {
+            std::process::Command::new(tool)
+        }
+    }
+
+    /// Starts a server, or says why it cannot.
+    fn start() -> Result<Server, String> {
+        let bin = std::env::var_os("PG_BIN")
+            .map(PathBuf::from)
+            .into_iter()
+            .chain(
+                std::fs::read_dir("/usr/lib/postgresql")
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path().join("bin")),
+            )
+            .find(|b| b.join("initdb").exists())
+            .ok_or("no PostgreSQL server installed (Debian: apt-get install postgresql)")?;
+        // SAFETY: geteuid only reads the process's user id.
+        let as_postgres = unsafe { libc::geteuid() } == 0;
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        if as_postgres {
+            // initdb refuses to run as root: the server runs as the postgres user.
+            let status = std::process::Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(dir.path())
+                .status()
+                .map_err(|e| e.to_string())?;
+            if !status.success() {
+                return Err("cannot hand the data directory to the postgres user".into());
+            }
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let mut server = Server {
+            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            dir,
+            bin,
+            as_postgres,
+        };
+        let data = server.dir.path().join("data");
+        let out = server
+            .command("initdb")
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+            .arg(&data)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let options = format!(
+            "-p {port} -c listen_addresses=127.0.0.1 -k {}",
+            server.dir.path().display()
+        );
+        let out = server
+            .command("pg_ctl")
+            .args(["-w", "-D"])
+            .arg(&data)
+            .args(["-o", &options, "-l"])
+            .arg(server.dir.path().join("log"))
+            .arg("start")
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            server.bin = PathBuf::new();
+            return Err(format!(
+                "pg_ctl start failed: {}",
+                String::from_utf8_lossy(&out.stdout)
+            ));
+        }
+        Ok(server)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.bin.as_os_str().is_empty() {
+            return;
+        }
+        let _ = self
+            .command("pg_ctl")
+            .args(["-m", "immediate", "-D"])
+            .arg(self.dir.path().join("data"))
+            .arg("stop")
+            .output();
+    }
+}
+
+#[test]
+fn workers_sharing_a_postgres_study_never_run_the_same_trial() {
+    let server = match Server::start() {
+        Ok(server) => server,
+        Err(why) => {
+            eprintln!("SKIPPED: PostgreSQL study tests: {why}");
+            return;
+        }
+    };
+    let url = server.url.clone();
+    let choice = rosetta_sweep::StorageChoice {
+        url: Some(url.clone()),
+        study: Some("contract".into()),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    storage_contract(move || rosetta_sweep::open_storage(&path, &choice, true).unwrap());
+    // Two studies in one database stay apart.
+    let mut other = rosetta_sweep::pg_study::PgStudy::connect(&url, "other").unwrap();
+    assert_eq!(other.fingerprint().unwrap(), None);
+    let e = rosetta_sweep::pg_study::PgStudy::connect(&url, "bad name")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("study name"), "{e}");
+    // A server that is not there: an error naming it, never a hang or a panic.
+    let e = rosetta_sweep::pg_study::PgStudy::connect("postgres://nobody:pw@127.0.0.1:1/db", "x")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("127.0.0.1:1") && !e.contains("pw"), "{e}");
+    drop(server);
+}
 #[test]
 fn example_sweeps_load_and_every_trial_validates() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples");
