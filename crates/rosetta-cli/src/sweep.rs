@@ -207,11 +207,11 @@ fn run_sweep(args: RunArgs) -> Result<()> {
         eprintln!("worker finished {} trials", summary.finished);
         return Ok(());
     }
-    finish(study.as_mut(), &dir)
+    finish(study.as_mut(), &dir, &storage)
 }
 
 /// After the last trial: the ranked table (and where the full report comes from).
-fn finish(study: &mut dyn Storage, dir: &Path) -> Result<()> {
+fn finish(study: &mut dyn Storage, dir: &Path, storage: &StorageChoice) -> Result<()> {
     let report = Report::load(study)?;
     let unfinished = report
         .trials
@@ -221,12 +221,18 @@ fn finish(study: &mut dyn Storage, dir: &Path) -> Result<()> {
     print!("{}", report.markdown());
     if unfinished > 0 {
         println!(
-            "{unfinished} trials are still running in other processes (see `rosetta sweep report {}`)",
-            dir.display()
+            "{unfinished} trials are unfinished: running in other workers, or orphaned by a worker \
+             that stopped (run the same command again to resume them)"
         );
     }
+    let server: String = storage
+        .url
+        .iter()
+        .map(|u| format!(" --storage {u}"))
+        .chain(storage.study.iter().map(|n| format!(" --study {n}")))
+        .collect();
     println!(
-        "plots, CSV, JSON and the best config: rosetta sweep report {}",
+        "plots, CSV, JSON and the best config: rosetta sweep report {}{server}",
         dir.display()
     );
     Ok(())
@@ -344,7 +350,7 @@ fn run_parallel(
         bar.finish_and_clear();
     }
     sweep_bar.finish_and_clear();
-    finish(study, dir)?;
+    finish(study, dir, storage)?;
     if !failed_workers.is_empty() {
         bail!(
             "{} of {} workers stopped with an error (see {}/worker-N.log); rerun the same command to continue",
@@ -382,12 +388,18 @@ fn run_report(args: ReportArgs) -> Result<()> {
     write("trials.md", &report.markdown())?;
     write("trials.csv", &report.csv())?;
     write("trials.json", &report.json())?;
-    if let Some(best) = report.best_config(&args.dir)? {
-        write("best.toml", &best)?;
+    let best = report.best_config(&args.dir)?;
+    if let Some(best) = &best {
+        write("best.toml", best)?;
     }
     let plots = sweep_plots::write_all(&report, &out)?;
     eprintln!(
-        "wrote trials.md, trials.csv, trials.json, best.toml and {} plots to {}",
+        "wrote trials.md, trials.csv, trials.json{} and {} plots to {}",
+        if best.is_some() {
+            ", best.toml"
+        } else {
+            " (no finished trial yet: no best.toml)"
+        },
         plots,
         out.display()
     );
