@@ -272,6 +272,12 @@ const BUDGET_KEYS: [&str; 4] = [
     "train.stop_metric",
 ];
 
+/// The value a key has in the default config (every default written out).
+fn default_value(key: &str) -> Option<toml::Value> {
+    let text = Config::default().to_toml().ok()?;
+    space::get_key(&toml::from_str(&text).ok()?, key)
+}
+
 impl Sweep {
     /// Reads and checks a sweep file (not yet its trials: see [`Sweep::trials`]).
     pub fn load(path: &Path) -> Result<Sweep> {
@@ -416,6 +422,27 @@ impl Sweep {
         {
             return Err(fail("budget values must be positive".into()));
         }
+        let swept: Vec<&str> = space.params().iter().map(|p| p.key.as_str()).collect();
+        let known = |key: &str| -> bool {
+            swept.contains(&key)
+                || match &target {
+                    Target::Train { base, .. } => {
+                        space::get_key(base, key).is_some() || default_value(key).is_some()
+                    }
+                    Target::Decode { .. } => false,
+                }
+        };
+        for p in space.params() {
+            for (key, _) in &p.when {
+                if !known(key) {
+                    return Err(fail(format!(
+                        "the condition of {} names {key}, which is neither swept nor a config key \
+                         (it would never hold)",
+                        p.key
+                    )));
+                }
+            }
+        }
         let metric = file.objective.metric;
         if let Some(direction) = file.objective.direction
             && direction != metric.default_direction()
@@ -447,14 +474,8 @@ impl Sweep {
     /// The value a base-config key has (for conditions on keys the space does not vary); the
     /// defaults of an unset key come from the resolved default config.
     fn lookup(&self, key: &str) -> Option<toml::Value> {
-        let defaults = || -> Option<toml::Table> {
-            let text = Config::default().to_toml().ok()?;
-            toml::from_str(&text).ok()
-        };
         match &self.target {
-            Target::Train { base, .. } => {
-                space::get_key(base, key).or_else(|| space::get_key(&defaults()?, key))
-            }
+            Target::Train { base, .. } => space::get_key(base, key).or_else(|| default_value(key)),
             Target::Decode { .. } => None,
         }
     }

@@ -136,6 +136,9 @@ fn bad_sweeps_are_refused_before_anything_trains() {
     assert!(e.contains("bleu4"), "{e}");
     let e = error("[pruner]\nkind = \"asha\"\n[space]\nmodel.dropout = [0.1]\n");
     assert!(e.contains("min_steps"), "{e}");
+    let e =
+        error("[space]\nmodel.dropout = { choice = [0.1], when = { \"model.acrh\" = \"rnn\" } }\n");
+    assert!(e.contains("model.acrh") && e.contains("never hold"), "{e}");
     let e = error("unknown = 1\n[space]\nmodel.dropout = [0.1]\n");
     assert!(e.contains("unknown"), "{e}");
 }
