@@ -369,6 +369,16 @@ impl TextPipeline {
         let dir = dir.as_ref();
         let config_path = dir.join(CONFIG_FILE);
         let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
+        let table: toml::Table =
+            toml_from_str(&text).map_err(|e| Error::format(&config_path, e))?;
+        // `save` writes every key: without the tokenizer the file was emptied or cut short, and
+        // its defaults would send the loader after files this pipeline never had.
+        if !table.contains_key("tokenizer") {
+            return Err(Error::format(
+                &config_path,
+                "no tokenizer key: the file is empty or truncated (it is written with every setting)",
+            ));
+        }
         let config: TextConfig =
             toml_from_str(&text).map_err(|e| Error::format(&config_path, e))?;
         config.validate()?;

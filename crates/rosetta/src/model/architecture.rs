@@ -318,6 +318,23 @@ impl<B: Backend> AnyModel<B> {
             |m| load_model_dir_weights(m, dir),
             |m| load_model_dir_weights(m, dir),
         )
+        .map_err(|e| match e {
+            // The shapes come from the vocabularies too: a vocabulary cut short (or from another
+            // model) shows up here, and must be named.
+            crate::Error::Checkpoint { path, message } => {
+                let (src, tgt) = (pipeline.src_vocab().len(), pipeline.tgt_vocab().len());
+                let files = if pipeline.config().joint {
+                    format!("{src} entries in vocab.txt")
+                } else {
+                    format!("{src} in src.vocab.txt, {tgt} in tgt.vocab.txt")
+                };
+                crate::Error::Checkpoint {
+                    path,
+                    message: format!("{message} (the vocabularies give {files})"),
+                }
+            }
+            other => other,
+        })
     }
 
     /// The model as the search runs it (see [`Seq2Seq::merged`]).
