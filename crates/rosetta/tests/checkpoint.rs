@@ -191,3 +191,100 @@ fn a_vocabulary_cut_at_a_line_boundary_is_named_by_the_shape_error() {
         .to_string();
     assert!(err.contains("entries in vocab.txt"), "{err}");
 }
+
+/// A small tmpfs, unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Result<Tmpfs, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map_err(|e| e.to_string())?;
+        if !status.success() {
+            return Err("mount -t tmpfs failed (needs root)".into());
+        }
+        Ok(Tmpfs { dir })
+    }
+
+    /// Fills the filesystem to the last byte; returns the filler file.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let path = self.dir.path().join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let block = vec![0u8; 4096];
+        while file
+            .write_all(&block)
+            .and_then(|()| file.sync_all())
+            .is_ok()
+        {}
+        for _ in 0..4096 {
+            if file.write_all(&[0]).and_then(|()| file.sync_all()).is_err() {
+                break;
+            }
+        }
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_an_error_naming_the_path_and_the_last_checkpoint_survives() {
+    let fs = match Tmpfs::mount("8m") {
+        Ok(fs) => fs,
+        Err(why) => {
+            eprintln!("SKIPPED: full-disk test: {why}");
+            return;
+        }
+    };
+    let model = fs.dir.path().join("model");
+    copy_dir(trained(), &model);
+    let resume = |max_steps: u64| {
+        train::<B>(
+            &config(max_steps),
+            &data(),
+            &TrainOptions {
+                model_dir: model.clone(),
+                resume: true,
+            },
+            &Default::default(),
+            &mut Silent,
+        )
+    };
+    let filler = fs.fill();
+    let err = match catch_unwind(AssertUnwindSafe(|| resume(15))) {
+        Err(_) => panic!("a full disk panicked"),
+        Ok(Ok(_)) => panic!("training on a full disk reported success"),
+        Ok(Err(e)) => e.to_string(),
+    };
+    assert!(
+        err.contains(&*fs.dir.path().to_string_lossy()) && err.contains("No space left"),
+        "{err}"
+    );
+    // Nothing half-written is left to be mistaken for a checkpoint, and the last one loads.
+    let checkpoints: Vec<String> = std::fs::read_dir(model.join("checkpoints"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        checkpoints.iter().all(|c| !c.contains("15")),
+        "{checkpoints:?}"
+    );
+    std::fs::remove_file(filler).unwrap();
+    let summary = resume(15).unwrap();
+    assert_eq!(summary.steps, 15);
+    Translator::<Flex>::load(&model, &Default::default()).unwrap();
+}
