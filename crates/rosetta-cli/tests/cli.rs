@@ -1120,3 +1120,73 @@ fn sweep_with_a_bad_key_fails_before_training_anything() {
     ));
     assert!(err.contains("no sweep study here"), "{err}");
 }
+
+/// `(step, loss)` of every training update in a model directory's metrics log.
+fn logged_losses(dir: &Path) -> Vec<(u64, String)> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["type"] == "train")
+        .map(|v| (v["step"].as_u64().unwrap(), v["loss"].to_string()))
+        .collect()
+}
+
+#[test]
+fn train_killed_with_sigkill_three_times_resumes_to_the_same_model() {
+    let root = temp_dir();
+    let config = root.path().join("config.toml");
+    let text = std::fs::read_to_string(task().join("config.toml"))
+        .unwrap()
+        .replace("max_steps = 60", "max_steps = 200");
+    std::fs::write(&config, text).unwrap();
+    let train = |dir: &Path| {
+        rosetta()
+            .args([
+                "train",
+                s(&config),
+                "--model-dir",
+                s(dir),
+                "--resume",
+                "--device",
+                "cpu",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let straight = root.path().join("straight");
+    assert!(train(&straight).wait().unwrap().success());
+
+    // Killed after update 5 (before the first checkpoint), 45 (between checkpoints) and 125.
+    let killed = root.path().join("killed");
+    for step in [5u64, 45, 125] {
+        let mut child = train(&killed);
+        let clock = std::time::Instant::now();
+        while logged_losses(&killed).last().is_none_or(|l| l.0 < step) {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "training ended before step {step}"
+            );
+            assert!(
+                clock.elapsed().as_secs() < 300,
+                "no step {step} in 5 minutes"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    assert!(
+        train(&killed).wait().unwrap().success(),
+        "the last --resume failed"
+    );
+    assert_eq!(logged_losses(&killed), logged_losses(&straight));
+    assert_eq!(logged_losses(&straight).len(), 200);
+    assert!(
+        safetensors_parts(&killed.join("model.safetensors"))
+            == safetensors_parts(&straight.join("model.safetensors")),
+        "the weights differ from an uninterrupted run"
+    );
+}

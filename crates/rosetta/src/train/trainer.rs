@@ -552,7 +552,7 @@ where
             resumed: options.resume,
         };
         let events = EventWriter::create(&dir.join("tensorboard"))?;
-        Ok(Trainer {
+        let trainer = Trainer {
             config,
             dir,
             device: device.clone(),
@@ -570,7 +570,15 @@ where
             plan_epoch: u64::MAX,
             consecutive_bad: 0,
             notice,
-        })
+        };
+        // The best weights are written after the checkpoint of their step: a run killed between
+        // the two resumes at that step, and writes them again here (the same weights).
+        if options.resume
+            && (trainer.valid.is_none() || trainer.state.best_step == trainer.state.step)
+        {
+            trainer.save_best()?;
+        }
+        Ok(trainer)
     }
 
     /// Facts about the run (parameters, data, where it starts).
@@ -696,6 +704,7 @@ where
             return Ok(None);
         }
         let mut report = None;
+        let mut save = false;
         if let Some(valid) = &self.valid {
             let clock = Instant::now();
             let Scores { loss, bleu, chrf } = validate(
@@ -716,7 +725,7 @@ where
                 self.state.best_metric = Some(metric);
                 self.state.best_step = self.state.step;
                 self.state.bad_validations = 0;
-                self.save_best()?;
+                save = true;
             } else {
                 self.state.bad_validations += 1;
                 if train_cfg.patience > 0 && self.state.bad_validations >= train_cfg.patience {
@@ -750,10 +759,15 @@ where
             report = Some(valid_report);
         } else {
             // Without validation data the latest weights are the ones to translate with.
-            self.save_best()?;
+            save = true;
         }
         self.state.schedule = self.schedule.state().clone();
+        // Checkpoint first: best weights on disk always have a checkpoint of their step, so a run
+        // killed in between resumes (and rewrites them) instead of looking finished.
         self.checkpoint()?;
+        if save {
+            self.save_best()?;
+        }
         // Asked only once the checkpoint is safe: a stopped run is a finished, resumable one.
         if stop.is_none()
             && let Some(report) = &report
