@@ -120,6 +120,10 @@ fn over_time(report: &Report, finished: &[&TrialRow], path: &Path) -> Result<()>
     let mut staircase = Vec::new();
     for &(x, y, _) in &points {
         if best.is_none_or(|b| report.direction.better(y, b)) {
+            // A step: level until this trial finished, then up (or down) to its value.
+            if let Some(b) = best {
+                staircase.push((x, b));
+            }
             best = Some(y);
         }
         staircase.push((x, best.unwrap_or(y)));
