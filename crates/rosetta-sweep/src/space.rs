@@ -270,15 +270,20 @@ pub fn parse_space(table: &toml::Table) -> Result<Vec<Param>, String> {
     Ok(out)
 }
 
+/// `prefix.name`, or `name` at the top.
+fn join_key(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
 const SPEC_KEYS: [&str; 4] = ["uniform", "log_uniform", "int", "choice"];
 
 fn walk(table: &toml::Table, prefix: &str, out: &mut Vec<Param>) -> Result<(), String> {
     for (name, value) in table {
-        let key = if prefix.is_empty() {
-            name.clone()
-        } else {
-            format!("{prefix}.{name}")
-        };
+        let key = join_key(prefix, name);
         match value {
             toml::Value::Array(values) => out.push(Param {
                 distribution: list(&key, values)?,
@@ -427,11 +432,7 @@ fn param(key: &str, t: &toml::Table) -> Result<Param, String> {
 
 fn flatten(table: &toml::Table, prefix: &str, out: &mut Vec<(String, toml::Value)>) {
     for (name, value) in table {
-        let key = if prefix.is_empty() {
-            name.clone()
-        } else {
-            format!("{prefix}.{name}")
-        };
+        let key = join_key(prefix, name);
         match value {
             toml::Value::Table(t) => flatten(t, &key, out),
             v => out.push((key, v.clone())),

@@ -292,6 +292,14 @@ pub(crate) fn given_up_message() -> String {
     format!("its worker died or failed {MAX_ATTEMPTS} times (see the worker logs); not retried")
 }
 
+/// Wraps SQLite errors with the database file they concern.
+fn db_error(path: &Path) -> impl Fn(rusqlite::Error) -> Error + Copy + '_ {
+    move |source| Error::Database {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// A study in one SQLite file.
 pub struct SqliteStudy {
     path: PathBuf,
@@ -333,10 +341,7 @@ impl SqliteStudy {
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let path = dir.join(DATABASE);
-        let db = |source| Error::Database {
-            path: path.clone(),
-            source,
-        };
+        let db = db_error(&path);
         let conn = Connection::open(&path).map_err(db)?;
         // Workers wait for each other's short transactions instead of failing.
         conn.busy_timeout(Duration::from_secs(60)).map_err(db)?;
@@ -369,10 +374,7 @@ impl SqliteStudy {
     }
 
     fn db(&self) -> impl Fn(rusqlite::Error) -> Error + '_ {
-        |source| Error::Database {
-            path: self.path.clone(),
-            source,
-        }
+        db_error(&self.path)
     }
 }
 
@@ -421,10 +423,7 @@ impl Storage for SqliteStudy {
 
     fn begin(&mut self, fingerprint: &str, trials: &[Assignment]) -> Result<()> {
         let path = self.path.clone();
-        let db = |source| Error::Database {
-            path: path.clone(),
-            source,
-        };
+        let db = db_error(&path);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -477,10 +476,7 @@ impl Storage for SqliteStudy {
         stale_after: f64,
     ) -> Result<Option<Claim>> {
         let path = self.path.clone();
-        let db = |source| Error::Database {
-            path: path.clone(),
-            source,
-        };
+        let db = db_error(&path);
         // IMMEDIATE takes the write lock before reading: two workers never both see a trial as
         // free.
         let tx = self
