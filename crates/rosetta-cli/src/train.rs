@@ -73,12 +73,35 @@ impl Progress {
     }
 }
 
+/// "9870 (of 16228 read; 6358 dropped as longer than 60 tokens)": every filter's count.
+fn kept_pairs(stats: &rosetta_text::stats::CorpusStats) -> String {
+    if stats.dropped() == 0 {
+        return stats.pairs_kept.to_string();
+    }
+    let mut dropped = Vec::new();
+    if stats.dropped_empty > 0 {
+        dropped.push(format!("{} dropped as empty", stats.dropped_empty));
+    }
+    if stats.dropped_too_long > 0 {
+        dropped.push(format!(
+            "{} dropped as longer than {} tokens",
+            stats.dropped_too_long, stats.max_len
+        ));
+    }
+    format!(
+        "{} (of {} read; {})",
+        stats.pairs_kept,
+        stats.pairs_read,
+        dropped.join(", ")
+    )
+}
+
 impl Observer for Progress {
     fn started(&mut self, info: &RunInfo) {
         self.line(format!(
             "{} parameters; {} training pairs ({} batches/epoch), {} validation pairs{}",
             info.parameters,
-            info.train_stats.pairs_kept,
+            kept_pairs(&info.train_stats),
             info.batches_per_epoch,
             info.valid_pairs,
             if info.resumed {
@@ -107,7 +130,7 @@ impl Observer for Progress {
 
     fn validated(&mut self, r: &ValidReport) {
         self.line(format!(
-            "step {:>6}: valid ppl {:.2}, BLEU {:.2}, chrF {:.2}{}{} ({:.1}s)",
+            "step {:>6}: valid ppl {:.2}, BLEU {:.2}, chrF {:.2}{}{}{} ({:.1}s)",
             r.step,
             r.ppl,
             r.bleu,
@@ -117,6 +140,14 @@ impl Observer for Progress {
                 ", learning rate reduced"
             } else {
                 ""
+            },
+            if r.hit_max_len > 0 {
+                format!(
+                    ", {} outputs stopped at the maximum output length",
+                    r.hit_max_len
+                )
+            } else {
+                String::new()
             },
             r.seconds
         ));

@@ -174,10 +174,10 @@ impl AppState {
                 options.search.beam, limits.max_beam
             )));
         }
-        let longest = options
-            .search
-            .max_output_len(model.engine.max_source_len())
-            .max(options.search.min_len);
+        let (a, b) = model.engine.max_len(&options);
+        let longest =
+            rosetta::search::max_output_len(a, b, model.engine.max_source_len(), usize::MAX)
+                .max(options.search.min_len);
         if longest > limits.max_output_len {
             return Err(ApiError::bad_request(format!(
                 "the output length asked for (max_len_a · {} + max_len_b = {longest}, or min_len) is above this server's limit of {} pieces",

@@ -28,6 +28,21 @@ pub trait Engine: Send + Sync {
 
     /// The model's architecture (`rnn` or `transformer`).
     fn arch(&self) -> &'static str;
+
+    /// The output-length cap `(a, b)` of `a · source length + b` that `options` get: theirs, else
+    /// the model's own.
+    fn max_len(&self, options: &TranslateOptions) -> (f64, usize) {
+        (
+            options
+                .search
+                .max_len_a
+                .unwrap_or(rosetta::search::DEFAULT_MAX_LEN_A),
+            options
+                .search
+                .max_len_b
+                .unwrap_or(rosetta::search::DEFAULT_MAX_LEN_B),
+        )
+    }
 }
 
 impl<B: Backend> Engine for Translator<B>
@@ -57,5 +72,9 @@ where
 
     fn arch(&self) -> &'static str {
         self.config().model.arch()
+    }
+
+    fn max_len(&self, options: &TranslateOptions) -> (f64, usize) {
+        Translator::max_len(self, options)
     }
 }

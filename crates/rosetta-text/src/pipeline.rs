@@ -5,10 +5,10 @@ use crate::corpus::{CorpusSource, Pair};
 use crate::encoded::ParallelIds;
 use crate::error::{Error, Result};
 use crate::normalize::NormalizeConfig;
-use crate::stats::{CorpusStats, LengthHistogram};
+use crate::stats::{CorpusStats, LengthHistogram, RatioHistogram};
 use crate::tokenize::{
-    AnyTokenizer, CharTokenizer, SentencePieceTokenizer, SubwordModel, SubwordTokenizer, Tokenize,
-    TokenizerKind, WordTokenizer,
+    AnyTokenizer, CharTokenizer, SentencePieceTokenizer, SpaceTokenizer, SubwordModel,
+    SubwordTokenizer, Tokenize, TokenizerKind, WordTokenizer,
 };
 use crate::vocab::Vocab;
 use rayon::prelude::*;
@@ -23,8 +23,11 @@ const CHUNK: usize = 8192;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TextConfig {
-    /// Tokenizer kind: `word`, `char`, `bpe` or `unigram`.
+    /// Tokenizer kind: `word`, `space`, `char`, `bpe` or `unigram`.
     pub tokenizer: TokenizerKind,
+    /// `word` only: mark pieces glued to the previous one with `￭` so that detokenization is exact
+    /// (on by default; pipelines saved before the option existed load with it off).
+    pub joiners: bool,
     /// Subword vocabulary size (bpe and unigram). 8,000 suits corpora of ~30k pairs; use 32,000 for
     /// millions.
     pub vocab_size: usize,
@@ -44,6 +47,7 @@ impl Default for TextConfig {
     fn default() -> Self {
         TextConfig {
             tokenizer: TokenizerKind::Bpe,
+            joiners: true,
             vocab_size: 8000,
             joint: true,
             min_freq: 1,
@@ -70,6 +74,16 @@ impl TextConfig {
             return Err(Error::Config("min_freq must be at least 1".into()));
         }
         Ok(())
+    }
+}
+
+/// The tokenizer of the kinds whose vocabulary is counted from the corpus (word, space, char).
+fn counted_tokenizer(config: &TextConfig) -> AnyTokenizer {
+    match config.tokenizer {
+        TokenizerKind::Word if config.joiners => AnyTokenizer::Word(WordTokenizer::with_joiners()),
+        TokenizerKind::Word => AnyTokenizer::Word(WordTokenizer::legacy()),
+        TokenizerKind::Space => AnyTokenizer::Space(SpaceTokenizer),
+        _ => AnyTokenizer::Char(CharTokenizer),
     }
 }
 
@@ -213,12 +227,8 @@ impl TextPipeline {
                         .into(),
                 ));
             }
-            TokenizerKind::Word | TokenizerKind::Char => {
-                let tokenizer = if config.tokenizer == TokenizerKind::Word {
-                    AnyTokenizer::Word(WordTokenizer)
-                } else {
-                    AnyTokenizer::Char(CharTokenizer)
-                };
+            TokenizerKind::Word | TokenizerKind::Space | TokenizerKind::Char => {
+                let tokenizer = counted_tokenizer(config);
                 let (src_counts, tgt_counts) = count_pieces(source, config, &tokenizer, progress)?;
                 let (src_vocab, tgt_vocab) = if config.joint {
                     let joint = Vocab::from_counts(
@@ -358,7 +368,7 @@ impl TextPipeline {
                 AnyTokenizer::SentencePiece(t) => {
                     t.save(dir.join(side_file(joint, side, "spm")))?
                 }
-                AnyTokenizer::Word(_) | AnyTokenizer::Char(_) => {}
+                AnyTokenizer::Word(_) | AnyTokenizer::Space(_) | AnyTokenizer::Char(_) => {}
             }
         }
         Ok(())
@@ -379,14 +389,19 @@ impl TextPipeline {
                 "no tokenizer key: the file is empty or truncated (it is written with every setting)",
             ));
         }
-        let config: TextConfig =
+        let mut config: TextConfig =
             toml_from_str(&text).map_err(|e| Error::format(&config_path, e))?;
+        // Written before joiner marks existed: its vocabulary holds unmarked pieces.
+        if !table.contains_key("joiners") {
+            config.joiners = false;
+        }
         config.validate()?;
         let load_side = |side: &str| -> Result<(AnyTokenizer, Vocab)> {
             let vocab = Vocab::load(dir.join(side_file(config.joint, side, "vocab.txt")))?;
             let tokenizer = match config.tokenizer {
-                TokenizerKind::Word => AnyTokenizer::Word(WordTokenizer),
-                TokenizerKind::Char => AnyTokenizer::Char(CharTokenizer),
+                TokenizerKind::Word | TokenizerKind::Space | TokenizerKind::Char => {
+                    counted_tokenizer(&config)
+                }
                 TokenizerKind::Bpe | TokenizerKind::Unigram => {
                     AnyTokenizer::Subword(Box::new(SubwordTokenizer::load(dir.join(side_file(
                         config.joint,
@@ -457,6 +472,7 @@ impl TextPipeline {
             ..Default::default()
         };
         let (mut src_hist, mut tgt_hist) = (LengthHistogram::default(), LengthHistogram::default());
+        let mut ratios = RatioHistogram::default();
         for_each_chunk(source, progress, |chunk| {
             stats.pairs_read += chunk.len() as u64;
             let encoded: Vec<Option<(Vec<u32>, Vec<u32>)>> = chunk
@@ -483,6 +499,7 @@ impl TextPipeline {
                     (self.src_vocab.specials().unk, self.tgt_vocab.specials().unk);
                 src_hist.add(s.len(), s.iter().filter(|&&id| id == src_unk).count());
                 tgt_hist.add(t.len(), t.iter().filter(|&&id| id == tgt_unk).count());
+                ratios.add(s.len(), t.len());
                 data.push(&s, &t);
             }
             Ok(())
@@ -492,6 +509,7 @@ impl TextPipeline {
         stats.pairs_kept = data.len() as u64;
         stats.src = src_hist.finish();
         stats.tgt = tgt_hist.finish();
+        stats.length_ratio = ratios.finish();
         Ok((data, stats))
     }
 }

@@ -50,6 +50,7 @@ fn config(kind: TokenizerKind, joint: bool) -> TextConfig {
 fn every_tokenizer_fits_saves_loads_and_encodes_identically() {
     for kind in [
         TokenizerKind::Word,
+        TokenizerKind::Space,
         TokenizerKind::Char,
         TokenizerKind::Bpe,
         TokenizerKind::Unigram,
@@ -82,9 +83,7 @@ fn every_tokenizer_fits_saves_loads_and_encodes_identically() {
             let ids = fitted.encode_tgt("Two dogs play in the park.").unwrap();
             assert!(!ids.is_empty());
             let back = fitted.decode_tgt(&ids).unwrap();
-            if kind != TokenizerKind::Word {
-                assert_eq!(back, "Two dogs play in the park.", "{kind} joint={joint}");
-            }
+            assert_eq!(back, "Two dogs play in the park.", "{kind} joint={joint}");
             if joint {
                 assert_eq!(fitted.src_vocab(), fitted.tgt_vocab());
             }
@@ -170,8 +169,68 @@ fn unigram() -> &'static TextPipeline {
     })
 }
 
+/// A word pipeline saved before joiner marks (no `joiners` key in text.toml) keeps tokenizing
+/// without them, so its vocabulary still matches; new pipelines mark glued pieces.
+#[test]
+fn word_pipeline_saved_before_joiners_keeps_its_unmarked_pieces() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = corpus(dir.path());
+    let fitted = TextPipeline::fit(&source, &config(TokenizerKind::Word, true), &|_| {}).unwrap();
+    assert_ne!(
+        fitted.src_vocab().id("￭."),
+        rosetta_text::vocab::UNK,
+        "new pipelines mark glued pieces"
+    );
+    let out = dir.path().join("model");
+    fitted.save(&out).unwrap();
+    let toml_path = out.join("text.toml");
+    let text = std::fs::read_to_string(&toml_path).unwrap();
+    assert!(text.contains("joiners = true"), "{text}");
+    std::fs::write(&toml_path, text.replace("joiners = true\n", "")).unwrap();
+    let legacy = TextPipeline::load(&out).unwrap();
+    assert!(!legacy.config().joiners);
+    assert_eq!(
+        legacy.src_pieces("Ein Mann fährt Fahrrad.").unwrap(),
+        ["Ein", "Mann", "fährt", "Fahrrad", "."]
+    );
+    assert_eq!(
+        fitted.src_pieces("Ein Mann fährt Fahrrad.").unwrap(),
+        ["Ein", "Mann", "fährt", "Fahrrad", "￭."]
+    );
+}
+
+/// Word, space and char pipelines fitted once on the corpus, for the round-trip property.
+fn counted() -> &'static [TextPipeline] {
+    static PIPELINES: OnceLock<Vec<TextPipeline>> = OnceLock::new();
+    PIPELINES.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let source = corpus(dir.path());
+        [
+            TokenizerKind::Word,
+            TokenizerKind::Space,
+            TokenizerKind::Char,
+        ]
+        .into_iter()
+        .map(|kind| TextPipeline::fit(&source, &config(kind, true), &|_| {}).unwrap())
+        .collect()
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// `word`, `space` and `char` tokenization is reversible on normalized text (pieces, before
+    /// the vocabulary maps unseen ones to `<unk>`): decode(encode(x)) == x. The word tokenizer
+    /// once gave `I _ TURN _ RIGHT` back for `I_TURN_RIGHT`.
+    #[test]
+    fn counted_tokenizers_round_trip(text in "(\\PC|[ _￭.,'-]){0,60}") {
+        for pipeline in counted() {
+            let normalized = pipeline.config().normalize.apply(&text).into_owned();
+            let pieces = pipeline.src_pieces(&normalized).unwrap();
+            let back = pipeline.detokenize_tgt(&pieces).unwrap();
+            prop_assert_eq!(&back, &normalized, "{}: {:?}", pipeline.config().tokenizer, pieces);
+        }
+    }
 
     /// Subword decode restores any normalized input exactly, including characters never seen in
     /// training (the models are byte-level).

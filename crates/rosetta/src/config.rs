@@ -131,10 +131,13 @@ pub struct TrainConfig {
     pub max_bad_batches: usize,
     /// Log training loss every this many updates.
     pub log_every: u64,
-    /// Maximum decoded length during validation: `a · source length + b`.
-    pub valid_max_len_a: f64,
+    /// Maximum decoded length during validation: `a · source length + b`; unset, the model's
+    /// `[decode]` lengths (derived from the training data).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valid_max_len_a: Option<f64>,
     /// See `valid_max_len_a`.
-    pub valid_max_len_b: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valid_max_len_b: Option<usize>,
     /// Start from this model directory (Rosetta's, or imported with `rosetta import marian`):
     /// its weights, text pipeline, `[model]` and `[decode]` settings (full fine-tuning). Only
     /// dropout rates and `text.max_len` may be changed here; other `[model]` or `[text]` changes
@@ -171,8 +174,8 @@ impl Default for TrainConfig {
             keep_checkpoints: 3,
             max_bad_batches: 10,
             log_every: 50,
-            valid_max_len_a: 1.5,
-            valid_max_len_b: 10,
+            valid_max_len_a: None,
+            valid_max_len_b: None,
             init_from: None,
         }
     }
@@ -220,6 +223,12 @@ impl TrainConfig {
         if self.max_bad_batches == 0 {
             return fail("train.max_bad_batches must be at least 1".into());
         }
+        if let Some(a) = self
+            .valid_max_len_a
+            .filter(|a| !(a.is_finite() && *a >= 0.0))
+        {
+            return fail(format!("train.valid_max_len_a = {a} must be a number ≥ 0"));
+        }
         if self.max_steps == 0
             && self.max_epochs == 0
             && self.max_minutes <= 0.0
@@ -265,6 +274,45 @@ pub struct DecodeConfig {
     /// Beam scoring and stopping: `gnmt` (Rosetta's models) or `hugging-face` (imported OPUS-MT
     /// models, so that they translate as `transformers` does).
     pub beam_rule: crate::search::BeamRule,
+    /// Default maximum output length `max_len_a · source length + max_len_b`. Training sets it
+    /// from the training data (see [`derive_max_len`]) unless given; models without it use
+    /// `1.5 · source length + 10`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_len_a: Option<f64>,
+    /// See `max_len_a`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_len_b: Option<usize>,
+}
+
+impl DecodeConfig {
+    /// The output-length slope and offset: these settings, else the defaults.
+    pub fn max_len(&self) -> (f64, usize) {
+        (
+            self.max_len_a.unwrap_or(crate::search::DEFAULT_MAX_LEN_A),
+            self.max_len_b.unwrap_or(crate::search::DEFAULT_MAX_LEN_B),
+        )
+    }
+
+    fn validate(&self) -> Result<()> {
+        if let Some(a) = self.max_len_a.filter(|a| !(a.is_finite() && *a >= 0.0)) {
+            return Err(Error::Config(format!(
+                "decode.max_len_a = {a} must be a number ≥ 0"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The default output-length cap of a model trained on data with these statistics: a slope that
+/// covers the 99.9th percentile of the target/source length ratio (at least 1.5, the old constant,
+/// rounded up to a tenth) and an offset of 10 tokens for short sources. A constant 1.5 cut SCAN's
+/// outputs (up to 48 actions for 9 words) and looked like a weak model instead of a wrong limit.
+pub fn derive_max_len(stats: &rosetta_text::stats::CorpusStats) -> (f64, usize) {
+    let slope = (stats.length_ratio.p999 * 10.0).ceil() / 10.0;
+    (
+        slope.max(crate::search::DEFAULT_MAX_LEN_A),
+        crate::search::DEFAULT_MAX_LEN_B,
+    )
 }
 
 /// A whole run: data, text pipeline, model and training.
@@ -372,6 +420,7 @@ impl Config {
         self.model.validate()?;
         self.train.validate()?;
         self.finetune.validate()?;
+        self.decode.validate()?;
         if self.finetune.method != crate::model::lora::FinetuneMethod::None
             && self.train.init_from.is_none()
         {

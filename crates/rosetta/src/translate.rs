@@ -81,6 +81,8 @@ pub struct Candidate {
     pub score: f32,
     /// Attention of each output piece over the source pieces and the source `</s>`.
     pub attention: Vec<Vec<f32>>,
+    /// Whether the search cut this output at the maximum output length (no `</s>`).
+    pub hit_max_len: bool,
 }
 
 impl Candidate {
@@ -116,6 +118,11 @@ pub struct Translation {
 }
 
 impl Translation {
+    /// Whether the best output was cut at the maximum output length.
+    pub fn hit_max_len(&self) -> bool {
+        self.best().is_some_and(|c| c.hit_max_len)
+    }
+
     /// The best output text ("" for an empty line).
     pub fn text(&self) -> &str {
         self.candidates.first().map_or("", |c| c.text.as_str())
@@ -259,6 +266,16 @@ impl<B: Backend> Translator<B> {
         self.translate_with_ids(lines, options, &ids)
     }
 
+    /// The output-length cap `(a, b)` of `a · source length + b` that `options` get: theirs, else
+    /// the model's `[decode]` lengths, else the defaults.
+    pub fn max_len(&self, options: &TranslateOptions) -> (f64, usize) {
+        let (a, b) = self.config.decode.max_len();
+        (
+            options.search.max_len_a.unwrap_or(a),
+            options.search.max_len_b.unwrap_or(b),
+        )
+    }
+
     /// How many source pieces the model reads for `line` (after truncation to the maximum length),
     /// without `</s>`: what a line costs in a token-limited batch.
     pub fn source_len(&self, line: &str) -> Result<usize> {
@@ -293,6 +310,8 @@ impl<B: Backend> Translator<B> {
             let mut pieces = self.pipeline.src_pieces(line)?;
             let truncated = pieces.len() > max_len;
             pieces.truncate(max_len);
+            // A 10,000-character line must not keep its whole piece list's memory for the chunk.
+            pieces.shrink_to_fit();
             ids.push(self.pipeline.src_vocab().encode(&pieces));
             out.push(Translation {
                 source_pieces: pieces,
@@ -303,12 +322,15 @@ impl<B: Backend> Translator<B> {
         let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
         let budget = options.max_tokens_per_batch.max(max_len + 1);
         let specials = self.pipeline.tgt_vocab().specials();
-        // The model's own beam rule unless the caller chose one.
+        // The model's own beam rule and length cap unless the caller chose them.
         let mut resolved = options.clone();
         resolved
             .search
             .rule
             .get_or_insert(self.config.decode.beam_rule);
+        let (max_len_a, max_len_b) = self.config.decode.max_len();
+        resolved.search.max_len_a.get_or_insert(max_len_a);
+        resolved.search.max_len_b.get_or_insert(max_len_b);
         let options = &resolved;
         for chunk in Self::batches(&lengths, budget) {
             let padded = PaddedIds::new(
@@ -336,6 +358,7 @@ impl<B: Backend> Translator<B> {
                         log_prob: hyp.log_prob,
                         score: hyp.score,
                         attention: hyp.attention,
+                        hit_max_len: hyp.hit_max_len,
                     });
                 }
                 out[i].candidates = candidates;
@@ -349,6 +372,7 @@ impl<B: Backend> Translator<B> {
                     log_prob: 0.0,
                     score: 0.0,
                     attention: Vec::new(),
+                    hit_max_len: false,
                 });
             }
         }

@@ -194,8 +194,8 @@ fn greedy_and_beam_outputs_equal_generate() {
                 beam,
                 n_best,
                 length_penalty: search["length_penalty"].as_f64().unwrap(),
-                max_len_a: 0.0,
-                max_len_b: max_new,
+                max_len_a: Some(0.0),
+                max_len_b: Some(max_new),
                 rule: Some(BeamRule::HuggingFace),
                 ..BeamConfig::default()
             },

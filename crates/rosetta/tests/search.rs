@@ -292,7 +292,7 @@ fn invalid_options_are_refused_in_plain_english() {
             "length penalty must be a finite number",
         ),
         (
-            &|o| o.search.max_len_a = -1.0,
+            &|o| o.search.max_len_a = Some(-1.0),
             "max_len_a must be a number ≥ 0",
         ),
         (

@@ -197,8 +197,8 @@ fn beam_one_equals_greedy_through_the_beam_code_path() {
         &BeamConfig {
             beam: 1,
             length_penalty: 0.0,
-            max_len_a: 2.0,
-            max_len_b: 0,
+            max_len_a: Some(2.0),
+            max_len_b: Some(0),
             ..BeamConfig::default()
         },
     );

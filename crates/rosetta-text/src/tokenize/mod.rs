@@ -1,18 +1,21 @@
 //! Tokenization: text ↔ token pieces. Ids are assigned afterwards by [`crate::vocab::Vocab`].
 //!
-//! Four kinds share one trait so the rest of the pipeline never asks which is in use:
-//! `word` (whitespace + punctuation, with a rule-based detokenizer), `char`, and the subword models
-//! `bpe` and `unigram`, trained with the HF `tokenizers` crate and saved as `tokenizer.json`.
+//! Every kind shares one trait so the rest of the pipeline never asks which is in use:
+//! `word` (whitespace + punctuation, reversible with joiner marks), `space` (whitespace only, for
+//! pre-tokenized text), `char`, the subword models `bpe` and `unigram`, trained with the HF
+//! `tokenizers` crate and saved as `tokenizer.json`, and imported SentencePiece models.
 
 mod char;
 mod sentencepiece;
+mod space;
 mod subword;
 mod word;
 
 pub use self::char::{CharTokenizer, SPACE_PIECE};
 pub use sentencepiece::SentencePieceTokenizer;
+pub use space::SpaceTokenizer;
 pub use subword::{SubwordModel, SubwordTokenizer};
-pub use word::WordTokenizer;
+pub use word::{JOINER, WordTokenizer};
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -29,8 +32,10 @@ pub trait Tokenize: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum TokenizerKind {
-    /// Words and punctuation marks.
+    /// Words and punctuation marks; pieces glued to the previous one carry a joiner mark.
     Word,
+    /// Whitespace-separated pieces as they are (pre-tokenized text, symbolic tasks).
+    Space,
     /// Unicode characters (spaces become `▁`).
     Char,
     /// Byte-pair encoding (Sennrich et al. 2016), byte-level so no character is ever unknown.
@@ -54,6 +59,7 @@ impl TokenizerKind {
     pub fn name(self) -> &'static str {
         match self {
             TokenizerKind::Word => "word",
+            TokenizerKind::Space => "space",
             TokenizerKind::Char => "char",
             TokenizerKind::Bpe => "bpe",
             TokenizerKind::Unigram => "unigram",
@@ -67,12 +73,13 @@ impl std::str::FromStr for TokenizerKind {
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "word" => Ok(TokenizerKind::Word),
+            "space" => Ok(TokenizerKind::Space),
             "char" => Ok(TokenizerKind::Char),
             "bpe" => Ok(TokenizerKind::Bpe),
             "unigram" => Ok(TokenizerKind::Unigram),
             "sentencepiece" => Ok(TokenizerKind::SentencePiece),
             other => Err(Error::Config(format!(
-                "unknown tokenizer \"{other}\"; choose word, char, bpe or unigram"
+                "unknown tokenizer \"{other}\"; choose word, space, char, bpe or unigram"
             ))),
         }
     }
@@ -89,6 +96,8 @@ impl std::fmt::Display for TokenizerKind {
 pub enum AnyTokenizer {
     /// See [`WordTokenizer`].
     Word(WordTokenizer),
+    /// See [`SpaceTokenizer`].
+    Space(SpaceTokenizer),
     /// See [`CharTokenizer`].
     Char(CharTokenizer),
     /// See [`SubwordTokenizer`].
@@ -101,7 +110,8 @@ impl AnyTokenizer {
     /// Whether `other` splits every text the same way.
     pub fn same_as(&self, other: &AnyTokenizer) -> bool {
         match (self, other) {
-            (AnyTokenizer::Word(_), AnyTokenizer::Word(_))
+            (AnyTokenizer::Word(a), AnyTokenizer::Word(b)) => a == b,
+            (AnyTokenizer::Space(_), AnyTokenizer::Space(_))
             | (AnyTokenizer::Char(_), AnyTokenizer::Char(_)) => true,
             (AnyTokenizer::Subword(a), AnyTokenizer::Subword(b)) => a.same_model(b),
             (AnyTokenizer::SentencePiece(a), AnyTokenizer::SentencePiece(b)) => a.same_model(b),
@@ -114,6 +124,7 @@ impl Tokenize for AnyTokenizer {
     fn tokenize(&self, text: &str) -> Result<Vec<String>> {
         match self {
             AnyTokenizer::Word(t) => t.tokenize(text),
+            AnyTokenizer::Space(t) => t.tokenize(text),
             AnyTokenizer::Char(t) => t.tokenize(text),
             AnyTokenizer::Subword(t) => t.tokenize(text),
             AnyTokenizer::SentencePiece(t) => t.tokenize(text),
@@ -123,6 +134,7 @@ impl Tokenize for AnyTokenizer {
     fn detokenize(&self, pieces: &[String]) -> Result<String> {
         match self {
             AnyTokenizer::Word(t) => t.detokenize(pieces),
+            AnyTokenizer::Space(t) => t.detokenize(pieces),
             AnyTokenizer::Char(t) => t.detokenize(pieces),
             AnyTokenizer::Subword(t) => t.detokenize(pieces),
             AnyTokenizer::SentencePiece(t) => t.detokenize(pieces),

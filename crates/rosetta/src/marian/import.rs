@@ -128,6 +128,7 @@ pub fn import_marian(hf_dir: &Path, out_dir: &Path) -> Result<ImportReport> {
     let tgt_spm = SentencePieceTokenizer::load(hf_dir.join("target.spm"))?;
     let text = TextConfig {
         tokenizer: TokenizerKind::SentencePiece,
+        joiners: false,
         vocab_size: tgt_vocab.len(),
         // Two SentencePiece models: the sides are tokenized separately even when the vocabulary
         // (and the embedding table) is shared.
@@ -179,6 +180,7 @@ pub fn import_marian(hf_dir: &Path, out_dir: &Path) -> Result<ImportReport> {
         model: ModelConfig::Transformer(transformer),
         decode: DecodeConfig {
             beam_rule: BeamRule::HuggingFace,
+            ..DecodeConfig::default()
         },
         ..Config::default()
     };

@@ -44,6 +44,12 @@ impl std::str::FromStr for BeamRule {
     }
 }
 
+/// Output-length slope for models that do not state their own (saved before lengths were derived
+/// from the training data, or imported).
+pub const DEFAULT_MAX_LEN_A: f64 = 1.5;
+/// Output-length offset for models that do not state their own.
+pub const DEFAULT_MAX_LEN_B: usize = 10;
+
 /// Beam search settings (as a TOML table: a sweep's `search.*` keys).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -54,10 +60,14 @@ pub struct BeamConfig {
     pub n_best: usize,
     /// GNMT length penalty α (0 = raw log-probability).
     pub length_penalty: f64,
-    /// Maximum output length: `max_len_a · source length + max_len_b`.
-    pub max_len_a: f64,
-    /// See `max_len_a`.
-    pub max_len_b: usize,
+    /// Maximum output length: `max_len_a · source length + max_len_b`; `None` takes the model's
+    /// own (`[decode] max_len_a` of its config, derived from its training data's length ratios),
+    /// else [`DEFAULT_MAX_LEN_A`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_len_a: Option<f64>,
+    /// See `max_len_a`; `None`: the model's, else [`DEFAULT_MAX_LEN_B`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_len_b: Option<usize>,
     /// `</s>` is not allowed before this many tokens.
     pub min_len: usize,
     /// Forbid repeating any n-gram of this size (0 = off).
@@ -73,8 +83,8 @@ impl Default for BeamConfig {
             beam: 5,
             n_best: 1,
             length_penalty: 1.0,
-            max_len_a: 1.5,
-            max_len_b: 10,
+            max_len_a: None,
+            max_len_b: None,
             min_len: 0,
             no_repeat_ngram: 0,
             rule: None,
@@ -100,19 +110,23 @@ impl BeamConfig {
                 self.length_penalty
             )));
         }
-        if !(self.max_len_a.is_finite() && self.max_len_a >= 0.0) {
+        if let Some(a) = self.max_len_a.filter(|a| !(a.is_finite() && *a >= 0.0)) {
             return Err(Error::Config(format!(
-                "max_len_a must be a number ≥ 0, got {}",
-                self.max_len_a
+                "max_len_a must be a number ≥ 0, got {a}"
             )));
         }
         Ok(())
     }
 
     /// Most output tokens for a source of `src_len` tokens: `max_len_a · src_len + max_len_b`, at
-    /// least 1. Greedy decoding and sampling use the same limit.
+    /// least 1 (unset parts: the defaults). Greedy decoding and sampling use the same limit.
     pub fn max_output_len(&self, src_len: usize) -> usize {
-        super::scorer::max_output_len(self.max_len_a, self.max_len_b, src_len, usize::MAX)
+        super::scorer::max_output_len(
+            self.max_len_a.unwrap_or(DEFAULT_MAX_LEN_A),
+            self.max_len_b.unwrap_or(DEFAULT_MAX_LEN_B),
+            src_len,
+            usize::MAX,
+        )
     }
 }
 
@@ -204,6 +218,7 @@ pub fn beam_search<B: Backend, S: Scorer<B>>(
             log_prob,
             score: normalize(log_prob, len),
             attention: h.attention.clone(),
+            hit_max_len: !with_eos,
         }
     };
     // Hugging Face keeps the best `beam` finished hypotheses, best first.

@@ -16,6 +16,9 @@ pub struct Hypothesis {
     pub score: f32,
     /// Attention per output token, each over the source positions (empty without attention).
     pub attention: Vec<Vec<f32>>,
+    /// Whether the search cut it at the maximum output length instead of seeing `</s>`: counted
+    /// and reported, since a cap set too low shows up as truncated outputs, not as an error.
+    pub hit_max_len: bool,
 }
 
 /// Decodes a batch greedily. A sentence ends at `</s>` or after `max_len(src_len)` tokens.
@@ -37,6 +40,7 @@ pub fn greedy<B: Backend, S: Scorer<B>>(
             log_prob: 0.0,
             score: 0.0,
             attention: Vec::new(),
+            hit_max_len: false,
         };
         batch
     ];
@@ -78,6 +82,7 @@ pub fn greedy<B: Backend, S: Scorer<B>>(
             }
             hyp.tokens.push(id);
             if t + 1 >= limits[sent] {
+                hyp.hit_max_len = true;
                 continue;
             }
             keep.push(row);

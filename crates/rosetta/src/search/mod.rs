@@ -7,7 +7,7 @@ pub mod greedy;
 pub mod sampling;
 pub mod scorer;
 
-pub use beam::{BeamConfig, BeamRule, beam_search};
+pub use beam::{BeamConfig, BeamRule, DEFAULT_MAX_LEN_A, DEFAULT_MAX_LEN_B, beam_search};
 pub use ensemble::Ensemble;
 pub use greedy::{Hypothesis, greedy};
 pub use sampling::{SamplingConfig, sample};

@@ -119,6 +119,7 @@ pub fn sample<B: Backend, S: Scorer<B>>(
             log_prob: 0.0,
             score: 0.0,
             attention: Vec::new(),
+            hit_max_len: false,
         };
         batch
     ];
@@ -162,6 +163,8 @@ pub fn sample<B: Backend, S: Scorer<B>>(
             if hyp.tokens.len() < limits[sent] {
                 keep.push(row);
                 prev.push(token as i32);
+            } else {
+                hyp.hit_max_len = true;
             }
         }
         if keep.is_empty() {

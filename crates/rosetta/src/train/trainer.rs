@@ -38,6 +38,8 @@ use std::time::Instant;
 pub const CONFIG_FILE: &str = "config.toml";
 /// Metrics log (JSON lines) in a model directory.
 pub const METRICS_FILE: &str = "metrics.jsonl";
+/// Training-data statistics (pairs read, kept, dropped by each filter; lengths) in a model directory.
+pub const STATS_FILE: &str = "stats.json";
 
 /// The data of a run.
 #[derive(Debug, Clone)]
@@ -123,6 +125,9 @@ pub struct ValidReport {
     pub best: bool,
     /// Whether the plateau schedule just reduced the learning rate.
     pub lr_reduced: bool,
+    /// Greedy outputs cut at the maximum output length (`train.valid_max_len_*`) instead of
+    /// ending with `</s>`.
+    pub hit_max_len: usize,
     /// Seconds the validation took.
     pub seconds: f64,
 }
@@ -229,19 +234,22 @@ struct Scores {
     loss: f64,
     bleu: f64,
     chrf: f64,
+    /// Greedy outputs cut at the maximum output length.
+    hit_max_len: usize,
 }
 
-/// Cross-entropy, BLEU and chrF of a model on validation data.
+/// Cross-entropy, BLEU and chrF of a model on validation data, decoding at most `a · source
+/// length + b` tokens.
 fn validate<B: Backend, M: Seq2Seq<B>>(
     model: &M,
     valid: &Valid,
     pipeline: &TextPipeline,
-    config: &Config,
+    (a, b): (f64, usize),
     device: &B::Device,
 ) -> Result<Scores> {
     let (mut nll, mut tokens) = (0.0f64, 0usize);
     let mut hyps = vec![String::new(); valid.ids.len()];
-    let (a, b) = (config.train.valid_max_len_a, config.train.valid_max_len_b);
+    let mut hit_max_len = 0;
     let specials = pipeline.tgt_vocab().specials();
     let src_specials = pipeline.src_vocab().specials();
     for indices in valid.planner.epoch(0, 0) {
@@ -255,6 +263,7 @@ fn validate<B: Backend, M: Seq2Seq<B>>(
         let decoded = greedy(model, &src, |n| max_output_len(a, b, n, usize::MAX));
         for (hyp, &i) in decoded.iter().zip(&indices) {
             hyps[i as usize] = pipeline.decode_tgt(&hyp.tokens)?;
+            hit_max_len += usize::from(hyp.hit_max_len);
         }
     }
     let loss = nll / tokens.max(1) as f64;
@@ -267,7 +276,12 @@ fn validate<B: Backend, M: Seq2Seq<B>>(
         .corpus_score(&hyps, refs)
         .map(|s| s.to_score().score)
         .unwrap_or(0.0);
-    Ok(Scores { loss, bleu, chrf })
+    Ok(Scores {
+        loss,
+        bleu,
+        chrf,
+        hit_max_len,
+    })
 }
 
 fn encode_valid(
@@ -369,6 +383,8 @@ pub struct Trainer<'a, B: AutodiffBackend, M: AutodiffModule<B>> {
     consecutive_bad: usize,
     /// Told to the observer when the run starts (a `--resume` that had nothing to resume).
     notice: Option<String>,
+    /// Most greedy output tokens in validation: `(a, b)` of `a · source length + b`.
+    valid_max_len: (f64, usize),
 }
 
 impl<'a, B, M> Trainer<'a, B, M>
@@ -453,8 +469,6 @@ where
                     saved_path.display()
                 )));
             }
-        } else {
-            checkpoint::write_atomic(&dir.join(CONFIG_FILE), config.to_toml()?.as_bytes())?;
         }
 
         let (train_ids, train_stats) = pipeline.encode_corpus(&data.train, &|_| {})?;
@@ -464,6 +478,32 @@ where
                 data.train.describe()
             )));
         }
+        // The model's default output-length cap, from its training data unless the config set it:
+        // saved in config.toml for `translate`, `evaluate` and `serve`.
+        let mut resolved = config.clone();
+        let (a, b) = crate::config::derive_max_len(&train_stats);
+        resolved.decode.max_len_a.get_or_insert(a);
+        resolved.decode.max_len_b.get_or_insert(b);
+        let (decode_a, decode_b) = resolved.decode.max_len();
+        let valid_max_len = (
+            train_cfg.valid_max_len_a.unwrap_or(decode_a),
+            train_cfg.valid_max_len_b.unwrap_or(decode_b),
+        );
+        if !options.resume {
+            checkpoint::write_atomic(&dir.join(CONFIG_FILE), resolved.to_toml()?.as_bytes())?;
+            write_json_line(
+                &dir.join(METRICS_FILE),
+                &serde_json::json!({"type": "data", "step": 0, "pairs_read": train_stats.pairs_read,
+                    "pairs_kept": train_stats.pairs_kept, "dropped_empty": train_stats.dropped_empty,
+                    "dropped_too_long": train_stats.dropped_too_long, "max_len": train_stats.max_len}),
+            )?;
+        }
+        let stats_json = serde_json::json!({"train": &train_stats,
+            "decode_max_len_a": decode_a, "decode_max_len_b": decode_b});
+        checkpoint::write_atomic(
+            &dir.join(STATS_FILE),
+            format!("{stats_json:#}\n").as_bytes(),
+        )?;
         let (src_lens, tgt_lens) = train_ids.batch_lengths();
         let planner = BatchPlanner::new(src_lens, tgt_lens, train_cfg.batch_tokens)?;
         let valid = match &data.valid {
@@ -539,7 +579,7 @@ where
             })?;
             schedule = Schedule::restore(train_cfg.schedule_settings(), state.schedule.clone());
             // The checkpoint loaded: now the (possibly changed) [train] settings become the saved config.
-            checkpoint::write_atomic(&dir.join(CONFIG_FILE), config.to_toml()?.as_bytes())?;
+            checkpoint::write_atomic(&dir.join(CONFIG_FILE), resolved.to_toml()?.as_bytes())?;
             trim_metrics(&dir.join(METRICS_FILE), state.step)?;
         }
 
@@ -570,6 +610,7 @@ where
             plan_epoch: u64::MAX,
             consecutive_bad: 0,
             notice,
+            valid_max_len,
         };
         // The best weights are written after the checkpoint of their step: a run killed between
         // the two resumes at that step, and writes them again here (the same weights).
@@ -707,11 +748,16 @@ where
         let mut save = false;
         if let Some(valid) = &self.valid {
             let clock = Instant::now();
-            let Scores { loss, bleu, chrf } = validate(
+            let Scores {
+                loss,
+                bleu,
+                chrf,
+                hit_max_len,
+            } = validate(
                 &self.model().valid().merged(),
                 valid,
                 &self.pipeline,
-                self.config,
+                self.valid_max_len,
                 &self.device,
             )?;
             let ppl = loss.exp();
@@ -744,6 +790,7 @@ where
                 chrf,
                 best,
                 lr_reduced,
+                hit_max_len,
                 seconds: clock.elapsed().as_secs_f64(),
             };
             self.events.scalar("valid/ppl", self.state.step, ppl)?;
@@ -753,7 +800,8 @@ where
             write_json_line(
                 &self.dir.join(METRICS_FILE),
                 &serde_json::json!({"type": "valid", "step": self.state.step, "ppl": ppl, "loss": loss,
-                    "bleu": bleu, "chrf": chrf, "best": best, "lr_reduced": lr_reduced}),
+                    "bleu": bleu, "chrf": chrf, "best": best, "lr_reduced": lr_reduced,
+                    "hit_max_len": hit_max_len}),
             )?;
             observer.validated(&valid_report);
             report = Some(valid_report);
@@ -816,6 +864,9 @@ where
         let train_cfg = &self.config.train;
         if let Some(notice) = &self.notice {
             observer.warn(notice);
+        }
+        if let Some(warning) = self.info.train_stats.drop_warning() {
+            observer.warn(&warning);
         }
         observer.started(&self.info);
         let metrics_path = self.dir.join(METRICS_FILE);
