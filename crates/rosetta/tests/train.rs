@@ -469,3 +469,104 @@ fn averaged_checkpoints_are_the_mean_of_their_weights() {
     assert!(e.contains("not empty"), "{e}");
     assert!(!fresh_out.exists());
 }
+
+/// SCAN-like outputs, each source symbol becoming four `I_X` actions: up to 24 output tokens for 6
+/// source tokens, past the old constant cap of 1.5 · 6 + 10 = 19.
+fn repeat_task(n: usize, seed: u64) -> Vec<(String, String)> {
+    reverse_task(n, seed)
+        .into_iter()
+        .map(|(src, _)| {
+            let tgt: Vec<String> = src
+                .split(' ')
+                .flat_map(|s| std::iter::repeat_n(format!("I_{}", s.to_uppercase()), 4))
+                .collect();
+            (src, tgt.join(" "))
+        })
+        .collect()
+}
+
+/// The SCAN report: the length filter dropped 39% of the pairs with only "9870 training pairs"
+/// said, and validation outputs were cut at 1.5 · source + 10.
+#[test]
+fn dropped_pairs_are_reported_and_the_length_cap_follows_the_training_data() {
+    let _guard = serial();
+    let device = Default::default();
+    let mut config = tiny_config();
+    config.text.tokenizer = TokenizerKind::Space;
+    config.text.max_len = 30;
+    config.train.max_steps = 1;
+    config.train.valid_every = 1;
+    let mut pairs = repeat_task(180, 9);
+    pairs.extend((0..12).map(|i| (format!("a{i} b"), "I_A ".repeat(40))));
+    pairs.extend((0..8).map(|_| ("a b".to_owned(), String::new())));
+    #[derive(Default)]
+    struct Seen {
+        warnings: Vec<String>,
+        hit_max_len: Option<usize>,
+    }
+    impl rosetta::train::trainer::Observer for Seen {
+        fn warn(&mut self, message: &str) {
+            self.warnings.push(message.to_owned());
+        }
+        fn validated(&mut self, r: &rosetta::train::trainer::ValidReport) {
+            self.hit_max_len = Some(r.hit_max_len);
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut seen = Seen::default();
+    train::<B>(
+        &config,
+        &data(pairs, Some(repeat_task(20, 10))),
+        &options(dir.path(), false),
+        &device,
+        &mut seen,
+    )
+    .unwrap();
+
+    // 20 of 200 pairs dropped: warned, counted in stats.json and in the metrics log.
+    let warning = seen.warnings.iter().find(|w| w.contains("dropped"));
+    let warning = warning.unwrap_or_else(|| panic!("no drop warning in {:?}", seen.warnings));
+    assert!(
+        warning.contains("10.0%") && warning.contains("text.max_len = 30"),
+        "{warning}"
+    );
+    let stats: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("stats.json")).unwrap())
+            .unwrap();
+    assert_eq!(stats["train"]["pairs_read"], 200);
+    assert_eq!(stats["train"]["pairs_kept"], 180);
+    assert_eq!(stats["train"]["dropped_too_long"], 12);
+    assert_eq!(stats["train"]["dropped_empty"], 8);
+    let data_row = std::fs::read_to_string(dir.path().join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["type"] == "data")
+        .expect("a data row in metrics.jsonl");
+    assert_eq!(data_row["dropped_too_long"], 12);
+
+    // Every kept target is exactly 4× its source: the saved cap is 4 · source + 10.
+    let saved = Config::load(&dir.path().join("config.toml")).unwrap();
+    assert_eq!(saved.decode.max_len_a, Some(4.0));
+    assert_eq!(saved.decode.max_len_b, Some(10));
+    assert_eq!(stats["decode_max_len_a"], 4.0);
+    assert!(seen.hit_max_len.is_some(), "validation reports the count");
+
+    // Translation takes the model's cap; a cap of one token marks exactly the outputs it cut.
+    let translator = Translator::<Flex>::load(dir.path(), &device).unwrap();
+    assert_eq!(translator.max_len(&TranslateOptions::default()), (4.0, 10));
+    for beam in [1, 3] {
+        let mut options = TranslateOptions::default();
+        options.search.beam = beam;
+        options.search.max_len_a = Some(0.0);
+        options.search.max_len_b = Some(1);
+        for t in translator
+            .translate(&["a b c", "d e f g h", "b"], &options)
+            .unwrap()
+        {
+            let best = t.best().unwrap();
+            assert!(best.pieces.len() <= 1);
+            assert_eq!(best.hit_max_len, !best.pieces.is_empty(), "beam {beam}");
+        }
+    }
+}
