@@ -315,10 +315,33 @@ pub fn derive_max_len(stats: &rosetta_text::stats::CorpusStats) -> (f64, usize) 
     )
 }
 
+/// The first key (dotted) of `full` that `read` lacks, tables searched depth first.
+fn first_missing_key(full: &toml::Table, read: &toml::Table, prefix: &str) -> Option<String> {
+    full.iter().find_map(|(key, value)| {
+        let dotted = format!("{prefix}{key}");
+        match (value, read.get(key)) {
+            (_, None) => Some(dotted),
+            (toml::Value::Table(f), Some(toml::Value::Table(r))) => {
+                first_missing_key(f, r, &format!("{dotted}."))
+            }
+            _ => None,
+        }
+    })
+}
+
+/// The model-directory format this build writes (`format` in a saved config.toml). 1: written
+/// before the key existed (no word joiners, no derived output lengths); 2: both. A directory of a
+/// newer format is refused with a message saying so, before any of its unknown keys are.
+pub const FORMAT: u32 = 2;
+
 /// A whole run: data, text pipeline, model and training.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// Model-directory format: checked when a config is read and stamped ([`FORMAT`]) when one
+    /// is written; `None` in memory, so that configs compare by their settings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<u32>,
     /// Data locations.
     pub data: DataConfig,
     /// Normalization, tokenization and vocabulary.
@@ -349,17 +372,58 @@ impl Config {
 
     /// Parses and validates TOML text.
     pub fn from_toml(text: &str) -> Result<Self> {
-        let config: Config = toml::from_str(text).map_err(|e| Error::ConfigFile {
+        let file_error = |message: String| Error::ConfigFile {
             path: PathBuf::from("<config>"),
-            message: e.to_string(),
-        })?;
+            message,
+        };
+        // The format first: a newer directory's other keys would only be "unknown".
+        if let Some(format) = text
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|t| t.get("format").cloned())
+        {
+            match format.as_integer() {
+                Some(n) if (1..=i64::from(FORMAT)).contains(&n) => {}
+                Some(n) if n > i64::from(FORMAT) => {
+                    return Err(file_error(format!(
+                        "written by a newer Rosetta (model-directory format {n}; this build reads \
+                         formats 1 to {FORMAT}): upgrade rosetta to use it"
+                    )));
+                }
+                _ => {
+                    return Err(file_error(format!(
+                        "format = {format} is not a model-directory format (1 to {FORMAT})"
+                    )));
+                }
+            }
+        }
+        let mut config: Config = toml::from_str(text).map_err(|e| file_error(e.to_string()))?;
+        if config.format.take().is_some() {
+            // Written by `to_toml`, which writes every setting: a missing one means the file was
+            // cut short, and its default would silently stand in for the saved value.
+            let written: toml::Table = toml::from_str(&config.to_toml()?)
+                .map_err(|e| file_error(format!("cannot re-read the config: {e}")))?;
+            let read: toml::Table = toml::from_str(text).map_err(|e| file_error(e.to_string()))?;
+            if let Some(key) = first_missing_key(&written, &read, "") {
+                return Err(file_error(format!(
+                    "{key} is missing: the file is truncated (a saved config lists every \
+                     setting); to use an edited copy as a hand-written config, delete its \
+                     `format` line"
+                )));
+            }
+        }
         config.validate()?;
         Ok(config)
     }
 
-    /// The resolved config as TOML (every default written out).
+    /// The resolved config as TOML (every default written out), stamped with this build's
+    /// [`FORMAT`].
     pub fn to_toml(&self) -> Result<String> {
-        toml::to_string_pretty(self)
+        let stamped = Config {
+            format: Some(FORMAT),
+            ..self.clone()
+        };
+        toml::to_string_pretty(&stamped)
             .map_err(|e| Error::Config(format!("cannot write the config: {e}")))
     }
 
@@ -548,6 +612,15 @@ mod tests {
     fn resolved_config_round_trips() {
         let config = Config::default();
         let text = config.to_toml().unwrap();
+        assert!(text.starts_with("format = 2\n"), "{text}");
         assert_eq!(Config::from_toml(&text).unwrap(), config);
+        // Cut after any line: refused (every setting is written), never read with defaults.
+        let lines: Vec<&str> = text.lines().collect();
+        for cut in 1..lines.len() - 1 {
+            let head = lines[..cut].join("\n") + "\n";
+            if let Ok(c) = Config::from_toml(&head) {
+                panic!("cut after line {cut} accepted: {c:?}");
+            }
+        }
     }
 }

@@ -138,6 +138,45 @@ fn a_corrupt_file_of_a_model_directory_is_an_error_naming_it() {
     }
 }
 
+/// A model directory records its format; one from a newer Rosetta is refused as such (not as an
+/// "unknown key" of whatever it added), and one from before the key existed still loads.
+#[test]
+fn a_model_directory_of_another_format_is_named_as_such() {
+    let config_path = trained().join("config.toml");
+    let written = std::fs::read_to_string(&config_path).unwrap();
+    assert!(
+        written.starts_with(&format!("format = {}\n", rosetta::config::FORMAT)),
+        "{written}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    copy_dir(trained(), &model);
+    let newer = written.replacen("format = 2", "format = 3", 1) + "\n[quantize]\nbits = 4\n";
+    std::fs::write(model.join("config.toml"), newer).unwrap();
+    let e = Translator::<Flex>::load(&model, &Default::default()).unwrap_err();
+    let message = e.to_string();
+    assert!(
+        message.contains("config.toml")
+            && message.contains("newer Rosetta (model-directory format 3"),
+        "{message}"
+    );
+    std::fs::write(
+        model.join("config.toml"),
+        written.replacen("format = 2", "format = \"two\"", 1),
+    )
+    .unwrap();
+    clear_error("format = \"two\"", "config.toml", || {
+        Translator::<Flex>::load(&model, &Default::default())
+    });
+    // Format 1: no key (what every directory before it was).
+    std::fs::write(
+        model.join("config.toml"),
+        written.replacen("format = 2\n", "", 1),
+    )
+    .unwrap();
+    Translator::<Flex>::load(&model, &Default::default()).unwrap();
+}
+
 #[test]
 fn a_corrupt_checkpoint_is_an_error_naming_the_file() {
     let last = "checkpoints/step-00000010";

@@ -1,6 +1,7 @@
 //! Regression test on real data: a tiny model trained on the first 1,000 Multi30k de→en pairs for a
-//! few hundred steps must reach a validation BLEU floor. Skipped (with a message) when
-//! `../shared/data/multi30k` is absent.
+//! few hundred steps must reach a validation BLEU floor. Ignored by a plain `cargo test` (so a machine
+//! without the data reports it as ignored instead of passing it); `.ci/run` runs it with
+//! `--ignored` when `../shared/data/multi30k` (or `$ROSETTA_DATA/multi30k`) is there.
 
 use burn::backend::{Autodiff, Flex};
 use rosetta::config::Config;
@@ -46,13 +47,11 @@ impl Observer for Record {
 }
 
 #[test]
+#[ignore = "needs ../shared/data/multi30k: run with --ignored (.ci/run does when the data is there)"]
 fn tiny_model_on_multi30k_rises_above_the_bleu_floor() {
-    let Some(dir) = data_dir() else {
-        eprintln!(
-            "skipping: ../shared/data/multi30k not found (set ROSETTA_DATA to run this test)"
-        );
-        return;
-    };
+    let dir = data_dir().expect(
+        "../shared/data/multi30k not found: set ROSETTA_DATA to the folder holding multi30k/",
+    );
     let train_pairs = first_pairs(dir.join("train.de.gz"), dir.join("train.en.gz"), 1000);
     let valid_pairs = first_pairs(dir.join("val.de.gz"), dir.join("val.en.gz"), 200);
     let mut c = Config::default();

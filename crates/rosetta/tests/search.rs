@@ -88,19 +88,7 @@ fn options(beam: usize, n_best: usize) -> TranslateOptions {
 fn beam_one_equals_greedy() {
     let t = translator();
     let greedy = t.translate(&INPUTS, &options(1, 1)).unwrap();
-    let beam_one = t
-        .translate(
-            &INPUTS,
-            &TranslateOptions {
-                search: BeamConfig {
-                    length_penalty: 0.6,
-                    ..options(1, 1).search
-                },
-                ..options(1, 1)
-            },
-        )
-        .unwrap();
-    // beam 1 takes the greedy path through `translate` too; check the search itself as well.
+    // The search functions themselves, on the same sentences.
     let src = rosetta::model::input::source_batch::<Flex>(
         &rosetta_text::batch::PaddedIds::new(
             INPUTS
@@ -131,22 +119,37 @@ fn beam_one_equals_greedy() {
             |m| rosetta::train::checkpoint::load_weights(m, &weights),
         )
         .unwrap();
-    let g = rosetta::search::greedy(&model, &src, |n| (1.5 * n as f64) as usize + 10);
-    let b = rosetta::search::beam_search(
+    // The model's own length cap, as `translate` applies it.
+    let (a, b) = t.max_len(&options(1, 1));
+    let g = rosetta::search::greedy(&model, &src, |n| {
+        rosetta::search::max_output_len(a, b, n, usize::MAX)
+    });
+    let beam = rosetta::search::beam_search(
         &model,
         &src,
         &BeamConfig {
             beam: 1,
+            max_len_a: Some(a),
+            max_len_b: Some(b),
             ..Default::default()
         },
     );
-    for (g, b) in g.iter().zip(&b) {
+    assert_eq!(g.len(), beam.len());
+    for (g, b) in g.iter().zip(&beam) {
         assert_eq!(g.tokens, b[0].tokens);
         assert!((g.log_prob - b[0].log_prob).abs() < 1e-4);
     }
-    for (a, b) in greedy.iter().zip(&beam_one) {
-        assert_eq!(a.text(), b.text());
-    }
+    // `translate` with beam 1 (its greedy path) gives the texts of the beam search's outputs.
+    let beam_texts: Vec<String> = beam
+        .iter()
+        .map(|b| t.pipeline().decode_tgt(&b[0].tokens).unwrap())
+        .collect();
+    let translated: Vec<&str> = greedy
+        .iter()
+        .filter(|g| !g.source_pieces.is_empty())
+        .map(|g| g.text())
+        .collect();
+    assert_eq!(translated, beam_texts);
 }
 
 #[test]
