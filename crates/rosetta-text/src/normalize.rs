@@ -39,6 +39,10 @@ impl NormalizeConfig {
         }
         if self.lowercase && text.chars().any(|c| c.is_uppercase()) {
             text = Cow::Owned(text.to_lowercase());
+            // Lowercasing can undo NFC: "T̈" has no precomposed form, its lowercase "ẗ" has one.
+            if self.nfc && is_nfc_quick(text.chars()) != IsNormalized::Yes {
+                text = Cow::Owned(text.nfc().collect());
+            }
         }
         if needs_whitespace_cleanup(&text) {
             let mut out = String::with_capacity(text.len());
@@ -91,6 +95,20 @@ mod tests {
     fn borrows_clean_lines() {
         let cfg = NormalizeConfig::default();
         assert!(matches!(cfg.apply("clean line."), Cow::Borrowed(_)));
+    }
+
+    /// Fuzzing finding (`fuzz/corpus/tokenize/regression-lowercase-undoes-nfc`): "T̈" lowercased
+    /// after NFC came out decomposed, so normalizing it again changed it, and "T̈" and "ẗ" were
+    /// different text to the tokenizers.
+    #[test]
+    fn lowercasing_keeps_the_text_in_nfc() {
+        let cfg = NormalizeConfig {
+            lowercase: true,
+            ..Default::default()
+        };
+        assert_eq!(cfg.apply("T\u{308}"), "\u{1e97}");
+        assert_eq!(cfg.apply("T\u{308}"), cfg.apply("\u{1e97}"));
+        assert_eq!(cfg.apply(&cfg.apply("TT\u{308}")), cfg.apply("TT\u{308}"));
     }
 
     #[test]
