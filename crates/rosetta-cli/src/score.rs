@@ -1,11 +1,10 @@
 //! `rosetta score REF... [-i HYP]`: BLEU and chrF exactly as sacreBLEU 2.x computes and prints them.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use rosetta_text::corpus::LineReader;
 use rosetta_text::metrics::{
-    Bleu, BleuTokenizer, Chrf, OutputFormat, RenderOptions, Score, render_with, strip_line,
+    Bleu, BleuTokenizer, Chrf, OutputFormat, RenderOptions, Score, read_stream, render_with,
 };
-use std::io::BufRead;
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -72,35 +71,16 @@ pub fn rewrite_sacrebleu_flags(args: impl Iterator<Item = String>) -> Vec<String
     out
 }
 
-fn read_stream(path: &PathBuf) -> Result<Vec<String>> {
-    let mut lines = Vec::new();
-    for line in LineReader::open(path)? {
-        lines.push(strip_line(&line?).to_owned());
-    }
-    Ok(lines)
+fn read_file(path: &PathBuf) -> Result<Vec<String>> {
+    Ok(read_stream(LineReader::open(path)?)?)
 }
 
 pub fn run(args: Args) -> Result<()> {
     let hyps: Vec<String> = match &args.input {
-        Some(path) => read_stream(path)?,
-        None => {
-            let stdin = std::io::stdin();
-            let mut lines = Vec::new();
-            for (i, line) in stdin.lock().split(b'\n').enumerate() {
-                let bytes = line.context("cannot read the hypotheses from standard input")?;
-                let text = String::from_utf8(bytes).map_err(|e| {
-                    anyhow::anyhow!(
-                        "<stdin>:{}: invalid UTF-8 (byte {})",
-                        i + 1,
-                        e.utf8_error().valid_up_to() + 1
-                    )
-                })?;
-                lines.push(strip_line(text.strip_suffix('\r').unwrap_or(&text)).to_owned());
-            }
-            lines
-        }
+        Some(path) => read_file(path)?,
+        None => read_stream(LineReader::from_reader("<stdin>", std::io::stdin())?)?,
     };
-    let refs: Vec<Vec<String>> = args.refs.iter().map(read_stream).collect::<Result<_>>()?;
+    let refs: Vec<Vec<String>> = args.refs.iter().map(read_file).collect::<Result<_>>()?;
     for (path, stream) in args.refs.iter().zip(&refs) {
         if stream.len() != hyps.len() {
             bail!(

@@ -282,11 +282,17 @@ impl Sweep {
     /// Reads and checks a sweep file (not yet its trials: see [`Sweep::trials`]).
     pub fn load(path: &Path) -> Result<Sweep> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses and checks the text of the sweep file `path` (its `base` is read relative to
+    /// `path`'s directory), as [`Sweep::load`] does.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Sweep> {
         let fail = |message: String| Error::SweepFile {
             path: path.to_path_buf(),
             message,
         };
-        let file: SweepFile = toml::from_str(&text).map_err(|e| fail(e.to_string()))?;
+        let file: SweepFile = toml::from_str(text).map_err(|e| fail(e.to_string()))?;
         let dir = path.parent().unwrap_or(Path::new(""));
         let target = match (&file.base, &file.model) {
             (Some(base), None) => {

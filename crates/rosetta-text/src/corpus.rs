@@ -110,6 +110,15 @@ impl LineReader {
         Self::open_counted(path.as_ref(), Arc::new(AtomicU64::new(0)))
     }
 
+    /// Reads the lines of any byte stream (standard input, bytes in memory), plain or gzip
+    /// (detected as for files); `name` stands for the file in errors.
+    pub fn from_reader(
+        name: impl Into<PathBuf>,
+        reader: impl Read + Send + 'static,
+    ) -> Result<Self> {
+        Self::from_reader_counted(name.into(), reader, Arc::new(AtomicU64::new(0)))
+    }
+
     fn open_counted(path: &Path, count: Arc<AtomicU64>) -> Result<Self> {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
@@ -121,8 +130,22 @@ impl LineReader {
                 ),
             ));
         }
-        let mut raw = BufReader::with_capacity(1 << 16, CountingReader { inner: file, count });
-        let magic = raw.fill_buf().map_err(|e| Error::io(path, e))?;
+        Self::from_reader_counted(path.to_path_buf(), file, count)
+    }
+
+    fn from_reader_counted(
+        path: PathBuf,
+        reader: impl Read + Send + 'static,
+        count: Arc<AtomicU64>,
+    ) -> Result<Self> {
+        let mut raw = BufReader::with_capacity(
+            1 << 16,
+            CountingReader {
+                inner: reader,
+                count,
+            },
+        );
+        let magic = raw.fill_buf().map_err(|e| Error::io(&path, e))?;
         let gzip = magic.len() >= 2 && magic[0] == 0x1f && magic[1] == 0x8b;
         let reader: Box<dyn BufRead + Send> = if gzip {
             Box::new(BufReader::with_capacity(1 << 16, MultiGzDecoder::new(raw)))
@@ -130,7 +153,7 @@ impl LineReader {
             Box::new(raw)
         };
         Ok(LineReader {
-            path: path.to_path_buf(),
+            path,
             reader,
             line: 0,
             buf: Vec::with_capacity(256),
@@ -237,6 +260,42 @@ impl std::fmt::Debug for PairReader {
 }
 
 impl PairReader {
+    /// Pairs from two line-aligned byte streams (plain or gzip each), named in errors by
+    /// `src_name` and `tgt_name`: what [`CorpusSource::Parallel`] reads from its files.
+    pub fn parallel(
+        src_name: impl Into<PathBuf>,
+        src: impl Read + Send + 'static,
+        tgt_name: impl Into<PathBuf>,
+        tgt: impl Read + Send + 'static,
+    ) -> Result<Self> {
+        let bytes = Arc::new(AtomicU64::new(0));
+        let inner = PairInner::Parallel {
+            src: LineReader::from_reader_counted(src_name.into(), src, bytes.clone())?,
+            tgt: LineReader::from_reader_counted(tgt_name.into(), tgt, bytes.clone())?,
+        };
+        Ok(PairReader {
+            inner,
+            bytes,
+            done: false,
+        })
+    }
+
+    /// Pairs from one `source<TAB>target` byte stream (plain or gzip), named `name` in errors:
+    /// what [`CorpusSource::Tsv`] reads from its file.
+    pub fn tsv(name: impl Into<PathBuf>, reader: impl Read + Send + 'static) -> Result<Self> {
+        let bytes = Arc::new(AtomicU64::new(0));
+        let inner = PairInner::Tsv(LineReader::from_reader_counted(
+            name.into(),
+            reader,
+            bytes.clone(),
+        )?);
+        Ok(PairReader {
+            inner,
+            bytes,
+            done: false,
+        })
+    }
+
     /// Bytes consumed from disk so far (compressed bytes for gzip), for progress bars.
     pub fn bytes_read(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)

@@ -87,6 +87,34 @@ fn counted_tokenizer(config: &TextConfig) -> AnyTokenizer {
     }
 }
 
+impl TextConfig {
+    /// Parses and checks the `text.toml` of a pipeline directory, as [`TextPipeline::load`] reads
+    /// it; `path` names the file in errors.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self> {
+        let table: toml::Table = toml_from_str(text).map_err(|e| Error::format(path, e))?;
+        // `save` writes every key: without the tokenizer the file was emptied or cut short, and
+        // its defaults would send the loader after files this pipeline never had.
+        if !table.contains_key("tokenizer") {
+            return Err(Error::format(
+                path,
+                "no tokenizer key: the file is empty or truncated (it is written with every setting)",
+            ));
+        }
+        let mut config: TextConfig = toml_from_str(text).map_err(|e| Error::format(path, e))?;
+        // Written before joiner marks existed: its vocabulary holds unmarked pieces.
+        if !table.contains_key("joiners") {
+            config.joiners = false;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The settings as [`TextPipeline::save`] writes them into `text.toml` (every key).
+    pub fn to_toml(&self) -> std::result::Result<String, String> {
+        toml_string(self)
+    }
+}
+
 /// File names inside a pipeline directory.
 const CONFIG_FILE: &str = "text.toml";
 
@@ -348,7 +376,10 @@ impl TextPipeline {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let config_path = dir.join(CONFIG_FILE);
-        let text = toml_string(&self.config).map_err(|e| Error::format(&config_path, e))?;
+        let text = self
+            .config
+            .to_toml()
+            .map_err(|e| Error::format(&config_path, e))?;
         crate::atomic::write_atomic(&config_path, text.as_bytes())?;
         let joint = self.config.joint;
         let sides: &[(&str, &AnyTokenizer, &Vocab)] = if joint {
@@ -379,23 +410,7 @@ impl TextPipeline {
         let dir = dir.as_ref();
         let config_path = dir.join(CONFIG_FILE);
         let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
-        let table: toml::Table =
-            toml_from_str(&text).map_err(|e| Error::format(&config_path, e))?;
-        // `save` writes every key: without the tokenizer the file was emptied or cut short, and
-        // its defaults would send the loader after files this pipeline never had.
-        if !table.contains_key("tokenizer") {
-            return Err(Error::format(
-                &config_path,
-                "no tokenizer key: the file is empty or truncated (it is written with every setting)",
-            ));
-        }
-        let mut config: TextConfig =
-            toml_from_str(&text).map_err(|e| Error::format(&config_path, e))?;
-        // Written before joiner marks existed: its vocabulary holds unmarked pieces.
-        if !table.contains_key("joiners") {
-            config.joiners = false;
-        }
-        config.validate()?;
+        let config = TextConfig::from_toml(&text, &config_path)?;
         let load_side = |side: &str| -> Result<(AnyTokenizer, Vocab)> {
             let vocab = Vocab::load(dir.join(side_file(config.joint, side, "vocab.txt")))?;
             let tokenizer = match config.tokenizer {

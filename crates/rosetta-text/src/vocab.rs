@@ -201,17 +201,24 @@ impl Vocab {
     /// does not start with Rosetta's four specials is an imported layout ([`Vocab::from_all_pieces`]).
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
+        let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_bytes(path, raw)
+    }
+
+    /// Parses the contents of a vocabulary file as [`Vocab::load`] does; `path` names the file in
+    /// errors.
+    pub fn from_bytes(path: &Path, raw: Vec<u8>) -> Result<Self> {
         // `save` ends every entry with a newline: a file that does not was cut short (a crash, a
         // full disk), and its missing entries would otherwise surface as weights of the wrong
         // shape, blamed on the weights.
-        let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         if raw.last().is_some_and(|&b| b != b'\n') {
             return Err(Error::format(
                 path,
                 "the last line has no newline: the file is truncated (every entry ends with one)",
             ));
         }
-        let lines = crate::corpus::read_lines(path)?;
+        let lines = crate::corpus::LineReader::from_reader(path, std::io::Cursor::new(raw))?
+            .collect::<Result<Vec<String>>>()?;
         if lines.len() >= SPECIALS.len()
             && lines[..SPECIALS.len()] != SPECIALS
             && lines.iter().any(|l| l == "<pad>")

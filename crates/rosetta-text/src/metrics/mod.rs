@@ -112,3 +112,12 @@ pub(crate) fn check_lengths(
 pub fn strip_line(line: &str) -> &str {
     pystr::py_rstrip(line)
 }
+
+/// Reads hypotheses or references as sacreBLEU's command line does (and `rosetta score`): every
+/// line of a plain or gzip stream, checked to be UTF-8, its terminator and trailing whitespace
+/// removed ([`strip_line`]).
+pub fn read_stream(lines: crate::corpus::LineReader) -> crate::Result<Vec<String>> {
+    lines
+        .map(|line| line.map(|l| strip_line(&l).to_owned()))
+        .collect()
+}

@@ -182,14 +182,32 @@ pub fn weights_bytes<B: Backend, M: Module<B>>(model: &M) -> Result<Vec<u8>> {
 
 /// Loads safetensors weights into `model`, which must have the same architecture and vocabulary
 /// sizes. A missing key, an unexpected key or a shape mismatch is an error naming the file.
-pub fn load_weights<B: Backend, M: Module<B>>(mut model: M, path: &Path) -> Result<M> {
+pub fn load_weights<B: Backend, M: Module<B>>(model: M, path: &Path) -> Result<M> {
     if !path.exists() {
         return Err(Error::io(
             path,
             std::io::Error::new(std::io::ErrorKind::NotFound, "weights file not found"),
         ));
     }
-    let mut store = SafetensorsStore::from_file(path);
+    load_store(model, SafetensorsStore::from_file(path), path)
+}
+
+/// Loads safetensors weights held in memory into `model`, checked as [`load_weights`] checks a
+/// file; `name` stands for the file in errors.
+pub fn load_weights_bytes<B: Backend, M: Module<B>>(
+    model: M,
+    bytes: Vec<u8>,
+    name: &Path,
+) -> Result<M> {
+    load_store(model, SafetensorsStore::from_bytes(Some(bytes)), name)
+}
+
+/// Loads every parameter of `model` from `store`: nothing may be missing, nothing left over.
+fn load_store<B: Backend, M: Module<B>>(
+    mut model: M,
+    mut store: SafetensorsStore,
+    path: &Path,
+) -> Result<M> {
     let result = model.load_from(&mut store).map_err(|e| Error::Checkpoint {
         path: path.to_path_buf(),
         message: format!("these weights do not fit the model described by config.toml: {e}"),
