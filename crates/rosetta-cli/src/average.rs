@@ -1,6 +1,7 @@
 //! `rosetta average --model DIR --last N --out DIR`: average the weights of a run's last
 //! checkpoints into a new model directory.
 
+use crate::output::NewDirectory;
 use anyhow::{Context, Result};
 use rosetta::burn::backend::Flex;
 use rosetta::train::average::{Selection, average_checkpoints};
@@ -29,11 +30,11 @@ pub fn run(args: Args) -> Result<()> {
         (None, true) => Selection::All,
     };
     // A mean of a few tensors: the CPU backend is always enough.
-    let averaged =
+    let out = NewDirectory::before(&args.out);
+    let averaged = out.clean_up_on_error(
         average_checkpoints::<Flex>(&args.model, &selection, &args.out, &Default::default())
-            .with_context(|| {
-                format!("cannot average the checkpoints of {}", args.model.display())
-            })?;
+            .with_context(|| format!("cannot average the checkpoints of {}", args.model.display())),
+    )?;
     let steps: Vec<String> = averaged.steps.iter().map(u64::to_string).collect();
     eprintln!(
         "averaged {} checkpoint(s) of {} (steps {}) into {}",

@@ -1,13 +1,13 @@
 //! `rosetta evaluate --model DIR --src FILE --ref FILE`: translate a test set and report BLEU (cased
 //! and lowercased), chrF, teacher-forced perplexity and speed.
 
+use crate::output::{OutputFile, one_line};
 use crate::translate::{DecodeArgs, load_translator};
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use rosetta::device::{DeviceChoice, Job, resolve, run_on};
 use rosetta_text::corpus::read_lines;
 use rosetta_text::metrics::{Bleu, Chrf, strip_line};
 use serde_json::json;
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -78,6 +78,7 @@ impl Job for EvaluateJob<'_> {
         let translations = translator.translate(&src_refs, &options)?;
         let seconds = clock.elapsed().as_secs_f64();
         let hyps: Vec<String> = translations.iter().map(|t| t.text().to_owned()).collect();
+        let hit_max_len = translations.iter().filter(|t| t.hit_max_len()).count();
         let out_tokens: usize = translations
             .iter()
             .map(|t| t.best().map_or(0, |c| c.pieces.len() + 1))
@@ -98,18 +99,13 @@ impl Job for EvaluateJob<'_> {
                 .join("eval")
                 .join(format!("{}{suffix}.hyp", name.trim_end_matches(".gz")))
         });
-        if let Some(parent) = out_path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
-        }
-        let mut file = std::io::BufWriter::new(
-            std::fs::File::create(&out_path)
-                .with_context(|| format!("cannot create {}", out_path.display()))?,
-        );
+        // Written beside the target and renamed over it (missing directories created): a full disk
+        // or a read-only directory leaves an earlier file intact.
+        let mut file = OutputFile::create(&out_path)?;
         for h in &hyps {
-            writeln!(file, "{h}")?;
+            file.write_line(&one_line(h))?;
         }
-        file.flush()?;
+        file.commit()?;
 
         let bleu = Bleu::default().corpus_score(&hyps, &refs)?;
         let bleu_lc = Bleu {
@@ -139,6 +135,7 @@ impl Job for EvaluateJob<'_> {
             "bleu_lc": bleu_lc.score,
             "chrf": chrf.score,
             "ppl": ppl,
+            "hit_max_len": hit_max_len,
             "seconds": seconds,
             "sentences_per_sec": sources.len() as f64 / seconds.max(1e-9),
             "target_tokens_per_sec": out_tokens as f64 / seconds.max(1e-9),
@@ -160,6 +157,13 @@ impl Job for EvaluateJob<'_> {
             );
             println!("signature {}", bleu.signature.format(false));
             println!("hypotheses: {}", out_path.display());
+        }
+        if let Some(warning) = crate::translate::max_len_warning(
+            hit_max_len as u64,
+            sources.len() as u64,
+            translator.max_len(&options),
+        ) {
+            eprintln!("warning: {warning}");
         }
         Ok(())
     }

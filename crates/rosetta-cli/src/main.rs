@@ -6,6 +6,7 @@ mod evaluate;
 mod heatmap;
 mod marian;
 mod merge;
+mod output;
 mod prepare;
 mod progress;
 mod quickstart;

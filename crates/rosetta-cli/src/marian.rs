@@ -1,6 +1,7 @@
 //! `rosetta import marian HF_DIR -o MODEL_DIR` and `rosetta export marian MODEL_DIR -o HF_DIR`:
 //! Hugging Face Marian (OPUS-MT) directories in and out.
 
+use crate::output::NewDirectory;
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 
@@ -36,8 +37,11 @@ pub struct ExportArgs {
 
 pub fn import(args: ImportArgs) -> Result<()> {
     let Format::Marian = args.format;
-    let report = rosetta::marian::import_marian(&args.dir, &args.out)
-        .with_context(|| format!("cannot import {}", args.dir.display()))?;
+    let out = NewDirectory::before(&args.out);
+    let report = out.clean_up_on_error(
+        rosetta::marian::import_marian(&args.dir, &args.out)
+            .with_context(|| format!("cannot import {}", args.dir.display())),
+    )?;
     for notice in &report.notices {
         eprintln!("note: {notice}");
     }
@@ -54,8 +58,11 @@ pub fn import(args: ImportArgs) -> Result<()> {
 
 pub fn export(args: ExportArgs) -> Result<()> {
     let Format::Marian = args.format;
-    rosetta::marian::export_marian(&args.dir, &args.out)
-        .with_context(|| format!("cannot export {}", args.dir.display()))?;
+    let out = NewDirectory::before(&args.out);
+    out.clean_up_on_error(
+        rosetta::marian::export_marian(&args.dir, &args.out)
+            .with_context(|| format!("cannot export {}", args.dir.display())),
+    )?;
     eprintln!(
         "exported {} as a Hugging Face Marian model to {}",
         args.dir.display(),

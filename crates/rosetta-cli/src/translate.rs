@@ -1,10 +1,11 @@
 //! `rosetta translate --model DIR`: stdin → stdout (or files), one output line per input line.
 
+use crate::output::{InputWarnings, Sink, one_line, read_chunk};
 use anyhow::{Context, Result};
 use rosetta::device::{DeviceChoice, Job, resolve, run_on};
 use rosetta::search::{BeamConfig, BeamRule, SamplingConfig};
 use rosetta::translate::{TranslateOptions, Translation, Translator, pharaoh};
-use std::io::{BufRead, BufWriter, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 
 /// Decoding options shared by `translate` and `evaluate`.
@@ -16,12 +17,13 @@ pub struct DecodeArgs {
     /// GNMT length penalty α.
     #[arg(long, default_value_t = BeamConfig::default().length_penalty)]
     length_penalty: f64,
-    /// Maximum output length: a · source length + b (a).
-    #[arg(long, default_value_t = BeamConfig::default().max_len_a)]
-    max_len_a: f64,
-    /// Maximum output length: a · source length + b (b).
-    #[arg(long, default_value_t = BeamConfig::default().max_len_b)]
-    max_len_b: usize,
+    /// Maximum output length: a · source length + b (a). Default: the model's own (`[decode]
+    /// max_len_a`, derived from its training data), else 1.5.
+    #[arg(long)]
+    max_len_a: Option<f64>,
+    /// Maximum output length: a · source length + b (b). Default: the model's own, else 10.
+    #[arg(long)]
+    max_len_b: Option<usize>,
     /// Minimum output length.
     #[arg(long, default_value_t = BeamConfig::default().min_len)]
     min_len: usize,
@@ -112,44 +114,10 @@ pub struct Args {
     device: DeviceChoice,
 }
 
-/// Reads lines (invalid UTF-8 is replaced, with a warning, so the line count is kept).
-fn read_chunk(reader: &mut dyn BufRead, max: usize, line_no: &mut u64) -> Result<Vec<String>> {
-    let mut lines = Vec::with_capacity(max);
-    let mut buf = Vec::new();
-    while lines.len() < max {
-        buf.clear();
-        if reader
-            .read_until(b'\n', &mut buf)
-            .context("cannot read the input")?
-            == 0
-        {
-            break;
-        }
-        *line_no += 1;
-        if buf.last() == Some(&b'\n') {
-            buf.pop();
-            if buf.last() == Some(&b'\r') {
-                buf.pop();
-            }
-        }
-        let line = match String::from_utf8(std::mem::take(&mut buf)) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!(
-                    "warning: input line {line_no} is not valid UTF-8; invalid bytes replaced"
-                );
-                String::from_utf8_lossy(e.as_bytes()).into_owned()
-            }
-        };
-        lines.push(line);
-    }
-    Ok(lines)
-}
-
 pub fn format_lines(t: &Translation, index: u64, n_best: usize, alignments: bool) -> Vec<String> {
     let source_len = t.source_pieces.len();
     if n_best <= 1 {
-        let mut line = t.text().to_owned();
+        let mut line = one_line(t.text()).into_owned();
         if alignments {
             line.push_str(" ||| ");
             line.push_str(
@@ -166,6 +134,7 @@ pub fn format_lines(t: &Translation, index: u64, n_best: usize, alignments: bool
         log_prob: 0.0,
         score: 0.0,
         attention: Vec::new(),
+        hit_max_len: false,
     }];
     // Beam search can finish fewer than n_best hypotheses; pad so the count per input is fixed.
     let candidates: Vec<&rosetta::translate::Candidate> = if t.source_pieces.is_empty() {
@@ -180,7 +149,7 @@ pub fn format_lines(t: &Translation, index: u64, n_best: usize, alignments: bool
     candidates
         .into_iter()
         .map(|c| {
-            let mut line = format!("{index} ||| {} ||| {:.4}", c.text, c.score);
+            let mut line = format!("{index} ||| {} ||| {:.4}", one_line(&c.text), c.score);
             if alignments {
                 line.push_str(" ||| ");
                 line.push_str(&pharaoh(&c.alignment(source_len)));
@@ -236,13 +205,8 @@ impl Job for TranslateJob<'_> {
                 std::io::stdin().is_terminal(),
             ),
         };
-        let mut writer: Box<dyn Write> = match &args.output {
-            Some(path) => Box::new(BufWriter::new(
-                std::fs::File::create(path)
-                    .with_context(|| format!("cannot create {}", path.display()))?,
-            )),
-            None => Box::new(BufWriter::new(std::io::stdout().lock())),
-        };
+        // A file is written beside its target and renamed over it at the end (see `output`).
+        let mut writer = Sink::open(args.output.as_deref())?;
         let font = match &args.attention_png {
             Some(dir) => {
                 std::fs::create_dir_all(dir)
@@ -261,10 +225,12 @@ impl Job for TranslateJob<'_> {
             .chunk_lines
             .unwrap_or(if interactive { 1 } else { 2000 })
             .max(1);
+        let mut warnings = InputWarnings::default();
         let mut line_no = 0u64;
+        let mut hit_max_len = 0u64;
         loop {
             let first = line_no;
-            let lines = read_chunk(&mut *reader, chunk, &mut line_no)?;
+            let lines = read_chunk(&mut *reader, chunk, &mut line_no, &mut warnings)?;
             if lines.is_empty() {
                 break;
             }
@@ -272,12 +238,15 @@ impl Job for TranslateJob<'_> {
             let translations = translator.translate_at(&refs, &options, first)?;
             for (k, t) in translations.iter().enumerate() {
                 let index = first + k as u64;
+                hit_max_len += u64::from(t.hit_max_len());
                 if t.truncated {
-                    eprintln!(
-                        "warning: input line {} is longer than the model's {} pieces; translated its beginning only",
-                        index + 1,
-                        translator.max_source_len()
-                    );
+                    warnings.truncated.note(|| {
+                        format!(
+                            "input line {} is longer than the model's {} pieces; translated its beginning only",
+                            index + 1,
+                            translator.max_source_len()
+                        )
+                    });
                 }
                 if let (Some(dir), Some(best)) = (&args.attention_png, t.best())
                     && !best.attention.is_empty()
@@ -292,13 +261,28 @@ impl Job for TranslateJob<'_> {
                     )?;
                 }
                 for line in format_lines(t, index, args.n_best, args.alignments) {
-                    writeln!(writer, "{line}")?;
+                    writer.write_line(&line)?;
                 }
             }
             writer.flush()?;
         }
+        writer.finish()?;
+        warnings.summary(line_no);
+        if let Some(warning) = max_len_warning(hit_max_len, line_no, translator.max_len(&options)) {
+            eprintln!("warning: {warning}");
+        }
         Ok(())
     }
+}
+
+/// Outputs cut at the length cap look like a weak model, not like a limit: say how many there were.
+pub fn max_len_warning(hit: u64, lines: u64, (a, b): (f64, usize)) -> Option<String> {
+    (hit > 0).then(|| {
+        format!(
+            "{hit} of {lines} outputs stopped at the maximum output length ({a} · source length + {b}) \
+             without ending; raise --max-len-a / --max-len-b if they look cut short"
+        )
+    })
 }
 
 pub fn run(args: Args) -> Result<()> {

@@ -1190,3 +1190,536 @@ fn train_killed_with_sigkill_three_times_resumes_to_the_same_model() {
         "the weights differ from an uninterrupted run"
     );
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Hostile input lines (issue 26 §5; `scripts/hostile.sh` is the 100,000-line bench)
+
+/// `n` hostile input lines (seeded): empty and whitespace-only lines, 10,000-character lines (spaced
+/// and unbroken), control characters, invalid UTF-8, right-to-left text with bidi controls,
+/// combining marks, emoji and CRLF endings. Returns the bytes (the last line without its newline),
+/// the numbers of lines with invalid UTF-8, and the indices of empty lines.
+fn hostile_lines(n: usize, seed: u64) -> (Vec<u8>, usize, Vec<usize>) {
+    let mut state = seed;
+    let mut next = move |k: usize| {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (state >> 33) as usize % k
+    };
+    fn symbols(chars: usize, next: &mut dyn FnMut(usize) -> usize, spaced: bool) -> String {
+        let mut out = String::with_capacity(chars);
+        while out.len() < chars {
+            if spaced && !out.is_empty() && next(3) == 0 {
+                out.push(' ');
+            }
+            out.push_str(SYMBOLS[next(SYMBOLS.len())]);
+        }
+        out
+    }
+    let controls = [
+        "\0", "\x1b", "\x7f", "\x0b", "\x0c", "\r", "\u{85}", "\u{2028}", "\u{2029}", "\t",
+    ];
+    let invalid: [&[u8]; 7] = [
+        b"\x80",
+        b"\xc3",
+        b"\xe6\x9d",
+        b"\xf0\x9f\x98",
+        b"\xc0\xaf",
+        b"\xed\xa0\x80",
+        b"\xff\xfe",
+    ];
+    let rtl = [
+        "\u{202e}مرحبا بالعالم\u{202c}",
+        "\u{200f}שלום עולם",
+        "\u{2067}a b\u{2069}",
+    ];
+    let (mut bytes, mut bad, mut empty) = (Vec::new(), 0, Vec::new());
+    for i in 0..n {
+        let line: Vec<u8> = match next(12) {
+            0 => {
+                empty.push(i);
+                Vec::new()
+            }
+            1 => " \t\x0b\x0c\u{3000}\u{a0}".as_bytes().to_vec(),
+            // Long lines are rarer than in the bench, to keep the test fast.
+            2 if next(4) == 0 => symbols(10_000, &mut next, true).into_bytes(),
+            3 if next(4) == 0 => symbols(10_000, &mut next, false).into_bytes(),
+            4 => (0..8)
+                .map(|_| format!("{} {}", SYMBOLS[next(8)], controls[next(controls.len())]))
+                .collect::<String>()
+                .into_bytes(),
+            5 => {
+                bad += 1;
+                let mut line = b"a b ".to_vec();
+                line.extend_from_slice(invalid[next(invalid.len())]);
+                line.extend_from_slice(b" c");
+                line
+            }
+            6 => format!("{} {}", rtl[next(3)], rtl[next(3)]).into_bytes(),
+            7 => "a\u{301}\u{302}\u{303}\u{304} b\u{20dd}\u{20de}"
+                .as_bytes()
+                .to_vec(),
+            8 => "😀 👩‍👩‍👧 🇫🇷 東京 \u{feff} \u{10fffd}".as_bytes().to_vec(),
+            9 => b"a b c\r".to_vec(),
+            _ => symbols(12, &mut next, true).into_bytes(),
+        };
+        bytes.extend_from_slice(&line);
+        if i + 1 < n {
+            bytes.push(b'\n');
+        }
+    }
+    (bytes, bad, empty)
+}
+
+#[test]
+fn translate_gives_one_line_per_hostile_input_line_and_counts_its_warnings() {
+    let (input, invalid, empty) = hostile_lines(2000, 26);
+    assert!(invalid > 5 && empty.len() > 5, "{invalid} {}", empty.len());
+    let dir = temp_dir();
+    let path = dir.path().join("hostile.src");
+    std::fs::write(&path, &input).unwrap();
+    let output = run(
+        [
+            "translate",
+            "--model",
+            s(&model_dir()),
+            "--device",
+            "cpu",
+            "--beam",
+            "2",
+            // Several chunks, so line numbers and counts run across them.
+            "--chunk-lines",
+            "300",
+            "--input",
+            s(&path),
+        ],
+        None,
+    );
+    let stdout = ok(&output);
+    let stderr = text(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // The last input line has no newline; every output line has one.
+    assert_eq!(stdout.matches('\n').count(), 2000);
+    let lines: Vec<&str> = stdout.split('\n').collect();
+    for &i in &empty {
+        assert_eq!(lines[i], "", "line {} was empty", i + 1);
+    }
+    // Counted, not listed line by line: five listed, then one total.
+    assert!(
+        stderr.contains(&format!(
+            "warning: {invalid} of 2000 input lines were not valid UTF-8"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("is not valid UTF-8").count(), 5, "{stderr}");
+    assert!(
+        stderr.contains("input lines were longer than the model's maximum source length"),
+        "{stderr}"
+    );
+    assert!(stderr.lines().count() < 30, "{stderr}");
+}
+
+#[test]
+fn translate_keeps_the_old_output_file_until_the_new_one_is_complete() {
+    let model = model_dir();
+    let dir = temp_dir();
+    let out = dir.path().join("out.txt");
+    std::fs::write(&out, "previous\n").unwrap();
+    // Reading fails after the output was opened (a directory as input): the old file is intact and
+    // no temporary is left beside it.
+    let stderr = fails(&run(
+        [
+            "translate",
+            "--model",
+            s(&model),
+            "--device",
+            "cpu",
+            "-i",
+            s(dir.path()),
+            "-o",
+            s(&out),
+        ],
+        None,
+    ));
+    assert!(stderr.contains("cannot read input line 1"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "previous\n");
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["out.txt"]);
+    // The input as its own output: read whole before the file is replaced.
+    std::fs::write(&out, "a b c\n\nd e\n").unwrap();
+    ok(&run(
+        [
+            "translate",
+            "--model",
+            s(&model),
+            "--device",
+            "cpu",
+            "-i",
+            s(&out),
+            "-o",
+            s(&out),
+        ],
+        None,
+    ));
+    let translated = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(translated.matches('\n').count(), 3, "{translated:?}");
+    assert_ne!(translated, "a b c\n\nd e\n");
+    // Missing parent directories are created, as for `evaluate -o` and `train --model-dir`.
+    let nested = dir.path().join("new/sub/out.txt");
+    ok(&run(
+        [
+            "translate",
+            "--model",
+            s(&model),
+            "--device",
+            "cpu",
+            "-o",
+            s(&nested),
+        ],
+        Some(b"a b\n"),
+    ));
+    assert_eq!(std::fs::read_to_string(&nested).unwrap().lines().count(), 1);
+    // A parent that cannot be created (a file is in the way) is named.
+    let blocked = dir.path().join("out.txt/sub/x.txt");
+    let stderr = fails(&run(
+        [
+            "translate",
+            "--model",
+            s(&model),
+            "--device",
+            "cpu",
+            "-o",
+            s(&blocked),
+        ],
+        Some(b"a b\n"),
+    ));
+    assert!(
+        stderr.contains(&format!(
+            "cannot create the directory {}",
+            s(&dir.path().join("out.txt/sub"))
+        )),
+        "{stderr}"
+    );
+    // A directory as the output file.
+    let stderr = fails(&run(
+        [
+            "translate",
+            "--model",
+            s(&model),
+            "--device",
+            "cpu",
+            "-o",
+            s(dir.path()),
+        ],
+        Some(b"a b\n"),
+    ));
+    assert!(stderr.contains("is a directory"), "{stderr}");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Full disks and read-only directories (issue 26 §3)
+
+/// A small tmpfs, unmounted when dropped (needs root; see `crates/rosetta/tests/checkpoint.rs`).
+struct Tmpfs {
+    dir: TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Result<Tmpfs, String> {
+        let dir = temp_dir();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|e| e.to_string())?;
+        if !status.success() {
+            return Err("mount -t tmpfs failed (needs root)".into());
+        }
+        Ok(Tmpfs { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fills the filesystem to the last byte; returns the filler file.
+    fn fill(&self) -> PathBuf {
+        let path = self.path().join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let block = vec![0u8; 4096];
+        while file
+            .write_all(&block)
+            .and_then(|()| file.sync_all())
+            .is_ok()
+        {}
+        for _ in 0..4096 {
+            if file.write_all(&[0]).and_then(|()| file.sync_all()).is_err() {
+                break;
+            }
+        }
+        path
+    }
+
+    /// Remounts it read-only.
+    fn read_only(&self) -> Result<(), String> {
+        let status = Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(self.path())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|e| e.to_string())?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err("mount -o remount,ro failed".into())
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.path()).status();
+    }
+}
+
+/// The Marian fixture of the rosetta crate's tests.
+fn marian_fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../rosetta/tests/fixtures/marian-tiny")
+}
+
+/// The files under `dir` (recursively, relative names), for "nothing left behind" checks.
+fn files_under(dir: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.insert(
+                    path.strip_prefix(dir)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Every command that writes outputs (hypotheses, model directories), run onto `root` where
+/// writing fails with `reason`: each must exit 1 naming the path and the reason, keep the earlier
+/// files `previous.txt` and `previous.hyp`, and leave no temporary or half-written model behind.
+fn writes_fail_cleanly(root: &Path, reason: &str) {
+    let model = model_dir();
+    let before = files_under(root);
+    let check = |what: &str, output: Output, path: &Path| {
+        let stderr = fails(&output);
+        assert!(
+            stderr.contains(s(path)) && stderr.contains(reason),
+            "{what}: the error should name {} and say {reason:?}: {stderr}",
+            path.display()
+        );
+    };
+    let translate_to = |out: &Path| {
+        run(
+            [
+                "translate",
+                "--model",
+                s(&model),
+                "--device",
+                "cpu",
+                "-o",
+                s(out),
+            ],
+            Some(b"a b c\nd e f\n"),
+        )
+    };
+    let out = root.join("previous.txt");
+    check("translate -o FILE", translate_to(&out), &out);
+    let out = root.join("new.txt");
+    check("translate -o NEW", translate_to(&out), &out);
+    let out = root.join("missing/dir/out.txt");
+    check("translate -o MISSING/DIR/FILE", translate_to(&out), &out);
+    let out = root.join("previous.hyp");
+    check(
+        "evaluate -o",
+        run(
+            [
+                "evaluate",
+                "--model",
+                s(&model),
+                "--src",
+                s(&task().join("data/test.src")),
+                "--ref",
+                s(&task().join("data/test.tgt")),
+                "--device",
+                "cpu",
+                "-o",
+                s(&out),
+            ],
+            None,
+        ),
+        &out,
+    );
+    let out = root.join("trained");
+    check(
+        "train --model-dir",
+        run(
+            [
+                "train",
+                s(&task().join("config.toml")),
+                "--model-dir",
+                s(&out),
+                "--device",
+                "cpu",
+            ],
+            None,
+        ),
+        &out,
+    );
+    let out = root.join("averaged");
+    check(
+        "average -o",
+        run(
+            [
+                "average",
+                "--model",
+                s(&model),
+                "--last",
+                "2",
+                "-o",
+                s(&out),
+            ],
+            None,
+        ),
+        &out,
+    );
+    let out = root.join("imported");
+    check(
+        "import marian -o",
+        run(
+            ["import", "marian", s(&marian_fixture()), "-o", s(&out)],
+            None,
+        ),
+        &out,
+    );
+    let out = root.join("exported");
+    check(
+        "export marian -o",
+        run(["export", "marian", s(&imported()), "-o", s(&out)], None),
+        &out,
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("previous.txt")).unwrap(),
+        "previous\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("previous.hyp")).unwrap(),
+        "previous\n"
+    );
+    // Only a failed `train` leaves a (resumable, model-less) directory behind.
+    let after: BTreeSet<String> = files_under(root)
+        .into_iter()
+        .filter(|f| !f.starts_with("trained/"))
+        .collect();
+    assert_eq!(after, before, "files left behind");
+    assert!(!root.join("trained/model.safetensors").exists());
+}
+
+/// An imported copy of the Marian fixture (once per test process).
+fn imported() -> PathBuf {
+    static IMPORTED: OnceLock<TempDir> = OnceLock::new();
+    IMPORTED
+        .get_or_init(|| {
+            let dir = temp_dir();
+            ok(&run(
+                [
+                    "import",
+                    "marian",
+                    s(&marian_fixture()),
+                    "-o",
+                    s(&dir.path().join("m")),
+                ],
+                None,
+            ));
+            dir
+        })
+        .path()
+        .join("m")
+}
+
+#[test]
+fn writes_onto_a_full_disk_are_clear_errors_that_keep_earlier_files() {
+    let fs = match Tmpfs::mount("4m") {
+        Ok(fs) => fs,
+        Err(why) => {
+            eprintln!("SKIPPED: full-disk test: {why}");
+            return;
+        }
+    };
+    for name in ["previous.txt", "previous.hyp"] {
+        std::fs::write(fs.path().join(name), "previous\n").unwrap();
+    }
+    let filler = fs.fill();
+    writes_fail_cleanly(fs.path(), "No space left on device");
+    // Once there is room again, the same commands write to the same places.
+    std::fs::remove_file(filler).unwrap();
+    ok(&run(
+        [
+            "average",
+            "--model",
+            s(&model_dir()),
+            "--last",
+            "2",
+            "-o",
+            s(&fs.path().join("averaged")),
+        ],
+        None,
+    ));
+    ok(&run(
+        [
+            "translate",
+            "--model",
+            s(&fs.path().join("averaged")),
+            "--device",
+            "cpu",
+            "-o",
+            s(&fs.path().join("previous.txt")),
+        ],
+        Some(b"a b c\n\n"),
+    ));
+    assert_eq!(
+        std::fs::read_to_string(fs.path().join("previous.txt"))
+            .unwrap()
+            .matches('\n')
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn writes_into_a_read_only_directory_are_clear_errors_that_keep_earlier_files() {
+    let fs = match Tmpfs::mount("4m") {
+        Ok(fs) => fs,
+        Err(why) => {
+            // Permission bits would do without root, but root (who can mount) ignores them.
+            eprintln!("SKIPPED: read-only directory test: {why}");
+            return;
+        }
+    };
+    for name in ["previous.txt", "previous.hyp"] {
+        std::fs::write(fs.path().join(name), "previous\n").unwrap();
+    }
+    if let Err(why) = fs.read_only() {
+        eprintln!("SKIPPED: read-only directory test: {why}");
+        return;
+    }
+    writes_fail_cleanly(fs.path(), "Read-only file system");
+}
