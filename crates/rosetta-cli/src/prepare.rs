@@ -23,7 +23,7 @@ pub struct Args {
     /// Load an existing pipeline from this directory instead of training one (statistics only).
     #[arg(long)]
     from: Option<PathBuf>,
-    /// Tokenizer: word, char, bpe or unigram.
+    /// Tokenizer: word, space (pre-tokenized text), char, bpe or unigram.
     #[arg(long, default_value = "bpe")]
     tokenizer: TokenizerKind,
     /// Subword vocabulary size.

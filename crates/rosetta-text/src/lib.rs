@@ -2,7 +2,7 @@
 //!
 //! Data flows through the modules in this order:
 //! [`corpus`] (read and validate parallel text) → [`normalize`] (Unicode NFC) → [`tokenize`]
-//! (word, char, BPE, unigram) → [`vocab`] (token ↔ id) → [`encoded`] (compact id storage) →
+//! (word, space, char, BPE, unigram) → [`vocab`] (token ↔ id) → [`encoded`] (compact id storage) →
 //! [`batch`] (length-bucketed, token-limited batches with padding masks).
 //! [`pipeline`] ties normalization, tokenizers and vocabularies together and saves them.
 //! [`metrics`] scores hypotheses against references exactly like sacreBLEU 2.x.

@@ -415,3 +415,89 @@ fn models_that_do_not_share_token_ids_are_refused_as_an_ensemble() {
         .to_string();
     assert!(err.contains("at least one model"), "{err}");
 }
+
+/// A confident model of one sentence, words 4, 5, …, 9 then `</s>`, whatever came before: the
+/// right word has probability ≈ 1 at every step, an early `</s>` ≈ e⁻⁸, any other word ≈ e⁻²⁰.
+struct Confident;
+
+impl rosetta::search::Scorer<Flex> for Confident {
+    type State = usize; // the step: every row is at the same one
+
+    fn start(&self, _src: &rosetta::model::input::SourceBatch<Flex>) -> usize {
+        0
+    }
+
+    fn step(
+        &self,
+        prev: burn::tensor::Tensor<Flex, 1, burn::tensor::Int>,
+        t: usize,
+    ) -> rosetta::search::Step<Flex, usize> {
+        const VOCAB: usize = 12;
+        let n = prev.dims()[0];
+        let mut logits = vec![-20.0f32; n * VOCAB];
+        for row in logits.chunks_mut(VOCAB) {
+            row[..3].fill(-30.0); // <pad>, <unk>, <s>
+            if t < 6 {
+                row[4 + t] = 0.0;
+                row[3] = -8.0;
+            } else {
+                row[3] = 0.0;
+            }
+        }
+        rosetta::search::Step {
+            logits: burn::tensor::Tensor::from_data(
+                burn::tensor::TensorData::new(logits, [n, VOCAB]),
+                &Default::default(),
+            ),
+            state: t + 1,
+            attention: None,
+        }
+    }
+
+    fn select(
+        &self,
+        t: usize,
+        _indices: burn::tensor::Tensor<Flex, 1, burn::tensor::Int>,
+    ) -> usize {
+        t
+    }
+}
+
+/// SCAN, beam 5: 47% of the test set exactly right against greedy's 95%. fairseq's rule ended a
+/// sentence at `beam` finished hypotheses, which on a confident model were all improbable early
+/// `</s>`s while the right, longer hypothesis was still live.
+#[test]
+fn beam_search_does_not_stop_at_improbable_early_ends_while_a_better_hypothesis_is_live() {
+    let ids = [vec![4u32; 10]];
+    let src = rosetta::model::input::source_batch::<Flex>(
+        &rosetta_text::batch::PaddedIds::new(
+            ids.iter().map(Vec::as_slice),
+            &rosetta_text::vocab::SpecialIds::default(),
+            false,
+            true,
+        ),
+        rosetta_text::vocab::SpecialIds::default(),
+        &Default::default(),
+    );
+    let greedy = rosetta::search::greedy(&Confident, &src, |_| 20);
+    assert_eq!(greedy[0].tokens, [4, 5, 6, 7, 8, 9]);
+    for beam in [2, 3, 5] {
+        for length_penalty in [0.0, 1.0] {
+            let out = rosetta::search::beam_search(
+                &Confident,
+                &src,
+                &BeamConfig {
+                    beam,
+                    length_penalty,
+                    ..BeamConfig::default()
+                },
+            );
+            assert_eq!(
+                out[0][0].tokens,
+                [4, 5, 6, 7, 8, 9],
+                "beam {beam}, α {length_penalty}"
+            );
+            assert!(out[0][0].log_prob > -0.01, "{}", out[0][0].log_prob);
+        }
+    }
+}

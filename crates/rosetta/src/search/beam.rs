@@ -2,8 +2,10 @@
 //!
 //! Every step scores all live hypotheses of all unfinished sentences in one call to the model. For
 //! each sentence, the best `beam` expansions are kept; an expansion that ends with `</s>` and ranks
-//! among them is finished (as in fairseq). A sentence is done once `beam` hypotheses have finished,
-//! or when its hypotheses reach the maximum length. Final scores use GNMT's length penalty
+//! among them is finished (as in fairseq). A sentence is done once `beam` hypotheses have finished
+//! and no live one can still beat the best of them (Huang et al. 2017, "When to finish? Optimal
+//! beam search for neural text generation"), or when its hypotheses reach the maximum length.
+//! Final scores use GNMT's length penalty
 //! `lp(Y) = ((5 + |Y|) / 6)^α` (Wu et al. 2016, §7), with |Y| counting `</s>`.
 //!
 //! [`BeamRule::HuggingFace`] reproduces `transformers`' `generate(num_beams=…)` instead (the default
@@ -302,7 +304,7 @@ pub fn beam_search<B: Backend, S: Scorer<B>>(
             // candidates; the best `beam` others continue.
             let mut kept = 0;
             for (rank, &(log_prob, row, token)) in candidates.iter().enumerate() {
-                if kept == beam || (!hf && finished[sentence].len() >= beam) {
+                if kept == beam {
                     break;
                 }
                 if token == eos && rank >= beam {
@@ -370,7 +372,30 @@ pub fn beam_search<B: Backend, S: Scorer<B>>(
                         .last()
                         .is_some_and(|worst| best_live <= worst.score)
             } else {
+                // fairseq stops at `beam` finished hypotheses; on a confident model those can all
+                // be improbable early `</s>`s while the right, longer one is still live (SCAN: beam
+                // 5 matched 47% of the test set exactly, greedy 95%). Stop only when no live
+                // hypothesis can still beat the best finished one (Huang et al. 2017, "When to
+                // finish?"): its log-probability can only fall, and the GNMT penalty divides it by
+                // at most lp(limit), so `log P / lp(limit)` bounds its final score.
+                let best_finished = finished[sentence]
+                    .iter()
+                    .map(|h| h.score)
+                    .fold(f32::NEG_INFINITY, f32::max);
+                let bound = |h: &Live| {
+                    let longest = if config.length_penalty >= 0.0 {
+                        limits[sentence] + 1
+                    } else {
+                        h.tokens.len() + 1
+                    };
+                    normalize(h.log_prob, longest)
+                };
                 finished[sentence].len() >= beam
+                    && next_live
+                        .iter()
+                        .rev()
+                        .take_while(|h| h.sentence == sentence)
+                        .all(|h| bound(h) <= best_finished)
             };
             if done {
                 while next_live.last().is_some_and(|h| h.sentence == sentence) {
