@@ -242,7 +242,7 @@ fn merge_counts(mut a: HashMap<String, u64>, b: HashMap<String, u64>) -> HashMap
 }
 
 impl TextPipeline {
-    /// Trains tokenizers (subword) or counts pieces (word, char) on a corpus and builds the vocabularies.
+    /// Trains tokenizers (subword) or counts pieces (word, space, char) on a corpus and builds the vocabularies.
     pub fn fit(source: &CorpusSource, config: &TextConfig, progress: Progress<'_>) -> Result<Self> {
         config.validate()?;
         let max_vocab = (config.max_vocab > 0).then_some(config.max_vocab);
