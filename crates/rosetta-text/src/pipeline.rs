@@ -101,8 +101,10 @@ impl TextConfig {
             ));
         }
         let mut config: TextConfig = toml_from_str(text).map_err(|e| Error::format(path, e))?;
-        // Written before joiner marks existed: its vocabulary holds unmarked pieces.
-        if !table.contains_key("joiners") {
+        // A word pipeline written before joiner marks existed: its vocabulary holds unmarked
+        // pieces. (Other kinds ignore the key; leaving it at its default keeps an old BPE pipeline
+        // equal to a new one, so their models still ensemble.)
+        if !table.contains_key("joiners") && config.tokenizer == TokenizerKind::Word {
             config.joiners = false;
         }
         config.validate()?;

@@ -128,7 +128,7 @@ pub fn import_marian(hf_dir: &Path, out_dir: &Path) -> Result<ImportReport> {
     let tgt_spm = SentencePieceTokenizer::load(hf_dir.join("target.spm"))?;
     let text = TextConfig {
         tokenizer: TokenizerKind::SentencePiece,
-        joiners: false,
+        joiners: true, // the default; only the word tokenizer reads it
         vocab_size: tgt_vocab.len(),
         // Two SentencePiece models: the sides are tokenized separately even when the vocabulary
         // (and the embedding table) is shared.
