@@ -111,6 +111,13 @@ fn lowercasing_after_nfc_leaves_nfc_text() {
     run_input("tokenize", "regression-lowercase-undoes-nfc");
 }
 
+/// `sweep`: a random search of `trials = 100000000` drew and checked every trial up front and
+/// exhausted memory (found by reviewing the harness, not by the fuzzer); it is now refused.
+#[test]
+fn a_random_sweep_beyond_the_trial_limit_is_an_error_not_an_oom() {
+    run_input("sweep", "regression-random-trials-beyond-the-limit");
+}
+
 /// Writes the seeds Rosetta's own code produces into `fuzz/corpus/` (run by hand after a format
 /// change: `cargo test -p rosetta-fuzz -- --ignored`).
 #[test]

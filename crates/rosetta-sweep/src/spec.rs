@@ -34,7 +34,8 @@ use std::path::{Path, PathBuf};
 
 /// A grid larger than this needs `--yes`: it is easy to write a space of thousands of trials.
 pub const GRID_LIMIT: usize = 100;
-/// No grid is built beyond this many combinations, `--yes` or not.
+/// No grid is built beyond this many combinations, `--yes` or not, and no random search draws
+/// more trials.
 pub const GRID_HARD_LIMIT: usize = 100_000;
 
 /// How trials are chosen.
@@ -395,6 +396,12 @@ impl Sweep {
         match (file.method, file.trials) {
             (Method::Random, None | Some(0)) => {
                 return Err(fail("method = \"random\" needs trials = N (N ≥ 1)".into()));
+            }
+            // Every trial is drawn and checked up front: an absurd count would exhaust memory.
+            (Method::Random, Some(n)) if n > GRID_HARD_LIMIT => {
+                return Err(fail(format!(
+                    "trials = {n} is more than a sweep runs ({GRID_HARD_LIMIT} at most)"
+                )));
             }
             (Method::Grid, Some(_)) => {
                 return Err(fail(

@@ -143,6 +143,22 @@ fn bad_sweeps_are_refused_before_anything_trains() {
     assert!(e.contains("unknown"), "{e}");
 }
 
+/// Found while fuzzing sweep files (`fuzz/corpus/sweep/regression-random-trials-beyond-the-limit`):
+/// every trial is drawn and checked up front, so `trials = 100000000` exhausted memory.
+#[test]
+fn a_random_search_of_more_trials_than_the_limit_is_refused() {
+    let e = error("method = \"random\"\ntrials = 100000000\n[space]\nmodel.dropout = [0.1, 0.2]\n");
+    assert!(
+        e.contains("trials = 100000000") && e.contains("100000 at most"),
+        "{e}"
+    );
+    let limit = rosetta_sweep::spec::GRID_HARD_LIMIT;
+    let at_limit =
+        format!("method = \"random\"\ntrials = {limit}\n[space]\nmodel.dropout = [0.1]\n");
+    let (_dir, _path, sweep) = load(&at_limit);
+    assert_eq!(sweep.unwrap().trials, Some(limit));
+}
+
 #[test]
 fn a_grid_over_the_limit_needs_confirmation() {
     let values: Vec<String> = (0..11).map(|i| format!("{}", 16 + i)).collect();
