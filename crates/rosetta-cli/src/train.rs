@@ -99,8 +99,17 @@ fn kept_pairs(stats: &rosetta_text::stats::CorpusStats) -> String {
 impl Observer for Progress {
     fn started(&mut self, info: &RunInfo) {
         self.line(format!(
-            "{} parameters; {} training pairs ({} batches/epoch), {} validation pairs{}",
-            info.parameters,
+            "{}; {} training pairs ({} batches/epoch), {} validation pairs{}",
+            if info.trainable == info.parameters {
+                format!("{} parameters", info.parameters)
+            } else {
+                format!(
+                    "{} parameters, {} trainable ({:.2}%; the rest frozen)",
+                    info.parameters,
+                    info.trainable,
+                    100.0 * info.trainable as f64 / info.parameters.max(1) as f64
+                )
+            },
             kept_pairs(&info.train_stats),
             info.batches_per_epoch,
             info.valid_pairs,

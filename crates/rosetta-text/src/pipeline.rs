@@ -118,7 +118,8 @@ impl TextConfig {
 }
 
 /// File names inside a pipeline directory.
-const CONFIG_FILE: &str = "text.toml";
+/// The settings file of a saved pipeline.
+pub const CONFIG_FILE: &str = "text.toml";
 
 fn side_file(joint: bool, side: &str, name: &str) -> String {
     if joint {

@@ -27,6 +27,11 @@ pub struct DataConfig {
     pub valid_tgt: Option<PathBuf>,
     /// Validation data as one TSV file instead.
     pub valid_tsv: Option<PathBuf>,
+    /// A text pipeline saved by `rosetta prepare -o DIR`, used instead of fitting one on the
+    /// training data: a subword model learned on more text than this corpus (the languages a model
+    /// will later be fine-tuned on), or shared by several models (as fairseq's `--srcdict` and
+    /// Marian's `--vocabs`). Its `[text]` settings are the run's; only `text.max_len` may differ.
+    pub pipeline: Option<PathBuf>,
 }
 
 fn source(
@@ -431,6 +436,9 @@ impl Config {
     /// `[decode]` tables of the starting model, keeping this config's dropout rates and
     /// `text.max_len` where it sets them. Any other difference is an error naming the table.
     pub fn resolve_init_from(&self) -> Result<Config> {
+        if let Some(dir) = &self.data.pipeline {
+            return self.resolve_pipeline(dir);
+        }
         let Some(dir) = &self.train.init_from else {
             return Ok(self.clone());
         };
@@ -458,22 +466,51 @@ impl Config {
                 init_path.display()
             )));
         }
-        let max_len = |t: &TextConfig| TextConfig {
-            max_len: 0,
-            ..t.clone()
-        };
-        if self.text == TextConfig::default() {
-            out.text = init.text.clone();
-        } else if max_len(&self.text) != max_len(&init.text) {
-            return Err(Error::Config(format!(
+        out.text = adopt_text(&self.text, &init.text).map_err(|()| {
+            Error::Config(format!(
                 "train.init_from = {}: [text] differs from the starting model's; fine-tuning keeps \
                  its tokenizers and vocabularies (remove [text], or change only text.max_len)",
                 dir.display()
-            )));
-        }
+            ))
+        })?;
         if self.decode == DecodeConfig::default() {
             out.decode = init.decode.clone();
         }
+        out.validate()?;
+        Ok(out)
+    }
+
+    /// The config of a run with `data.pipeline`: that pipeline's `[text]` settings, this config's
+    /// `text.max_len` where it sets one.
+    fn resolve_pipeline(&self, dir: &Path) -> Result<Config> {
+        if self.train.init_from.is_some() {
+            return Err(Error::Config(
+                "data.pipeline and train.init_from both give the text pipeline: fine-tuning keeps \
+                 the starting model's, so remove data.pipeline"
+                    .into(),
+            ));
+        }
+        let path = dir.join(rosetta_text::pipeline::CONFIG_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            Error::io(
+                &path,
+                std::io::Error::new(
+                    e.kind(),
+                    format!("data.pipeline names no saved text pipeline ({e})"),
+                ),
+            )
+        })?;
+        let theirs = TextConfig::from_toml(&text, &path)?;
+        let mut out = self.clone();
+        out.data.pipeline = Some(std::fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?);
+        out.text = adopt_text(&self.text, &theirs).map_err(|()| {
+            Error::Config(format!(
+                "data.pipeline = {}: [text] differs from that pipeline's settings ({}); remove \
+                 [text], or set only text.max_len",
+                dir.display(),
+                path.display()
+            ))
+        })?;
         out.validate()?;
         Ok(out)
     }
@@ -523,6 +560,28 @@ impl Config {
             )));
         }
         Ok(())
+    }
+}
+
+/// The text settings of a run that takes its pipeline from elsewhere (`theirs`): those settings,
+/// with `own.max_len` when `own` sets only that. `Err` when `own` sets anything else differently.
+fn adopt_text(own: &TextConfig, theirs: &TextConfig) -> std::result::Result<TextConfig, ()> {
+    let without_max_len = |t: &TextConfig| TextConfig {
+        max_len: 0,
+        ..t.clone()
+    };
+    let default = TextConfig::default();
+    if *own == default {
+        Ok(theirs.clone())
+    } else if without_max_len(own) == without_max_len(&default)
+        || without_max_len(own) == without_max_len(theirs)
+    {
+        Ok(TextConfig {
+            max_len: own.max_len,
+            ..theirs.clone()
+        })
+    } else {
+        Err(())
     }
 }
 

@@ -540,7 +540,6 @@ fn imported_model_fine_tunes_end_to_end() {
 #[test]
 fn lora_trains_only_its_updates_saves_the_adapter_alone_and_merges() {
     use burn::backend::Autodiff;
-    use burn::module::Module;
     use rosetta::model::lora::{FinetuneConfig, FinetuneMethod};
     use rosetta::train::checkpoint;
     use rosetta::train::trainer::{Silent, TrainOptions, train};
@@ -630,16 +629,24 @@ fn lora_trains_only_its_updates_saves_the_adapter_alone_and_merges() {
         let Some((_, last)) = checkpoint::list(&ft).unwrap().pop() else {
             panic!("no checkpoint");
         };
-        Transformer::<Flex>::new(
+        // Checkpoints hold the updates alone (the base is init_from's), as the optimizer does.
+        assert!(!last.join("model.mpk").exists());
+        let saved =
+            rosetta::marian::weights::read_tensors(&last.join("adapter.safetensors")).unwrap();
+        assert!(
+            saved.keys().all(|k| k.contains("_lora.")),
+            "{:?}",
+            saved.keys()
+        );
+        let model = Transformer::<Flex>::new(
             t,
             pipeline.src_vocab().len(),
             pipeline.tgt_vocab().len(),
             &device,
         )
         .unwrap()
-        .frozen_with_finetune(&config.finetune, &device)
-        .load_file(last.join("model"), &checkpoint::recorder(), &device)
-        .unwrap()
+        .frozen_with_finetune(&config.finetune, &device);
+        checkpoint::load_checkpoint_model(model, &last, Some(&base_dir), &device).unwrap()
     };
     assert_eq!(weights(&last_checkpoint()), weights(&base_model));
 
@@ -754,6 +761,22 @@ fn adapters_train_alone_run_in_the_search_and_merge_into_a_self_contained_direct
         after < before - 0.05,
         "per-token NLL {before:.3} → {after:.3}"
     );
+
+    // A base changed since the adapter was trained (here one bit of its last weight) is refused,
+    // naming the adapter and the base, instead of translating with weights it never saw.
+    let weights = base_dir.join("model.safetensors");
+    let original = std::fs::read(&weights).unwrap();
+    let mut changed = original.clone();
+    *changed.last_mut().unwrap() ^= 1;
+    std::fs::write(&weights, &changed).unwrap();
+    let err = Translator::<Flex>::load(&ft, &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("other base weights") && err.contains("adapter.safetensors"),
+        "{err}"
+    );
+    std::fs::write(&weights, &original).unwrap();
 
     // Merged: base and adapters in one directory that no longer needs the base.
     let merged = out.path().join("merged");

@@ -570,3 +570,77 @@ fn dropped_pairs_are_reported_and_the_length_cap_follows_the_training_data() {
         }
     }
 }
+
+#[test]
+fn a_prepared_pipeline_is_used_instead_of_one_fitted_on_the_training_data() {
+    let _guard = serial();
+    let device = Default::default();
+    let prepared = tempfile::tempdir().unwrap();
+    // Prepared on text the training corpus lacks ("x y z"): the run's vocabulary must have it.
+    let mut vocab_text = reverse_task(50, 3);
+    vocab_text.push(("x y z".into(), "z y x".into()));
+    let mut text = tiny_config().text;
+    text.max_len = 40;
+    rosetta_text::pipeline::TextPipeline::fit(
+        &CorpusSource::Memory(Arc::new(vocab_text)),
+        &text,
+        &|_| {},
+    )
+    .unwrap()
+    .save(prepared.path())
+    .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = tiny_config();
+    config.text = Default::default(); // taken from the prepared pipeline
+    config.data.pipeline = Some(prepared.path().to_path_buf());
+    config.train.max_steps = 2;
+    train::<B>(
+        &config,
+        &data(reverse_task(50, 1), None),
+        &options(dir.path(), false),
+        &device,
+        &mut Silent,
+    )
+    .unwrap();
+    let vocab = std::fs::read_to_string(dir.path().join("vocab.txt")).unwrap();
+    assert!(vocab.lines().any(|l| l.split('\t').next() == Some("x")));
+    let saved = Config::load(&dir.path().join("config.toml")).unwrap();
+    assert_eq!(saved.text, text);
+    // Resuming reads the same settings back.
+    config.train.max_steps = 3;
+    train::<B>(
+        &config,
+        &data(reverse_task(50, 1), None),
+        &options(dir.path(), true),
+        &device,
+        &mut Silent,
+    )
+    .unwrap();
+
+    // A [text] that contradicts the pipeline is refused, naming the key.
+    let mut config = tiny_config();
+    config.text.vocab_size = 123;
+    config.data.pipeline = Some(prepared.path().to_path_buf());
+    let err = train::<B>(
+        &config,
+        &data(reverse_task(50, 1), None),
+        &options(tempfile::tempdir().unwrap().path(), false),
+        &device,
+        &mut Silent,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("data.pipeline"), "{err}");
+    // A directory that holds no pipeline is named.
+    config.text = Default::default();
+    config.data.pipeline = Some(dir.path().join("nothing-here"));
+    let err = train::<B>(
+        &config,
+        &data(reverse_task(50, 1), None),
+        &options(tempfile::tempdir().unwrap().path(), false),
+        &device,
+        &mut Silent,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("nothing-here"), "{err}");
+}

@@ -161,19 +161,20 @@ impl<B: Backend> ArchJob<B> for SumJob<'_, B> {
 
     fn run<M: Seq2Seq<B>>(self) -> Self::Output {
         let load = |dir: &Path| -> Result<M> {
-            M::init(
+            let model = M::init(
                 &self.config.model,
                 self.pipeline.src_vocab().len(),
                 self.pipeline.tgt_vocab().len(),
                 self.device,
             )?
-            // A LoRA run's checkpoints hold the frozen base and the updates.
-            .with_finetune(&self.config.finetune, self.device)?
-            .load_file(dir.join("model"), &checkpoint::recorder(), self.device)
-            .map_err(|e| Error::Checkpoint {
-                path: dir.join("model.mpk"),
-                message: format!("cannot load the model state: {e}"),
-            })
+            // A fine-tuning run's checkpoints hold the updates; the frozen base is init_from's.
+            .with_finetune(&self.config.finetune, self.device)?;
+            checkpoint::load_checkpoint_model(
+                model,
+                dir,
+                self.config.train.init_from.as_deref(),
+                self.device,
+            )
         };
         // Running sum in visit order (the same for every instance of one architecture).
         let mut sum: Option<M> = None;

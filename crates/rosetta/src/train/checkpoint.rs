@@ -57,24 +57,98 @@ pub fn save_weights<B: Backend, M: Module<B>>(model: &M, path: &Path) -> Result<
 /// those of the directory its `train.init_from` names.
 pub const ADAPTER: &str = "adapter.safetensors";
 
-/// Saves only the fine-tuning parameters of `model` (LoRA updates, adapters), atomically.
-pub fn save_adapter<B: Backend, M: Module<B>>(model: &M, path: &Path) -> Result<()> {
-    save_store(model, path, Some(r"_lora\.|_adapter\."), "the adapter")
+/// The metadata key of an adapter file that holds the SHA-256 of the base weights it was trained
+/// on ([`file_sha256`] of the base's `model.safetensors`).
+pub const BASE_SHA256: &str = "rosetta.base_sha256";
+
+/// Saves only the fine-tuning parameters of `model` (LoRA updates, adapters), atomically, with
+/// the fingerprint of the base weights they were trained on (checked when they are loaded).
+pub fn save_adapter<B: Backend, M: Module<B>>(
+    model: &M,
+    path: &Path,
+    base_sha256: &str,
+) -> Result<()> {
+    save_store(
+        model,
+        path,
+        Some((r"_lora\.|_adapter\.", base_sha256)),
+        "the adapter",
+    )
 }
 
-/// Writes the parameters of `model` whose paths match `only` (all when `None`) as safetensors:
-/// temporary file, fsync, rename.
+/// The SHA-256 of a file's bytes, in hex.
+pub fn file_sha256(path: &Path) -> Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// The `__metadata__` strings of a safetensors file, read from its header alone.
+pub fn safetensors_metadata(path: &Path) -> Result<std::collections::HashMap<String, String>> {
+    use std::io::Read;
+    let corrupt = |message: String| Error::Checkpoint {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).map_err(|_| {
+        corrupt("not a safetensors file: shorter than its 8-byte header length".into())
+    })?;
+    let len = u64::from_le_bytes(len);
+    // The format caps its header at 100 MB; a larger length is damage, not a header to allocate.
+    if len > 100_000_000 || len > file_len.saturating_sub(8) {
+        return Err(corrupt(format!(
+            "not a safetensors file: its header length ({len} bytes) does not fit in the file"
+        )));
+    }
+    let mut header = vec![0u8; len as usize];
+    file.read_exact(&mut header)
+        .map_err(|e| Error::io(path, e))?;
+    let header: serde_json::Value = serde_json::from_slice(&header).map_err(|e| {
+        corrupt(format!(
+            "not a safetensors file: its header is not JSON ({e})"
+        ))
+    })?;
+    Ok(header
+        .get("__metadata__")
+        .and_then(|m| m.as_object())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// Writes the parameters of `model` as safetensors (temporary file, fsync, rename): all of them,
+/// or with `adapter = Some((pattern, base_sha256))` those whose paths match, fingerprinted.
 fn save_store<B: Backend, M: Module<B>>(
     model: &M,
     path: &Path,
-    only: Option<&str>,
+    adapter: Option<(&str, &str)>,
     what: &str,
 ) -> Result<()> {
     let tmp = rosetta_text::atomic::tmp_name(path);
     let _ = std::fs::remove_file(&tmp);
     let mut store = SafetensorsStore::from_file(&tmp).overwrite(true);
-    if let Some(pattern) = only {
-        store = store.with_regex(pattern);
+    if let Some((pattern, base_sha256)) = adapter {
+        store = store.with_regex(pattern).metadata(BASE_SHA256, base_sha256);
     }
     model.save_into(&mut store).map_err(|e| Error::Checkpoint {
         path: path.to_path_buf(),
@@ -105,12 +179,70 @@ pub fn load_model_dir_weights<B: Backend, M: Module<B>>(model: M, dir: &Path) ->
         });
     };
     let model = load_base_weights(model, &base)?;
+    load_adapter(model, &adapter, &base)
+}
+
+/// Loads the fine-tuning parameters saved in `adapter` into `model`, which holds the weights of
+/// the base model in `base_dir`; refused when that base is not the one the adapter was trained on.
+pub fn load_adapter<B: Backend, M: Module<B>>(
+    model: M,
+    adapter: &Path,
+    base_dir: &Path,
+) -> Result<M> {
+    // Adapters saved before fingerprints existed carry none, and load as they did.
+    if let Some(expected) = safetensors_metadata(adapter)?.get(BASE_SHA256) {
+        let base_weights = base_dir.join(WEIGHTS);
+        let found = file_sha256(&base_weights)?;
+        if &found != expected {
+            return Err(Error::Checkpoint {
+                path: adapter.to_path_buf(),
+                message: format!(
+                    "was trained on other base weights than {} holds now (SHA-256 {} when \
+                     trained, {} now): restore the base model it was trained on, or fine-tune \
+                     again",
+                    base_weights.display(),
+                    &expected[..expected.len().min(12)],
+                    &found[..12]
+                ),
+            });
+        }
+    }
     load_part(
         model,
-        &adapter,
+        adapter,
         FinetuneConfig::is_finetune_key,
         "this adapter does not fit the model",
     )
+}
+
+/// Loads the model state of the checkpoint in `dir`: `model.mpk` (every parameter), or for a
+/// fine-tuning run `adapter.safetensors` (the new parameters alone; checkpoints of a LoRA run on a
+/// 300 MB OPUS-MT model are then a few MB) over the weights of `base`, its `train.init_from`.
+pub fn load_checkpoint_model<B: Backend, M: Module<B>>(
+    model: M,
+    dir: &Path,
+    base: Option<&Path>,
+    device: &B::Device,
+) -> Result<M> {
+    let adapter = dir.join(ADAPTER);
+    if adapter.exists() {
+        let Some(base) = base else {
+            return Err(Error::Checkpoint {
+                path: adapter,
+                message: "a fine-tuning checkpoint without a base model: config.toml has no \
+                          train.init_from"
+                    .into(),
+            });
+        };
+        let model = load_base_weights(model, base)?;
+        return load_adapter(model, &adapter, base);
+    }
+    model
+        .load_file(dir.join("model"), &recorder(), device)
+        .map_err(|e| Error::Checkpoint {
+            path: dir.join("model.mpk"),
+            message: format!("cannot load the model state: {e}"),
+        })
 }
 
 /// Loads a base model's weights into `model` (which may already carry LoRA updates, left as they

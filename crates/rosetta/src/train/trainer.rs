@@ -75,8 +75,10 @@ impl Observer for Silent {}
 /// Facts about the run, reported once at the start.
 #[derive(Debug, Clone)]
 pub struct RunInfo {
-    /// Trainable parameters.
+    /// Parameters of the model.
     pub parameters: usize,
+    /// Parameters the optimizer updates: all of them, or with `[finetune]` only the new ones.
+    pub trainable: usize,
     /// Training corpus statistics.
     pub train_stats: CorpusStats,
     /// Validation pairs.
@@ -182,6 +184,17 @@ struct Materialize;
 impl<B: Backend> ModuleVisitor<B> for Materialize {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         let _ = param.val();
+    }
+}
+
+/// Counts the parameters that take gradients (the rest are frozen).
+struct CountTrainable(usize);
+impl<B: Backend> ModuleVisitor<B> for CountTrainable {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let value = param.val();
+        if value.is_require_grad() {
+            self.0 += value.shape().num_elements();
+        }
     }
 }
 
@@ -385,6 +398,8 @@ pub struct Trainer<'a, B: AutodiffBackend, M: AutodiffModule<B>> {
     notice: Option<String>,
     /// Most greedy output tokens in validation: `(a, b)` of `a · source length + b`.
     valid_max_len: (f64, usize),
+    /// With `[finetune]`: the SHA-256 of the base weights, recorded in the adapter file.
+    base_sha256: Option<String>,
 }
 
 impl<'a, B, M> Trainer<'a, B, M>
@@ -451,6 +466,11 @@ where
             // Fine-tuning keeps the starting model's tokenizers and vocabularies (only the length
             // limit may change).
             let p = TextPipeline::load(init)?.with_max_len(config.text.max_len)?;
+            p.save(&dir)?;
+            p
+        } else if let Some(prepared) = &config.data.pipeline {
+            // Prepared elsewhere (`rosetta prepare`), perhaps on more text than this corpus.
+            let p = TextPipeline::load(prepared)?.with_max_len(config.text.max_len)?;
             p.save(&dir)?;
             p
         } else {
@@ -563,12 +583,12 @@ where
             elapsed: 0.0,
         };
         if let Some((_, last)) = existing.last().filter(|_| options.resume) {
-            model = model
-                .load_file(last.join("model"), &checkpoint::recorder(), device)
-                .map_err(|e| Error::Checkpoint {
-                    path: last.join("model.mpk"),
-                    message: format!("cannot load the model state: {e}"),
-                })?;
+            model = checkpoint::load_checkpoint_model(
+                model,
+                last,
+                train_cfg.init_from.as_deref(),
+                device,
+            )?;
             optimizer = optimizer.load(&last.join("optim"), device)?;
             let state_path = last.join("state.json");
             let text =
@@ -583,8 +603,17 @@ where
             trim_metrics(&dir.join(METRICS_FILE), state.step)?;
         }
 
+        let base_sha256 = match (&train_cfg.init_from, config.finetune.method) {
+            (Some(init), m) if m != crate::model::lora::FinetuneMethod::None => {
+                Some(checkpoint::file_sha256(&init.join(WEIGHTS))?)
+            }
+            _ => None,
+        };
+        let mut trainable = CountTrainable(0);
+        model.visit(&mut trainable);
         let info = RunInfo {
             parameters: model.num_params(),
+            trainable: trainable.0,
             train_stats,
             valid_pairs: valid.as_ref().map_or(0, |v| v.ids.len()),
             batches_per_epoch: planner.epoch(train_cfg.seed, 0).len(),
@@ -611,6 +640,7 @@ where
             consecutive_bad: 0,
             notice,
             valid_max_len,
+            base_sha256,
         };
         // The best weights are written after the checkpoint of their step: a run killed between
         // the two resumes at that step, and writes them again here (the same weights).
@@ -828,10 +858,11 @@ where
     /// Writes the weights to translate with: `model.safetensors`, or for LoRA only the updates
     /// (`adapter.safetensors`), which refer to the base model of `train.init_from`.
     fn save_best(&self) -> Result<()> {
-        if self.config.finetune.method == crate::model::lora::FinetuneMethod::None {
-            checkpoint::save_weights(self.model(), &self.dir.join(WEIGHTS))
-        } else {
-            checkpoint::save_adapter(self.model(), &self.dir.join(checkpoint::ADAPTER))
+        match &self.base_sha256 {
+            None => checkpoint::save_weights(self.model(), &self.dir.join(WEIGHTS)),
+            Some(base) => {
+                checkpoint::save_adapter(self.model(), &self.dir.join(checkpoint::ADAPTER), base)
+            }
         }
     }
 
@@ -844,13 +875,22 @@ where
             self.state.step,
             self.config.train.keep_checkpoints,
             |tmp| {
-                self.model()
-                    .clone()
-                    .save_file(tmp.join("model"), &checkpoint::recorder())
-                    .map_err(|e| Error::Checkpoint {
-                        path: tmp.join("model.mpk"),
-                        message: e.to_string(),
-                    })?;
+                match &self.base_sha256 {
+                    // Fine-tuning: the frozen base is train.init_from's, kept once, not per step.
+                    Some(base) => checkpoint::save_adapter(
+                        self.model(),
+                        &tmp.join(checkpoint::ADAPTER),
+                        base,
+                    )?,
+                    None => self
+                        .model()
+                        .clone()
+                        .save_file(tmp.join("model"), &checkpoint::recorder())
+                        .map_err(|e| Error::Checkpoint {
+                            path: tmp.join("model.mpk"),
+                            message: e.to_string(),
+                        })?,
+                }
                 self.optimizer.save(&tmp.join("optim"))?;
                 std::fs::write(tmp.join("state.json"), &json)
                     .map_err(|e| Error::io(tmp.join("state.json"), e))
