@@ -644,3 +644,150 @@ fn a_prepared_pipeline_is_used_instead_of_one_fitted_on_the_training_data() {
     .unwrap_err();
     assert!(err.to_string().contains("nothing-here"), "{err}");
 }
+
+/// LoRA on an RNN (issue 23: "LoRA also applies to the RNNs' dense layers"): the base frozen, the
+/// input projections, attentional layer and vocabulary projection adapted, saved alone, merged.
+#[test]
+fn lora_adapts_an_rnn_s_dense_layers_and_merges_into_the_same_translations() {
+    use rosetta::model::lora::{FinetuneConfig, FinetuneMethod};
+    let _guard = serial();
+    let device = Default::default();
+    let root = tempfile::tempdir().unwrap();
+    let base = root.path().join("base");
+    let mut config = tiny_config();
+    config.train.max_steps = 60;
+    train::<B>(
+        &config,
+        &data(reverse_task(600, 1), None),
+        &options(&base, false),
+        &device,
+        &mut Silent,
+    )
+    .unwrap();
+
+    let mut ft_config = tiny_config();
+    ft_config.train.init_from = Some(base.clone());
+    ft_config.train.max_steps = 150;
+    ft_config.finetune = FinetuneConfig {
+        method: FinetuneMethod::Lora,
+        rank: 4,
+        alpha: 8.0,
+        targets: vec!["ih".into(), "pre_output".into(), "output".into()],
+        ..FinetuneConfig::default()
+    };
+    let ft = root.path().join("lora");
+    train::<B>(
+        &ft_config,
+        &data(reverse_task(600, 2), None),
+        &options(&ft, false),
+        &device,
+        &mut Silent,
+    )
+    .unwrap();
+    // It learned: the loss fell from where the base left it.
+    let losses = train_losses(&ft);
+    let mean = |l: &[(u64, f64)]| l.iter().map(|x| x.1).sum::<f64>() / l.len() as f64;
+    let (head, tail) = (mean(&losses[..10]), mean(&losses[losses.len() - 10..]));
+    assert!(tail < head * 0.8, "loss {head:.3} → {tail:.3}");
+    // Only the updates are saved: two matrices for each direction's ih (2 layers × 1 here), the
+    // decoder's ih, pre_output and output.
+    assert!(!ft.join("model.safetensors").exists());
+    let saved = safetensors::SafeTensors::deserialize(
+        &std::fs::read(ft.join("adapter.safetensors")).unwrap(),
+    )
+    .unwrap()
+    .names()
+    .into_iter()
+    .map(String::from)
+    .collect::<Vec<_>>();
+    assert!(saved.iter().all(|k| k.contains("_lora.")), "{saved:?}");
+    for key in [
+        "encoder.layers.0.fwd.ih_lora.a",
+        "encoder.layers.0.bwd.ih_lora.b",
+        "decoder.ih_lora.a",
+        "decoder.pre_output_lora.b",
+        "decoder.output_lora.a",
+    ] {
+        assert!(
+            saved.iter().any(|k| k == key),
+            "{key} missing from {saved:?}"
+        );
+    }
+    // Unmerged (merged at load) and merged translate alike, and unlike the base (the updates are
+    // applied: the same outputs here, with other log-probabilities).
+    let lines = ["a b c d", "h g", "e f a"];
+    let translate = |dir: &Path| -> Vec<(String, f32)> {
+        Translator::<Flex>::load(dir, &device)
+            .unwrap()
+            .translate(&lines, &TranslateOptions::default())
+            .unwrap()
+            .iter()
+            .map(|t| (t.text().to_owned(), t.best().unwrap().log_prob))
+            .collect()
+    };
+    let merged = root.path().join("merged");
+    rosetta::train::merge::merge_adapter::<Flex>(&ft, &merged, &device).unwrap();
+    let (unmerged, merged_out, base_out) = (translate(&ft), translate(&merged), translate(&base));
+    for ((a, b), c) in unmerged.iter().zip(&merged_out).zip(&base_out) {
+        assert_eq!(a.0, b.0);
+        assert!((a.1 - b.1).abs() < 1e-4, "{unmerged:?} vs {merged_out:?}");
+        assert!(
+            (a.1 - c.1).abs() > 1e-4,
+            "{unmerged:?} vs base {base_out:?}"
+        );
+    }
+
+    // Targets the RNN does not have, or has not in this configuration, are named.
+    for (targets, expected) in [
+        (vec!["q_proj"], "has no layer \"q_proj\""),
+        (vec!["output"], "tie_embeddings"),
+    ] {
+        let mut wrong = ft_config.clone();
+        wrong.finetune.targets = targets.iter().map(|t| t.to_string()).collect();
+        if expected == "tie_embeddings" {
+            // A base whose output projection is the embedding.
+            wrong.train.init_from = None;
+            wrong.finetune = FinetuneConfig::default();
+            if let ModelConfig::Rnn(rnn) = &mut wrong.model {
+                rnn.tie_embeddings = true;
+                rnn.embedding_size = 48; // = the attentional layer's output size
+            }
+            let tied = root.path().join("tied");
+            wrong.train.max_steps = 1;
+            train::<B>(
+                &wrong,
+                &data(reverse_task(50, 1), None),
+                &options(&tied, false),
+                &device,
+                &mut Silent,
+            )
+            .unwrap();
+            wrong = ft_config.clone();
+            wrong.train.init_from = Some(tied);
+            wrong.model = ModelConfig::default();
+            wrong.finetune.targets = vec!["output".into()];
+        }
+        let err = train::<B>(
+            &wrong,
+            &data(reverse_task(50, 2), None),
+            &options(&root.path().join(format!("wrong-{}", targets[0])), false),
+            &device,
+            &mut Silent,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(expected), "{err}");
+    }
+    let mut adapter = ft_config.clone();
+    adapter.finetune.method = FinetuneMethod::Adapter;
+    let err = train::<B>(
+        &adapter,
+        &data(reverse_task(50, 2), None),
+        &options(&root.path().join("adapter"), false),
+        &device,
+        &mut Silent,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("for an RNN use method = \"lora\""), "{err}");
+}

@@ -9,7 +9,7 @@ use super::input::SourceBatch;
 use super::seq2seq::{RnnConfig, RnnSeq2Seq};
 use super::transformer::{Transformer, TransformerConfig};
 use crate::error::{Error, Result};
-use crate::model::lora::{FinetuneConfig, FinetuneMethod};
+use crate::model::lora::{FinetuneConfig, FinetuneMethod, LORA_TARGETS, RNN_LORA_TARGETS};
 use crate::search::{Scorer, Step};
 use burn::module::{AutodiffModule, Module};
 use burn::prelude::*;
@@ -136,21 +136,11 @@ pub trait Seq2Seq<B: Backend>: Module<B> + Scorer<B> + std::fmt::Debug + Sized {
     ) -> (Tensor<B, 3>, Option<Tensor<B, 3>>);
 
     /// Prepares the model for the fine-tuning `config` asks for (LoRA: every parameter frozen,
-    /// low-rank updates added). Architectures without it refuse anything but `method = "none"`.
-    fn with_finetune(self, config: &FinetuneConfig, _device: &B::Device) -> Result<Self> {
-        match config.method {
-            FinetuneMethod::None => Ok(self),
-            FinetuneMethod::Lora | FinetuneMethod::Adapter => Err(Error::Config(
-                "finetune.method = \"lora\" or \"adapter\" is implemented for the Transformer only"
-                    .into(),
-            )),
-        }
-    }
+    /// low-rank updates added; adapters). A method or target the architecture lacks is an error.
+    fn with_finetune(self, config: &FinetuneConfig, device: &B::Device) -> Result<Self>;
 
     /// The model as the search runs it (LoRA updates folded into the weights).
-    fn merged(self) -> Self {
-        self
-    }
+    fn merged(self) -> Self;
 }
 
 fn wrong_arch(expected: &str, config: &ModelConfig) -> Error {
@@ -180,6 +170,24 @@ impl<B: Backend> Seq2Seq<B> for RnnSeq2Seq<B> {
     ) -> (Tensor<B, 3>, Option<Tensor<B, 3>>) {
         RnnSeq2Seq::forward(self, src, tgt_in)
     }
+
+    fn with_finetune(self, config: &FinetuneConfig, device: &B::Device) -> Result<Self> {
+        config.validate()?;
+        config.check_targets("rnn", &RNN_LORA_TARGETS)?;
+        match config.method {
+            FinetuneMethod::None => Ok(self),
+            FinetuneMethod::Lora => self.frozen_with_lora(config, device),
+            FinetuneMethod::Adapter => Err(Error::Config(
+                "finetune.method = \"adapter\" adds bottleneck adapters after Transformer \
+                 sublayers; for an RNN use method = \"lora\""
+                    .into(),
+            )),
+        }
+    }
+
+    fn merged(self) -> Self {
+        self.merge_lora()
+    }
 }
 
 impl<B: Backend> Seq2Seq<B> for Transformer<B> {
@@ -205,6 +213,7 @@ impl<B: Backend> Seq2Seq<B> for Transformer<B> {
 
     fn with_finetune(self, config: &FinetuneConfig, device: &B::Device) -> Result<Self> {
         config.validate()?;
+        config.check_targets("transformer", &LORA_TARGETS)?;
         Ok(match config.method {
             FinetuneMethod::None => self,
             FinetuneMethod::Lora | FinetuneMethod::Adapter => {

@@ -14,7 +14,9 @@
 use super::attention::{Attention, AttentionKind, AttentionMemory};
 use super::cell::{Cell, CellKind, CellPass, CellState, gate_projection};
 use super::embedding::EmbeddingInit;
-use crate::kernels::{PackCache, StepLinear, WeightLayout, linear, time_steps};
+use crate::error::{Error, Result};
+use crate::kernels::{PackCache, StepLinear, WeightLayout, time_steps};
+use crate::model::lora::{FinetuneConfig, Lora, adapted};
 use burn::module::Param;
 use burn::nn::{Dropout, DropoutConfig, Embedding, Linear, LinearConfig};
 use burn::prelude::*;
@@ -169,6 +171,12 @@ pub struct Decoder<B: Backend> {
     pub output: Option<Linear<B>>,
     /// Output bias `[tgt_vocab]` when the projection is tied to the embedding.
     pub output_bias: Option<Param<Tensor<B, 1>>>,
+    /// LoRA update of `ih` (`[finetune] method = "lora"`, target `ih`).
+    pub ih_lora: Option<Lora<B>>,
+    /// LoRA update of `pre_output` (target `pre_output`).
+    pub pre_output_lora: Option<Lora<B>>,
+    /// LoRA update of `output` (target `output`).
+    pub output_lora: Option<Lora<B>>,
     dropout: Dropout,
     input_feeding: bool,
     embedding_to_output: bool,
@@ -224,7 +232,60 @@ impl<B: Backend> Decoder<B> {
             embedding_to_output: spec.embedding_to_output,
             output_size: out,
             output_pack: PackCache::default(),
+            ih_lora: None,
+            pre_output_lora: None,
+            output_lora: None,
         }
+    }
+
+    /// Adds the LoRA updates `config` targets; a target this decoder lacks (`pre_output` without
+    /// the attentional layer, `output` tied to the embedding) is an error naming it.
+    pub fn add_lora(&mut self, config: &FinetuneConfig, device: &B::Device) -> Result<()> {
+        let lora = |layer: &Linear<B>| {
+            let [d_in, d_out] = layer.weight.dims();
+            Lora::new(d_in, d_out, config, device)
+        };
+        if config.targets("ih") {
+            self.ih_lora = Some(lora(&self.ih));
+        }
+        if config.targets("pre_output") {
+            let layer = self.pre_output.as_ref().ok_or_else(|| {
+                Error::Config(
+                    "finetune.targets: \"pre_output\" names the attentional layer, which this \
+                     model does not have (model.attentional_layer = false)"
+                        .into(),
+                )
+            })?;
+            self.pre_output_lora = Some(lora(layer));
+        }
+        if config.targets("output") {
+            let layer = self.output.as_ref().ok_or_else(|| {
+                Error::Config(
+                    "finetune.targets: \"output\" names the vocabulary projection, which this \
+                     model ties to the target embedding (model.tie_embeddings = true)"
+                        .into(),
+                )
+            })?;
+            self.output_lora = Some(lora(layer));
+        }
+        Ok(())
+    }
+
+    /// Folds the LoRA updates into the weights.
+    pub fn merge_lora(mut self) -> Self {
+        if let Some(lora) = self.ih_lora.take() {
+            self.ih = lora.merge_into(self.ih);
+        }
+        // `add_lora` adds an update only where its layer exists.
+        if let Some(lora) = self.pre_output_lora.take() {
+            self.pre_output = self.pre_output.take().map(|layer| lora.merge_into(layer));
+        }
+        if let Some(lora) = self.output_lora.take() {
+            self.output = self.output.take().map(|layer| lora.merge_into(layer));
+            // The packed copy was of the old weight.
+            self.output_pack = PackCache::default();
+        }
+        self
     }
 
     /// Prepares the encoder states for every step. `states`: `[batch, src_len, encoder_out]`.
@@ -340,7 +401,7 @@ impl<B: Backend> Decoder<B> {
         }
         let joined = Tensor::cat(parts, D - 1);
         match &self.pre_output {
-            Some(layer) => tanh(linear(layer, joined)),
+            Some(layer) => tanh(adapted(layer, self.pre_output_lora.as_ref(), joined)),
             None => joined,
         }
     }
@@ -354,6 +415,10 @@ impl<B: Backend> Decoder<B> {
     /// runs that kernel ([`PackCache`]). `[n, output] → [n, tgt_vocab]`.
     fn project_step(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let x = self.dropout.forward(x);
+        if self.output_lora.is_some() {
+            // Unmerged (the search merges first): the packed weight lacks the update.
+            return self.vocabulary(x);
+        }
         let packed = match (&self.output, &self.output_bias) {
             (Some(output), _) => self.output_pack.project(
                 &x,
@@ -375,7 +440,7 @@ impl<B: Backend> Decoder<B> {
     /// The vocabulary projection itself: `[n, output] → [n, tgt_vocab]`.
     fn vocabulary(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         match (&self.output, &self.output_bias) {
-            (Some(output), _) => linear(output, x),
+            (Some(output), _) => adapted(output, self.output_lora.as_ref(), x),
             (None, Some(bias)) => {
                 x.matmul(self.embedding.weight.val().transpose()) + bias.val().unsqueeze_dim::<2>(0)
             }
@@ -398,7 +463,11 @@ impl<B: Backend> Decoder<B> {
         let emb = self.dropout.forward(self.embedding.forward(tgt_in)); // [batch, len, emb]
         // One matmul for the embedding part of every step's input projection, time-major so that
         // each step's slice is contiguous.
-        let emb_proj = time_steps(linear(&self.ih, emb.clone().swap_dims(0, 1))); // len × [batch, gates]
+        let emb_proj = time_steps(adapted(
+            &self.ih,
+            self.ih_lora.as_ref(),
+            emb.clone().swap_dims(0, 1),
+        )); // len × [batch, gates]
         let emb_steps: Vec<Tensor<B, 2>> = if self.input_feeding && self.embedding_to_output {
             time_steps(emb.clone().swap_dims(0, 1))
         } else {
@@ -451,7 +520,7 @@ impl<B: Backend> Decoder<B> {
         let emb = self.embedding.forward(prev.reshape([n, 1])); // [n, 1, emb]
         let emb_dim = emb.dims()[2];
         let emb = emb.reshape([n, emb_dim]);
-        let emb_proj = linear(&self.ih, emb.clone());
+        let emb_proj = adapted(&self.ih, self.ih_lora.as_ref(), emb.clone());
         let (out, state) = self.step(emb_proj, Some(emb.clone()), state, memory);
         let pre = match out.pre_output {
             Some(pre) => pre,

@@ -7,7 +7,8 @@
 use super::cell::{Cell, CellKind, CellState, gate_projection};
 use super::embedding::EmbeddingInit;
 use super::input::SourceBatch;
-use crate::kernels::{linear, time_steps};
+use crate::kernels::time_steps;
+use crate::model::lora::{FinetuneConfig, Lora, adapted};
 use burn::nn::{Dropout, DropoutConfig, Embedding, Linear};
 use burn::prelude::*;
 
@@ -18,6 +19,8 @@ pub struct Direction<B: Backend> {
     pub ih: Linear<B>,
     /// Hidden-to-hidden part.
     pub cell: Cell<B>,
+    /// LoRA update of `ih` (`[finetune] method = "lora"`, target `ih`).
+    pub ih_lora: Option<Lora<B>>,
 }
 
 impl<B: Backend> Direction<B> {
@@ -25,7 +28,22 @@ impl<B: Backend> Direction<B> {
         Direction {
             ih: gate_projection(kind, d_in, hidden, true, device),
             cell: Cell::new(kind, hidden, device),
+            ih_lora: None,
         }
+    }
+
+    fn add_lora(&mut self, config: &FinetuneConfig, device: &B::Device) {
+        let [d_in, d_out] = self.ih.weight.dims();
+        self.ih_lora = config
+            .targets("ih")
+            .then(|| Lora::new(d_in, d_out, config, device));
+    }
+
+    fn merge_lora(mut self) -> Self {
+        if let Some(lora) = self.ih_lora.take() {
+            self.ih = lora.merge_into(self.ih);
+        }
+        self
     }
 
     /// Runs over all steps. `x`: `[batch, len, d_in]`; `pad`: per step `[batch, hidden]`, true on
@@ -40,7 +58,7 @@ impl<B: Backend> Direction<B> {
         let [batch, len, _] = x.dims();
         // One matmul for the input projections of every time step, time-major so that each step's
         // slice is contiguous.
-        let xp = time_steps(linear(&self.ih, x.swap_dims(0, 1))); // len × [batch, gates]
+        let xp = time_steps(adapted(&self.ih, self.ih_lora.as_ref(), x.swap_dims(0, 1))); // len × [batch, gates]
         let mut state = self.cell.zero_state(batch, &xp[0].device());
         let cell = self.cell.pass();
         let mut outputs: Vec<Option<Tensor<B, 2>>> = vec![None; len];
@@ -128,6 +146,29 @@ impl<B: Backend> Encoder<B> {
             hidden,
             bidirectional,
         }
+    }
+
+    /// Adds the LoRA updates of every direction's `ih` when `config` targets it.
+    pub fn add_lora(&mut self, config: &FinetuneConfig, device: &B::Device) {
+        for layer in &mut self.layers {
+            layer.fwd.add_lora(config, device);
+            if let Some(bwd) = &mut layer.bwd {
+                bwd.add_lora(config, device);
+            }
+        }
+    }
+
+    /// Folds the LoRA updates into the weights.
+    pub fn merge_lora(mut self) -> Self {
+        self.layers = self
+            .layers
+            .into_iter()
+            .map(|l| EncoderLayer {
+                fwd: l.fwd.merge_lora(),
+                bwd: l.bwd.map(Direction::merge_lora),
+            })
+            .collect();
+        self
     }
 
     /// Size of each output state: hidden, or 2·hidden when bidirectional.

@@ -28,8 +28,14 @@ pub enum FinetuneMethod {
     Adapter,
 }
 
-/// The dense layers LoRA can adapt (Transformer names).
+/// The dense layers LoRA can adapt in a Transformer.
 pub const LORA_TARGETS: [&str; 6] = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"];
+
+/// The dense layers LoRA can adapt in an RNN: `ih`, the input projections of every encoder
+/// direction and of the decoder's embedding; `pre_output`, the attentional (deep-output) layer;
+/// `output`, the vocabulary projection when it is not tied to the embedding. The recurrent
+/// hidden-to-hidden and attention projections run inside fused per-step kernels and stay frozen.
+pub const RNN_LORA_TARGETS: [&str; 3] = ["ih", "pre_output", "output"];
 
 /// The `[finetune]` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,8 +49,8 @@ pub struct FinetuneConfig {
     pub alpha: f64,
     /// Dropout on the LoRA branch's input.
     pub dropout: f64,
-    /// Layers to adapt, among `q_proj`, `k_proj`, `v_proj`, `out_proj` (every attention) and
-    /// `fc1`, `fc2` (every feed-forward).
+    /// Layers to adapt: in a Transformer among `q_proj`, `k_proj`, `v_proj`, `out_proj` (every
+    /// attention) and `fc1`, `fc2` (every feed-forward); in an RNN among [`RNN_LORA_TARGETS`].
     pub targets: Vec<String>,
     /// Inner width of each adapter (`method = "adapter"`).
     pub bottleneck: usize,
@@ -97,16 +103,25 @@ impl FinetuneConfig {
         }
         if self.targets.is_empty() {
             return Err(Error::Config(
-                "finetune.targets is empty: name at least one of q_proj, k_proj, v_proj, \
-                 out_proj, fc1, fc2"
+                "finetune.targets is empty: name at least one layer (a Transformer's q_proj, \
+                 k_proj, v_proj, out_proj, fc1, fc2; an RNN's ih, pre_output, output)"
                     .into(),
             ));
         }
+        Ok(())
+    }
+
+    /// Checks that every LoRA target is among the layers `allowed` of a model `arch`.
+    pub fn check_targets(&self, arch: &str, allowed: &[&str]) -> Result<()> {
+        if self.method != FinetuneMethod::Lora {
+            return Ok(());
+        }
         for t in &self.targets {
-            if !LORA_TARGETS.contains(&t.as_str()) {
+            if !allowed.contains(&t.as_str()) {
                 return Err(Error::Config(format!(
-                    "finetune.targets: the model has no layer \"{t}\"; LoRA can adapt q_proj, \
-                     k_proj, v_proj, out_proj, fc1 and fc2"
+                    "finetune.targets: the model (arch = \"{arch}\") has no layer \"{t}\"; LoRA \
+                     can adapt {}",
+                    allowed.join(", ")
                 )));
             }
         }

@@ -197,6 +197,29 @@ impl<B: Backend> RnnSeq2Seq<B> {
         }
     }
 
+    /// Freezes every parameter and adds the LoRA updates `config` targets (Hu et al. 2021; the
+    /// RNN's layers in [`crate::model::lora::RNN_LORA_TARGETS`]), the only parameters left to
+    /// train. A target the model lacks is an error naming it.
+    pub fn frozen_with_lora(
+        self,
+        config: &crate::model::lora::FinetuneConfig,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let mut model = self.no_grad();
+        model.encoder.add_lora(config, device);
+        model.decoder.add_lora(config, device)?;
+        Ok(model)
+    }
+
+    /// Folds every LoRA update into its layer's weight, as deployment and search steps need.
+    pub fn merge_lora(self) -> Self {
+        RnnSeq2Seq {
+            encoder: self.encoder.merge_lora(),
+            bridge: self.bridge,
+            decoder: self.decoder.merge_lora(),
+        }
+    }
+
     /// Encodes the source: the decoder's initial state and what it reads on every step.
     pub fn encode(&self, src: &SourceBatch<B>) -> (DecoderState<B>, DecoderMemory<B>) {
         let enc = self.encoder.forward(src);
