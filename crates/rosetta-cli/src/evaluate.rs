@@ -48,9 +48,9 @@ impl Job for EvaluateJob<'_> {
         device: B::Device,
     ) -> Result<()> {
         let args = self.args;
-        let options = args.decode.options(1);
-        options.validate()?;
         let translator = load_translator::<B::InnerBackend>(&args.model, &device)?;
+        let options = args.decode.options(1, &translator.search_defaults());
+        options.validate()?;
         let sources = read_lines(&args.src)?;
         let refs: Vec<Vec<String>> = args
             .refs

@@ -11,12 +11,14 @@ use std::path::PathBuf;
 /// Decoding options shared by `translate` and `evaluate`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DecodeArgs {
-    /// Beam size (1 = greedy).
-    #[arg(long, default_value_t = BeamConfig::default().beam)]
-    beam: usize,
-    /// GNMT length penalty α.
-    #[arg(long, default_value_t = BeamConfig::default().length_penalty)]
-    length_penalty: f64,
+    /// Beam size (1 = greedy). Default: the model's own (`[decode] beam`: an imported model's
+    /// `num_beams`), else 5; at least --n-best.
+    #[arg(long)]
+    beam: Option<usize>,
+    /// Length penalty α (GNMT's, or with the Hugging Face rule the exponent of the length).
+    /// Default: the model's own (`[decode] length_penalty`), else 0.6.
+    #[arg(long)]
+    length_penalty: Option<f64>,
     /// Maximum output length: a · source length + b (a). Default: the model's own (`[decode]
     /// max_len_a`, derived from its training data), else 1.5.
     #[arg(long)]
@@ -58,12 +60,18 @@ pub struct DecodeArgs {
 }
 
 impl DecodeArgs {
-    pub fn options(&self, n_best: usize) -> TranslateOptions {
+    /// The options asked for; what the command line leaves out comes from `defaults`, the
+    /// model's ([`rosetta::translate::Translator::search_defaults`]).
+    pub fn options(&self, n_best: usize, defaults: &BeamConfig) -> TranslateOptions {
         TranslateOptions {
             search: BeamConfig {
-                beam: if self.sample { 1 } else { self.beam },
+                beam: match (self.sample, self.beam) {
+                    (true, _) => 1,
+                    (false, Some(beam)) => beam,
+                    (false, None) => defaults.beam.max(n_best),
+                },
                 n_best,
-                length_penalty: self.length_penalty,
+                length_penalty: self.length_penalty.unwrap_or(defaults.length_penalty),
                 max_len_a: self.max_len_a,
                 max_len_b: self.max_len_b,
                 min_len: self.min_len,
@@ -190,7 +198,9 @@ impl Job for TranslateJob<'_> {
     ) -> Result<()> {
         let args = self.args;
         let translator = load_translator::<B::InnerBackend>(&args.model, &device)?;
-        let options = args.decode.options(args.n_best);
+        let options = args
+            .decode
+            .options(args.n_best, &translator.search_defaults());
         options.validate()?;
         let (mut reader, interactive): (Box<dyn BufRead>, bool) = match &args.input {
             Some(path) => (

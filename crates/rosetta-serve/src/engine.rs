@@ -29,6 +29,11 @@ pub trait Engine: Send + Sync {
     /// The model's architecture (`rnn` or `transformer`).
     fn arch(&self) -> &'static str;
 
+    /// The search settings of a request that names none (the model's `[decode]` defaults).
+    fn search_defaults(&self) -> rosetta::search::BeamConfig {
+        rosetta::search::BeamConfig::default()
+    }
+
     /// The output-length cap `(a, b)` of `a · source length + b` that `options` get: theirs, else
     /// the model's own.
     fn max_len(&self, options: &TranslateOptions) -> (f64, usize) {
@@ -76,5 +81,9 @@ where
 
     fn max_len(&self, options: &TranslateOptions) -> (f64, usize) {
         Translator::max_len(self, options)
+    }
+
+    fn search_defaults(&self) -> rosetta::search::BeamConfig {
+        Translator::search_defaults(self)
     }
 }

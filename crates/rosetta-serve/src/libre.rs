@@ -286,11 +286,12 @@ pub async fn translate(
         )));
     }
     let n_best = alternatives + 1;
+    let defaults = state.models[index].engine.search_defaults();
     let options = TranslateOptions {
         search: BeamConfig {
             n_best,
-            beam: BeamConfig::default().beam.max(n_best),
-            ..BeamConfig::default()
+            beam: defaults.beam.max(n_best).min(max_beam),
+            ..defaults
         },
         ..TranslateOptions::default()
     };

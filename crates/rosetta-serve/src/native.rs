@@ -72,9 +72,9 @@ pub struct SamplingRequest {
 }
 
 impl TranslateRequest {
-    /// The decoding options asked for.
-    pub fn options(&self) -> TranslateOptions {
-        let d = BeamConfig::default();
+    /// The decoding options asked for; what the request leaves out comes from `d`, the model's
+    /// defaults ([`crate::engine::Engine::search_defaults`]).
+    pub fn options(&self, d: &BeamConfig) -> TranslateOptions {
         let sampling = self.sampling.as_ref().map(|s| {
             let ds = SamplingConfig::default();
             SamplingConfig {
@@ -196,7 +196,7 @@ pub async fn translate(
     };
     state.check_texts(&texts)?;
     let index = resolve_model(&state, &request)?;
-    let options = request.options();
+    let options = request.options(&state.models[index].engine.search_defaults());
     let finished = state.translate(index, texts, options).await?;
     let translations = finished
         .translations

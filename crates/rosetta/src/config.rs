@@ -287,6 +287,14 @@ pub struct DecodeConfig {
     /// See `max_len_a`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_len_b: Option<usize>,
+    /// Default beam size (`--beam` and requests override it): an imported model's `num_beams`,
+    /// so that it translates as `transformers`' `generate()` does with no arguments; else 5.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beam: Option<usize>,
+    /// Default length penalty α: an imported model's `length_penalty` (1.0 when its generation
+    /// config has none, as in `transformers`); else the GNMT α of [`crate::search::BeamConfig`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub length_penalty: Option<f64>,
 }
 
 impl DecodeConfig {
@@ -298,10 +306,31 @@ impl DecodeConfig {
         )
     }
 
+    /// The search settings a request that names none gets from this model: its beam size,
+    /// length penalty and output lengths where it has them, the library's defaults elsewhere.
+    pub fn search_defaults(&self) -> crate::search::BeamConfig {
+        let d = crate::search::BeamConfig::default();
+        crate::search::BeamConfig {
+            beam: self.beam.unwrap_or(d.beam),
+            length_penalty: self.length_penalty.unwrap_or(d.length_penalty),
+            max_len_a: self.max_len_a,
+            max_len_b: self.max_len_b,
+            ..d
+        }
+    }
+
     fn validate(&self) -> Result<()> {
         if let Some(a) = self.max_len_a.filter(|a| !(a.is_finite() && *a >= 0.0)) {
             return Err(Error::Config(format!(
                 "decode.max_len_a = {a} must be a number ≥ 0"
+            )));
+        }
+        if self.beam == Some(0) {
+            return Err(Error::Config("decode.beam must be at least 1".into()));
+        }
+        if let Some(a) = self.length_penalty.filter(|a| !a.is_finite()) {
+            return Err(Error::Config(format!(
+                "decode.length_penalty = {a} must be a finite number"
             )));
         }
         Ok(())

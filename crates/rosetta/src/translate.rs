@@ -266,6 +266,12 @@ impl<B: Backend> Translator<B> {
         self.translate_with_ids(lines, options, &ids)
     }
 
+    /// The search settings of a request that names none: the (first) model's `[decode]` defaults
+    /// (an imported model's `num_beams` and `length_penalty`), else the library's.
+    pub fn search_defaults(&self) -> crate::search::BeamConfig {
+        self.config.decode.search_defaults()
+    }
+
     /// The output-length cap `(a, b)` of `a · source length + b` that `options` get: theirs, else
     /// the model's `[decode]` lengths, else the defaults.
     pub fn max_len(&self, options: &TranslateOptions) -> (f64, usize) {

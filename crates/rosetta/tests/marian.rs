@@ -792,3 +792,88 @@ fn adapters_train_alone_run_in_the_search_and_merge_into_a_self_contained_direct
         .to_string();
     assert!(err.contains("model.safetensors"), "{err}");
 }
+
+/// An imported model translates, with no search settings given, as `generate()` with no arguments
+/// does: `num_beams` and `length_penalty` from `generation_config.json`, else `config.json`, else
+/// `transformers`' 1 and 1.0.
+#[test]
+fn imported_models_search_with_their_generation_defaults() {
+    let r = reference();
+    let beam4 = r["searches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "beam4")
+        .unwrap()
+        .clone();
+    let (beam, alpha) = (
+        beam4["beam"].as_u64().unwrap() as usize,
+        beam4["length_penalty"].as_f64().unwrap(),
+    );
+    // The fixture's generation config names neither: greedy, α 1.
+    let dir = imported();
+    let (config, pipeline, model) = load(&dir.path().join("m"));
+    assert_eq!(
+        (config.decode.beam, config.decode.length_penalty),
+        (Some(1), Some(1.0))
+    );
+
+    // generation_config.json asks for beam 4 (α 1.5, then 1.0 from config.json when absent).
+    let hf = fixture_copy();
+    let generation_path = hf.path().join("generation_config.json");
+    let mut generation: Value =
+        serde_json::from_str(&std::fs::read_to_string(&generation_path).unwrap()).unwrap();
+    generation["num_beams"] = serde_json::json!(beam);
+    generation["length_penalty"] = serde_json::json!(alpha);
+    std::fs::write(&generation_path, generation.to_string()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    import_marian(hf.path(), &out.path().join("m")).unwrap();
+    let translator =
+        rosetta::translate::Translator::<Flex>::load(&out.path().join("m"), &Default::default())
+            .unwrap();
+    let defaults = translator.search_defaults();
+    assert_eq!((defaults.beam, defaults.length_penalty), (beam, alpha));
+    // Those defaults give generate(num_beams=4)'s outputs token for token.
+    let src = search_source(&pipeline, &r);
+    let max_new = r["max_new_tokens"].as_u64().unwrap() as usize;
+    let hyps = beam_search(
+        &model,
+        &src,
+        &BeamConfig {
+            max_len_a: Some(0.0),
+            max_len_b: Some(max_new),
+            rule: Some(config.decode.beam_rule),
+            ..defaults
+        },
+    );
+    let eos = pipeline.tgt_vocab().specials().eos;
+    for (i, sentence) in hyps.iter().enumerate() {
+        let mut expected = ids(&beam4["outputs"][i]);
+        if expected.last() == Some(&eos) {
+            expected.pop();
+        }
+        assert_eq!(sentence[0].tokens, expected, "sentence {i}");
+    }
+
+    // A bad value is named with its file.
+    std::fs::write(&generation_path, r#"{"num_beams": 0}"#).unwrap();
+    let err = import_error(hf.path());
+    assert!(
+        err.contains("generation_config.json") && err.contains("num_beams"),
+        "{err}"
+    );
+    // Without generation_config.json, config.json's keys count.
+    std::fs::remove_file(&generation_path).unwrap();
+    let config_path = hf.path().join("config.json");
+    let mut hf_config: Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    hf_config["num_beams"] = serde_json::json!(6);
+    std::fs::write(&config_path, hf_config.to_string()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    import_marian(hf.path(), &out.path().join("m")).unwrap();
+    let (config, _, _) = load(&out.path().join("m"));
+    assert_eq!(
+        (config.decode.beam, config.decode.length_penalty),
+        (Some(6), Some(1.0))
+    );
+}

@@ -123,15 +123,20 @@ pub fn export_marian(model_dir: &Path, out_dir: &Path) -> Result<()> {
         &out_dir.join("tokenizer_config.json"),
         &json_bytes(&tokenizer_config)?,
     )?;
-    let generation = serde_json::json!({
+    // The model's own search defaults travel with it (an imported model's come back unchanged);
+    // a model trained in Rosetta gets OPUS-MT's four beams.
+    let mut generation = serde_json::json!({
         "decoder_start_token_id": specials.bos,
         "eos_token_id": specials.eos,
         "pad_token_id": specials.pad,
         "forced_eos_token_id": specials.eos,
         "bad_words_ids": [[specials.pad]],
         "max_length": transformer.max_positions,
-        "num_beams": 4,
+        "num_beams": config.decode.beam.unwrap_or(4),
     });
+    if let Some(alpha) = config.decode.length_penalty {
+        generation["length_penalty"] = serde_json::json!(alpha);
+    }
     write_atomic(
         &out_dir.join("generation_config.json"),
         &json_bytes(&generation)?,

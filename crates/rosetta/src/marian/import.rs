@@ -71,6 +71,41 @@ fn pieces_len_hint(text: &str) -> usize {
     serde_json::from_str::<HashMap<String, serde_json::Value>>(text).map_or(0, |m| m.len())
 }
 
+/// The search `generate()` runs with no arguments: `num_beams` and `length_penalty` from
+/// `generation_config.json` when the directory has one (`transformers` then reads nothing else),
+/// else from `config.json`; unset, `transformers`' defaults 1 and 1.0.
+fn generation_defaults(hf_dir: &Path) -> Result<(usize, f64)> {
+    let generation = hf_dir.join("generation_config.json");
+    let path = if generation.exists() {
+        generation
+    } else {
+        hf_dir.join("config.json")
+    };
+    let fail = |message: String| Error::ConfigFile {
+        path: path.clone(),
+        message,
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| fail(format!("not valid JSON: {e}")))?;
+    let beam = match json.get("num_beams") {
+        None | Some(serde_json::Value::Null) => 1,
+        Some(v) => v
+            .as_u64()
+            .filter(|&n| (1..=1024).contains(&n))
+            .ok_or_else(|| fail(format!("num_beams = {v} is not a beam size (1 to 1024)")))?
+            as usize,
+    };
+    let length_penalty = match json.get("length_penalty") {
+        None | Some(serde_json::Value::Null) => 1.0,
+        Some(v) => v
+            .as_f64()
+            .filter(|a| a.is_finite())
+            .ok_or_else(|| fail(format!("length_penalty = {v} is not a finite number")))?,
+    };
+    Ok((beam, length_penalty))
+}
+
 /// Converts the Hugging Face Marian directory `hf_dir` into a Rosetta model directory `out_dir`
 /// (created; it must not hold a model already).
 pub fn import_marian(hf_dir: &Path, out_dir: &Path) -> Result<ImportReport> {
@@ -175,11 +210,14 @@ pub fn import_marian(hf_dir: &Path, out_dir: &Path) -> Result<ImportReport> {
             ),
         });
     }
+    let (beam, length_penalty) = generation_defaults(hf_dir)?;
     let config = Config {
         text,
         model: ModelConfig::Transformer(transformer),
         decode: DecodeConfig {
             beam_rule: BeamRule::HuggingFace,
+            beam: Some(beam),
+            length_penalty: Some(length_penalty),
             ..DecodeConfig::default()
         },
         ..Config::default()
