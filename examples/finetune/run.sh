@@ -31,7 +31,7 @@ train() {  # name config
   mv "runs/ft-$1.time" "runs/ft-$1/time.txt"
 }
 train pretrain pretrain.toml
-for m in scratch full lora adapter; do
+for m in scratch full lora-emb adapter-emb lora adapter; do
   train "$m" "$m.toml"
   "$ROSETTA" evaluate --model "runs/ft-$m" --src "$D/test_2016_flickr.cs.gz" \
     --ref "$D/test_2016_flickr.en.gz" --beam 5 --json > "runs/ft-$m/test.json"

@@ -778,6 +778,52 @@ fn lora_adapts_an_rnn_s_dense_layers_and_merges_into_the_same_translations() {
         .to_string();
         assert!(err.contains(expected), "{err}");
     }
+    // With train_embeddings the embedding tables train too and travel with the adapter (PEFT's
+    // modules_to_save): the saved tables differ from the base's, and the directory loads.
+    let mut with_embeddings = ft_config.clone();
+    with_embeddings.finetune.train_embeddings = true;
+    with_embeddings.train.max_steps = 20;
+    let ft_emb = root.path().join("lora-emb");
+    train::<B>(
+        &with_embeddings,
+        &data(reverse_task(600, 2), None),
+        &options(&ft_emb, false),
+        &device,
+        &mut Silent,
+    )
+    .unwrap();
+    let tables = |path: &Path| -> Vec<(String, Vec<u8>)> {
+        let bytes = std::fs::read(path).unwrap();
+        let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut t: Vec<(String, Vec<u8>)> = file
+            .tensors()
+            .into_iter()
+            .filter(|(k, _)| k.ends_with("embedding.weight"))
+            .map(|(k, v)| (k, v.data().to_vec()))
+            .collect();
+        t.sort();
+        t
+    };
+    let (trained, frozen) = (
+        tables(&ft_emb.join("adapter.safetensors")),
+        tables(&base.join("model.safetensors")),
+    );
+    assert_eq!(
+        trained.len(),
+        2,
+        "{:?}",
+        trained.iter().map(|t| &t.0).collect::<Vec<_>>()
+    );
+    assert_eq!(trained.len(), frozen.len());
+    assert!(
+        trained
+            .iter()
+            .zip(&frozen)
+            .all(|(a, b)| a.0 == b.0 && a.1 != b.1)
+    );
+    assert!(tables(&ft.join("adapter.safetensors")).is_empty());
+    Translator::<Flex>::load(&ft_emb, &device).unwrap();
+
     let mut adapter = ft_config.clone();
     adapter.finetune.method = FinetuneMethod::Adapter;
     let err = train::<B>(

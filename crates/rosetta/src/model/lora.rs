@@ -54,6 +54,12 @@ pub struct FinetuneConfig {
     pub targets: Vec<String>,
     /// Inner width of each adapter (`method = "adapter"`).
     pub bottleneck: usize,
+    /// Also train the embedding tables (and the output projection tied to them), as PEFT's
+    /// `modules_to_save`: the data may bring pieces the base never read, such as a new source
+    /// language's, whose frozen vectors LoRA and adapters cannot change. They are saved with the
+    /// adapter (written only when set, so configs saved before the key existed read back the same).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub train_embeddings: bool,
 }
 
 impl Default for FinetuneConfig {
@@ -67,6 +73,7 @@ impl Default for FinetuneConfig {
             targets: vec!["q_proj".into(), "v_proj".into()],
             // Bapna & Firat (2019) use 64–4096 by language pair; 64 suits small data.
             bottleneck: 64,
+            train_embeddings: false,
         }
     }
 }
@@ -132,6 +139,16 @@ impl FinetuneConfig {
     /// adapters), which are saved apart from the frozen base.
     pub fn is_finetune_key(key: &str) -> bool {
         key.contains("_lora.") || key.contains("_adapter.")
+    }
+
+    /// The parameter paths (a regular expression) an adapter file holds: the LoRA updates or
+    /// adapters, and with `train_embeddings` the embedding tables.
+    pub fn saved_pattern(&self) -> &'static str {
+        if self.train_embeddings {
+            r"_lora\.|_adapter\.|(^|\.)(shared|embed_tokens|embedding)\.weight$"
+        } else {
+            r"_lora\.|_adapter\."
+        }
     }
 
     /// Whether adapters are added after each sublayer.

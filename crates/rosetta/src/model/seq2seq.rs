@@ -206,6 +206,11 @@ impl<B: Backend> RnnSeq2Seq<B> {
         device: &B::Device,
     ) -> Result<Self> {
         let mut model = self.no_grad();
+        if config.train_embeddings {
+            for table in [&mut model.encoder.embedding, &mut model.decoder.embedding] {
+                table.weight = table.weight.clone().set_require_grad(true);
+            }
+        }
         model.encoder.add_lora(config, device);
         model.decoder.add_lora(config, device)?;
         Ok(model)

@@ -61,17 +61,19 @@ pub const ADAPTER: &str = "adapter.safetensors";
 /// on ([`file_sha256`] of the base's `model.safetensors`).
 pub const BASE_SHA256: &str = "rosetta.base_sha256";
 
-/// Saves only the fine-tuning parameters of `model` (LoRA updates, adapters), atomically, with
-/// the fingerprint of the base weights they were trained on (checked when they are loaded).
+/// Saves only the fine-tuning parameters of `model` (LoRA updates, adapters, and the embeddings
+/// when they train: [`FinetuneConfig::saved_pattern`]), atomically, with the fingerprint of the
+/// base weights they were trained on (checked when they are loaded).
 pub fn save_adapter<B: Backend, M: Module<B>>(
     model: &M,
     path: &Path,
+    finetune: &FinetuneConfig,
     base_sha256: &str,
 ) -> Result<()> {
     save_store(
         model,
         path,
-        Some((r"_lora\.|_adapter\.", base_sha256)),
+        Some((finetune.saved_pattern(), base_sha256)),
         "the adapter",
     )
 }

@@ -860,9 +860,12 @@ where
     fn save_best(&self) -> Result<()> {
         match &self.base_sha256 {
             None => checkpoint::save_weights(self.model(), &self.dir.join(WEIGHTS)),
-            Some(base) => {
-                checkpoint::save_adapter(self.model(), &self.dir.join(checkpoint::ADAPTER), base)
-            }
+            Some(base) => checkpoint::save_adapter(
+                self.model(),
+                &self.dir.join(checkpoint::ADAPTER),
+                &self.config.finetune,
+                base,
+            ),
         }
     }
 
@@ -880,6 +883,7 @@ where
                     Some(base) => checkpoint::save_adapter(
                         self.model(),
                         &tmp.join(checkpoint::ADAPTER),
+                        &self.config.finetune,
                         base,
                     )?,
                     None => self

@@ -77,6 +77,18 @@ impl<B: Backend> Transformer<B> {
     /// adapters (Houlsby et al. 2019), the only parameters left to train.
     pub fn frozen_with_finetune(self, config: &FinetuneConfig, device: &B::Device) -> Self {
         let mut model = self.no_grad();
+        if config.train_embeddings {
+            for table in [
+                &mut model.shared,
+                &mut model.encoder.embed_tokens,
+                &mut model.decoder.embed_tokens,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                table.weight = table.weight.clone().set_require_grad(true);
+            }
+        }
         for layer in &mut model.encoder.layers {
             layer.add_finetune(config, device);
         }
