@@ -16,7 +16,7 @@ pub struct DecodeArgs {
     #[arg(long)]
     beam: Option<usize>,
     /// Length penalty α (GNMT's, or with the Hugging Face rule the exponent of the length).
-    /// Default: the model's own (`[decode] length_penalty`), else 0.6.
+    /// Default: the model's own (`[decode] length_penalty`), else 1.0.
     #[arg(long)]
     length_penalty: Option<f64>,
     /// Maximum output length: a · source length + b (a). Default: the model's own (`[decode]

@@ -89,7 +89,7 @@ impl TranslateRequest {
                 beam: if sampling.is_some() {
                     1
                 } else {
-                    self.beam.unwrap_or(d.beam)
+                    self.beam.unwrap_or(d.beam.max(self.n_best.unwrap_or(1)))
                 },
                 n_best: self.n_best.unwrap_or(1),
                 length_penalty: self.length_penalty.unwrap_or(d.length_penalty),
@@ -196,7 +196,10 @@ pub async fn translate(
     };
     state.check_texts(&texts)?;
     let index = resolve_model(&state, &request)?;
-    let options = request.options(&state.models[index].engine.search_defaults());
+    let mut defaults = state.models[index].engine.search_defaults();
+    // A model's own default beam (an imported model's num_beams) within this server's limit.
+    defaults.beam = defaults.beam.min(state.config.limits.max_beam);
+    let options = request.options(&defaults);
     let finished = state.translate(index, texts, options).await?;
     let translations = finished
         .translations

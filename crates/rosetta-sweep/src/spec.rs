@@ -542,12 +542,17 @@ impl Sweep {
         Ok(config)
     }
 
-    /// The search settings of a decoding trial.
+    /// The search settings of a decoding trial: the trial's `search.*` keys over `defaults`
+    /// (the model's own, [`rosetta::translate::Translator::search_defaults`]).
     pub fn search_config(
         &self,
         assignment: &Assignment,
+        defaults: &BeamConfig,
     ) -> std::result::Result<BeamConfig, String> {
         let mut table = toml::Table::new();
+        let base = toml::Table::try_from(defaults)
+            .map_err(|e| format!("search: cannot write the model's defaults: {e}"))?;
+        table.insert("search".into(), toml::Value::Table(base));
         for (key, value) in assignment {
             space::set_key(&mut table, key, value.clone())?;
         }
@@ -595,7 +600,7 @@ impl Sweep {
         let check = |a: &Assignment| -> std::result::Result<(), String> {
             match self.target {
                 Target::Train { .. } => self.train_config(a).map(|_| ()),
-                Target::Decode { .. } => self.search_config(a).map(|_| ()),
+                Target::Decode { .. } => self.search_config(a, &BeamConfig::default()).map(|_| ()),
             }
         };
         for (i, a) in assignments.iter().enumerate() {

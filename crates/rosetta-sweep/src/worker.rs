@@ -461,7 +461,7 @@ impl<B: rosetta::burn::prelude::Backend> Decoder<B> {
 
     fn run(&self, sweep: &Sweep, claim: &Claim, sweep_dir: &Path) -> Result<Outcome> {
         let search = sweep
-            .search_config(&claim.params)
+            .search_config(&claim.params, &self.translator.search_defaults())
             .map_err(|message| crate::spec::trial_error(claim.id, &claim.params, message))?;
         let clock = Instant::now();
         let lines: Vec<&str> = self.sources.iter().map(String::as_str).collect();

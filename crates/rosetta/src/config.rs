@@ -364,9 +364,11 @@ fn first_missing_key(full: &toml::Table, read: &toml::Table, prefix: &str) -> Op
 }
 
 /// The model-directory format this build writes (`format` in a saved config.toml). 1: written
-/// before the key existed (no word joiners, no derived output lengths); 2: both. A directory of a
-/// newer format is refused with a message saying so, before any of its unknown keys are.
-pub const FORMAT: u32 = 2;
+/// before the key existed (no word joiners, no derived output lengths); 2: both; 3: a model's own
+/// search defaults (`[decode] beam`, `length_penalty`), `data.pipeline`, `finetune.train_embeddings`,
+/// and fine-tuning checkpoints that hold the adapter alone. A directory of a newer format is refused
+/// with a message saying so, before any of its unknown keys are.
+pub const FORMAT: u32 = 3;
 
 /// A whole run: data, text pipeline, model and training.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -506,6 +508,13 @@ impl Config {
             out.decode = init.decode.clone();
         }
         out.validate()?;
+        // The architecture is known now: a LoRA target it lacks is named before anything is
+        // fitted, encoded or written.
+        let (arch, targets): (&str, &[&str]) = match &out.model {
+            ModelConfig::Rnn(_) => ("rnn", &crate::model::lora::RNN_LORA_TARGETS),
+            ModelConfig::Transformer(_) => ("transformer", &crate::model::lora::LORA_TARGETS),
+        };
+        out.finetune.check_targets(arch, targets)?;
         Ok(out)
     }
 

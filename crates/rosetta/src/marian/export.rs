@@ -134,7 +134,10 @@ pub fn export_marian(model_dir: &Path, out_dir: &Path) -> Result<()> {
         "max_length": transformer.max_positions,
         "num_beams": config.decode.beam.unwrap_or(4),
     });
-    if let Some(alpha) = config.decode.length_penalty {
+    // Under the GNMT rule α means something else than transformers' length exponent.
+    if let (Some(alpha), crate::search::BeamRule::HuggingFace) =
+        (config.decode.length_penalty, config.decode.beam_rule)
+    {
         generation["length_penalty"] = serde_json::json!(alpha);
     }
     write_atomic(

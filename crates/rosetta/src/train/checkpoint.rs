@@ -203,7 +203,7 @@ pub fn load_adapter<B: Backend, M: Module<B>>(
                      trained, {} now): restore the base model it was trained on, or fine-tune \
                      again",
                     base_weights.display(),
-                    &expected[..expected.len().min(12)],
+                    expected.chars().take(12).collect::<String>(),
                     &found[..12]
                 ),
             });

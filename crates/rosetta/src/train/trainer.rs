@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::model::architecture::{Seq2Seq, TrainableJob, dispatch_trainable};
 use crate::model::input::{ids_tensor, source_batch};
 use crate::search::{greedy, max_output_len};
-use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
+use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
@@ -184,6 +184,24 @@ struct Materialize;
 impl<B: Backend> ModuleVisitor<B> for Materialize {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         let _ = param.val();
+    }
+}
+
+/// Gives every parameter an id from its place in the model (visit order), the same in every
+/// process. The optimizer keys its state by parameter id, and ids are drawn at random per process:
+/// a full checkpoint (`model.mpk`) restores them, but a fine-tuning checkpoint restores its
+/// parameters by name from safetensors into the model's own ids, so without this a resumed LoRA or
+/// adapter run would start Adam's moments again.
+struct StableIds(u64);
+impl<B: Backend> ModuleMapper<B> for StableIds {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (_, tensor, mapper) = param.consume();
+        self.0 += 1;
+        Param::from_mapped_value(
+            ParamId::from(0x726f_7365_7474_6100 + self.0),
+            tensor,
+            mapper,
+        )
     }
 }
 
@@ -449,7 +467,9 @@ where
         }
         if !options.resume
             && notice.is_none()
-            && (!existing.is_empty() || dir.join(WEIGHTS).exists())
+            && (!existing.is_empty()
+                || dir.join(WEIGHTS).exists()
+                || dir.join(checkpoint::ADAPTER).exists())
         {
             return Err(Error::Config(format!(
                 "{} already holds a trained model; pass --resume to continue it, or choose another model directory",
@@ -570,6 +590,9 @@ where
         // LoRA: the base frozen, the updates added (before a checkpoint restores them).
         model = model.with_finetune(&config.finetune, device)?;
         model.visit(&mut Materialize);
+        if config.finetune.method != crate::model::lora::FinetuneMethod::None {
+            model = model.map(&mut StableIds(0));
+        }
         let mut optimizer = AnyOptimizer::<B, M>::new(&train_cfg.optimizer_settings());
         let mut schedule = Schedule::new(train_cfg.schedule_settings());
         let mut state = TrainState {
