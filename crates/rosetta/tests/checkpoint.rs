@@ -151,30 +151,35 @@ fn a_model_directory_of_another_format_is_named_as_such() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model");
     copy_dir(trained(), &model);
-    let newer = written.replacen("format = 2", "format = 3", 1) + "\n[quantize]\nbits = 4\n";
+    let current = format!("format = {}", rosetta::config::FORMAT);
+    let next = rosetta::config::FORMAT + 1;
+    let newer =
+        written.replacen(&current, &format!("format = {next}"), 1) + "\n[quantize]\nbits = 4\n";
     std::fs::write(model.join("config.toml"), newer).unwrap();
     let e = Translator::<Flex>::load(&model, &Default::default()).unwrap_err();
     let message = e.to_string();
     assert!(
         message.contains("config.toml")
-            && message.contains("newer Rosetta (model-directory format 3"),
+            && message.contains(&format!("newer Rosetta (model-directory format {next}")),
         "{message}"
     );
     std::fs::write(
         model.join("config.toml"),
-        written.replacen("format = 2", "format = \"two\"", 1),
+        written.replacen(&current, "format = \"two\"", 1),
     )
     .unwrap();
     clear_error("format = \"two\"", "config.toml", || {
         Translator::<Flex>::load(&model, &Default::default())
     });
-    // Format 1: no key (what every directory before it was).
-    std::fs::write(
-        model.join("config.toml"),
-        written.replacen("format = 2\n", "", 1),
-    )
-    .unwrap();
-    Translator::<Flex>::load(&model, &Default::default()).unwrap();
+    // Formats 2 (what the previous release wrote) and 1 (no key: every directory before it) load.
+    for older in ["format = 2\n", ""] {
+        std::fs::write(
+            model.join("config.toml"),
+            written.replacen(&format!("{current}\n"), older, 1),
+        )
+        .unwrap();
+        Translator::<Flex>::load(&model, &Default::default()).unwrap();
+    }
 }
 
 #[test]
