@@ -104,7 +104,7 @@ impl Observer for Progress {
                 format!("{} parameters", info.parameters)
             } else {
                 format!(
-                    "{} parameters, {} trainable ({:.2}%; the rest frozen)",
+                    "{} parameters, {} trainable ({:.2}%)",
                     info.parameters,
                     info.trainable,
                     100.0 * info.trainable as f64 / info.parameters.max(1) as f64

@@ -559,3 +559,25 @@ fn incremental_decoding_survives_cache_growth_and_reordering() {
         }
     }
 }
+
+/// Regression: every linear layer's bias was made with `Param::map(zeros_like)`, which left it
+/// without a gradient, so no Transformer ever trained its attention and feed-forward biases.
+#[test]
+fn every_transformer_parameter_trains_biases_included() {
+    use burn::module::{ModuleVisitor, Param};
+    struct Frozen(Vec<usize>);
+    impl<B: Backend> ModuleVisitor<B> for Frozen {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            if !param.val().is_require_grad() {
+                self.0.push(param.val().shape().num_elements());
+            }
+        }
+    }
+    for config in all_variants() {
+        let model =
+            Transformer::<Autodiff<Flex>>::new(&config, 12, 12, &Default::default()).unwrap();
+        let mut frozen = Frozen(Vec::new());
+        model.visit(&mut frozen);
+        assert!(frozen.0.is_empty(), "{config:?}: frozen {:?}", frozen.0);
+    }
+}

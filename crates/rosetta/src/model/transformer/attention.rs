@@ -10,6 +10,7 @@ use crate::kernels::{
     PackCache, WeightLayout, gather_rows, linear, step_attention, write_position,
 };
 use crate::model::lora::{FinetuneConfig, Lora, adapted};
+use burn::module::Param;
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
@@ -43,7 +44,9 @@ pub fn xavier_linear<B: Backend>(
         .with_initializer(Initializer::XavierUniform { gain: 1.0 })
         .init(device);
     if let Some(b) = layer.bias.take() {
-        layer.bias = Some(b.map(|t| t.zeros_like()));
+        // A fresh parameter: `Param::map` would take the gradient flag of `zeros_like()`'s result,
+        // which has none, and every bias of every Transformer stayed frozen at zero.
+        layer.bias = Some(Param::from_tensor(b.val().zeros_like()));
     }
     layer
 }
