@@ -35,7 +35,7 @@ for m in scratch full lora-emb adapter-emb lora adapter; do
   train "$m" "$m.toml"
   "$ROSETTA" evaluate --model "runs/ft-$m" --src "$D/test_2016_flickr.cs.gz" \
     --ref "$D/test_2016_flickr.en.gz" --beam 5 --json > "runs/ft-$m/test.json"
-  echo "$m: $(grep -o '"bleu":[0-9.]*\|"chrf":[0-9.]*' "runs/ft-$m/test.json" | tr '\n' ' ')" \
+  echo "$m: $(grep -o '"bleu": [0-9.]*\|"chrf": [0-9.]*' "runs/ft-$m/test.json" | tr '\n' ' ')" \
     "peak RSS $(grep Maximum "runs/ft-$m/time.txt" | grep -o '[0-9]*$') kB," \
     "wall $(grep Elapsed "runs/ft-$m/time.txt" | grep -o '[0-9:.]*$')," \
     "on disk $(du -sh --exclude=checkpoints "runs/ft-$m" | cut -f1)"
