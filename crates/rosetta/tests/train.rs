@@ -571,10 +571,25 @@ fn dropped_pairs_are_reported_and_the_length_cap_follows_the_training_data() {
     }
 }
 
+/// Trains `config` on `pairs` (no validation set) into `dir`.
+fn run_on(
+    config: &Config,
+    pairs: Vec<(String, String)>,
+    dir: &Path,
+    resume: bool,
+) -> rosetta::Result<rosetta::train::trainer::TrainSummary> {
+    train::<B>(
+        config,
+        &data(pairs, None),
+        &options(dir, resume),
+        &Default::default(),
+        &mut Silent,
+    )
+}
+
 #[test]
 fn a_prepared_pipeline_is_used_instead_of_one_fitted_on_the_training_data() {
     let _guard = serial();
-    let device = Default::default();
     let prepared = tempfile::tempdir().unwrap();
     // Prepared on text the training corpus lacks ("x y z"): the run's vocabulary must have it.
     let mut vocab_text = reverse_task(50, 3);
@@ -595,51 +610,35 @@ fn a_prepared_pipeline_is_used_instead_of_one_fitted_on_the_training_data() {
     config.text = Default::default(); // taken from the prepared pipeline
     config.data.pipeline = Some(prepared.path().to_path_buf());
     config.train.max_steps = 2;
-    train::<B>(
-        &config,
-        &data(reverse_task(50, 1), None),
-        &options(dir.path(), false),
-        &device,
-        &mut Silent,
-    )
-    .unwrap();
+    run_on(&config, reverse_task(50, 1), dir.path(), false).unwrap();
     let vocab = std::fs::read_to_string(dir.path().join("vocab.txt")).unwrap();
     assert!(vocab.lines().any(|l| l.split('\t').next() == Some("x")));
     let saved = Config::load(&dir.path().join("config.toml")).unwrap();
     assert_eq!(saved.text, text);
     // Resuming reads the same settings back.
     config.train.max_steps = 3;
-    train::<B>(
-        &config,
-        &data(reverse_task(50, 1), None),
-        &options(dir.path(), true),
-        &device,
-        &mut Silent,
-    )
-    .unwrap();
+    run_on(&config, reverse_task(50, 1), dir.path(), true).unwrap();
 
     // A [text] that contradicts the pipeline is refused, naming the key.
     let mut config = tiny_config();
     config.text.vocab_size = 123;
     config.data.pipeline = Some(prepared.path().to_path_buf());
-    let err = train::<B>(
+    let err = run_on(
         &config,
-        &data(reverse_task(50, 1), None),
-        &options(tempfile::tempdir().unwrap().path(), false),
-        &device,
-        &mut Silent,
+        reverse_task(50, 1),
+        tempfile::tempdir().unwrap().path(),
+        false,
     )
     .unwrap_err();
     assert!(err.to_string().contains("data.pipeline"), "{err}");
     // A directory that holds no pipeline is named.
     config.text = Default::default();
     config.data.pipeline = Some(dir.path().join("nothing-here"));
-    let err = train::<B>(
+    let err = run_on(
         &config,
-        &data(reverse_task(50, 1), None),
-        &options(tempfile::tempdir().unwrap().path(), false),
-        &device,
-        &mut Silent,
+        reverse_task(50, 1),
+        tempfile::tempdir().unwrap().path(),
+        false,
     )
     .unwrap_err();
     assert!(err.to_string().contains("nothing-here"), "{err}");
@@ -656,14 +655,7 @@ fn lora_adapts_an_rnn_s_dense_layers_and_merges_into_the_same_translations() {
     let base = root.path().join("base");
     let mut config = tiny_config();
     config.train.max_steps = 60;
-    train::<B>(
-        &config,
-        &data(reverse_task(600, 1), None),
-        &options(&base, false),
-        &device,
-        &mut Silent,
-    )
-    .unwrap();
+    run_on(&config, reverse_task(600, 1), &base, false).unwrap();
 
     let mut ft_config = tiny_config();
     ft_config.train.init_from = Some(base.clone());
@@ -676,14 +668,7 @@ fn lora_adapts_an_rnn_s_dense_layers_and_merges_into_the_same_translations() {
         ..FinetuneConfig::default()
     };
     let ft = root.path().join("lora");
-    train::<B>(
-        &ft_config,
-        &data(reverse_task(600, 2), None),
-        &options(&ft, false),
-        &device,
-        &mut Silent,
-    )
-    .unwrap();
+    run_on(&ft_config, reverse_task(600, 2), &ft, false).unwrap();
     // It learned: the loss fell from where the base left it.
     let losses = train_losses(&ft);
     let mean = |l: &[(u64, f64)]| l.iter().map(|x| x.1).sum::<f64>() / l.len() as f64;
@@ -720,14 +705,7 @@ fn lora_adapts_an_rnn_s_dense_layers_and_merges_into_the_same_translations() {
     let mut half = ft_config.clone();
     half.train.max_steps = 75;
     for (config, resume) in [(&half, false), (&ft_config, true)] {
-        train::<B>(
-            config,
-            &data(reverse_task(600, 2), None),
-            &options(&resumed, resume),
-            &device,
-            &mut Silent,
-        )
-        .unwrap();
+        run_on(config, reverse_task(600, 2), &resumed, resume).unwrap();
     }
     let tensors = |path: &Path| -> Vec<(String, Vec<u8>)> {
         let bytes = std::fs::read(path).unwrap();
@@ -786,25 +764,17 @@ fn lora_adapts_an_rnn_s_dense_layers_and_merges_into_the_same_translations() {
             }
             let tied = root.path().join("tied");
             wrong.train.max_steps = 1;
-            train::<B>(
-                &wrong,
-                &data(reverse_task(50, 1), None),
-                &options(&tied, false),
-                &device,
-                &mut Silent,
-            )
-            .unwrap();
+            run_on(&wrong, reverse_task(50, 1), &tied, false).unwrap();
             wrong = ft_config.clone();
             wrong.train.init_from = Some(tied);
             wrong.model = ModelConfig::default();
             wrong.finetune.targets = vec!["output".into()];
         }
-        let err = train::<B>(
+        let err = run_on(
             &wrong,
-            &data(reverse_task(50, 2), None),
-            &options(&root.path().join(format!("wrong-{}", targets[0])), false),
-            &device,
-            &mut Silent,
+            reverse_task(50, 2),
+            &root.path().join(format!("wrong-{}", targets[0])),
+            false,
         )
         .unwrap_err()
         .to_string();
@@ -816,14 +786,7 @@ fn lora_adapts_an_rnn_s_dense_layers_and_merges_into_the_same_translations() {
     with_embeddings.finetune.train_embeddings = true;
     with_embeddings.train.max_steps = 20;
     let ft_emb = root.path().join("lora-emb");
-    train::<B>(
-        &with_embeddings,
-        &data(reverse_task(600, 2), None),
-        &options(&ft_emb, false),
-        &device,
-        &mut Silent,
-    )
-    .unwrap();
+    run_on(&with_embeddings, reverse_task(600, 2), &ft_emb, false).unwrap();
     let tables = |path: &Path| -> Vec<(String, Vec<u8>)> {
         let mut t = tensors(path);
         t.retain(|(k, _)| k.ends_with("embedding.weight"));
@@ -851,12 +814,11 @@ fn lora_adapts_an_rnn_s_dense_layers_and_merges_into_the_same_translations() {
 
     let mut adapter = ft_config.clone();
     adapter.finetune.method = FinetuneMethod::Adapter;
-    let err = train::<B>(
+    let err = run_on(
         &adapter,
-        &data(reverse_task(50, 2), None),
-        &options(&root.path().join("adapter"), false),
-        &device,
-        &mut Silent,
+        reverse_task(50, 2),
+        &root.path().join("adapter"),
+        false,
     )
     .unwrap_err()
     .to_string();
