@@ -48,7 +48,8 @@ impl Job for EvaluateJob<'_> {
         device: B::Device,
     ) -> Result<()> {
         let args = self.args;
-        let translator = load_translator::<B::InnerBackend>(&args.model, &device)?;
+        let translator =
+            load_translator::<B::InnerBackend>(&args.model, &device, args.decode.quantize)?;
         let options = args.decode.options(1, &translator.search_defaults());
         options.validate()?;
         let sources = read_lines(&args.src)?;
@@ -130,6 +131,7 @@ impl Job for EvaluateJob<'_> {
             "sentences": sources.len(),
             "beam": options.search.beam,
             "length_penalty": options.search.length_penalty,
+            "quantize": args.decode.quantize.map(|_| "int8"),
             "bleu": bleu.score,
             "bleu_signature": bleu.signature.format(false),
             "bleu_lc": bleu_lc.score,

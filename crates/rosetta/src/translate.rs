@@ -2,6 +2,7 @@
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::kernels::Int8Kernel;
 use crate::model::architecture::AnyModel;
 use crate::model::input::{SourceBatch, ids_tensor, source_batch};
 use crate::search::ensemble::mixture;
@@ -204,6 +205,13 @@ impl<B: Backend> Translator<B> {
             translator.models.extend(member.models);
         }
         Ok(translator)
+    }
+
+    /// Runs the search's dense layers in 8-bit integers with `kernel`, for every member (see
+    /// [`crate::model::Seq2Seq::quantize`]): weights quantized per output column when first used,
+    /// each step's inputs per row.
+    pub fn quantize(&self, kernel: Int8Kernel) {
+        self.models.iter().for_each(|m| m.quantize(kernel));
     }
 
     /// How many models vote on every token (1 for a single model).

@@ -581,3 +581,65 @@ fn every_transformer_parameter_trains_biases_included() {
         assert!(frozen.0.is_empty(), "{config:?}: frozen {:?}", frozen.0);
     }
 }
+
+/// int8 search (`Translator::quantize`): on a trained toy model, beam 5 in 8-bit integers stays
+/// within 0.3 BLEU of the float search, and the plain-Rust kernel (what a CPU without AVX2 runs)
+/// gives exactly the output of the kernel this CPU picks.
+#[test]
+fn int8_search_stays_within_the_bleu_bound_and_its_kernels_agree() {
+    use rosetta::kernels::Int8Kernel;
+    use rosetta_text::metrics::Bleu;
+    let _guard = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = transformer_config(tiny(NormPosition::Pre, PositionKind::Sinusoidal));
+    config.train.max_steps = 600;
+    config.train.schedule = ScheduleKind::Noam;
+    config.train.warmup_steps = 100;
+    train::<AB>(
+        &config,
+        &data(reverse_task(1500, 1), None),
+        &options(dir.path(), false),
+        &Default::default(),
+        &mut Silent,
+    )
+    .unwrap();
+    let test = reverse_task(200, 77);
+    let lines: Vec<&str> = test.iter().map(|(s, _)| s.as_str()).collect();
+    let refs = vec![test.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>()];
+    let beam5 = TranslateOptions {
+        search: BeamConfig {
+            beam: 5,
+            ..BeamConfig::default()
+        },
+        ..TranslateOptions::default()
+    };
+    let decode = |kernel: Option<Int8Kernel>| -> Vec<String> {
+        let t = Translator::<Flex>::load(dir.path(), &Default::default()).unwrap();
+        if let Some(kernel) = kernel {
+            t.quantize(kernel);
+        }
+        let out = t.translate(&lines, &beam5).unwrap();
+        out.iter().map(|o| o.text().to_owned()).collect()
+    };
+    let float = decode(None);
+    let int8 = decode(Some(Int8Kernel::detect()));
+    let plain = decode(Some(Int8Kernel::Plain));
+    assert_eq!(
+        int8,
+        plain,
+        "{} kernel against plain Rust",
+        Int8Kernel::detect().name()
+    );
+    let bleu = |hyps: &[String]| Bleu::default().corpus_score(hyps, &refs).unwrap().score;
+    let (b_float, b_int8) = (bleu(&float), bleu(&int8));
+    let same = float.iter().zip(&int8).filter(|(a, b)| a == b).count();
+    eprintln!("BLEU float {b_float:.2}, int8 {b_int8:.2}; {same} of 200 outputs identical");
+    assert!(
+        b_float > 50.0,
+        "the toy model did not learn ({b_float:.2} BLEU)"
+    );
+    assert!(
+        b_int8 >= b_float - 0.3,
+        "int8 {b_int8:.2} against float {b_float:.2} BLEU"
+    );
+}

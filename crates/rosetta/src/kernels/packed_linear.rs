@@ -17,6 +17,7 @@
 //! last places from the training-time product (`gemm` blocks the inner dimension differently).
 //! Without AVX-512, or on another backend, the projection is the plain dense layer.
 
+use super::int8_linear::{Int8Kernel, Int8Weight};
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
 use burn::prelude::*;
@@ -54,14 +55,40 @@ struct Packed {
 
 /// The packed form of one output weight, shared by the clones of a model; repacked when the weight
 /// changes (a training step makes a new tensor). Holds the packed copy and the weight it came from
-/// (twice the weight's size) from the first search on.
+/// (twice the weight's size) from the first search on. After [`PackCache::quantize`] the copy is
+/// the weight in 8-bit integers ([`Int8Weight`]), and the projection runs on any CPU.
 #[derive(Clone, Default)]
-pub struct PackCache(Arc<Mutex<Option<Arc<Packed>>>>);
+pub struct PackCache(Arc<Mutex<Slot>>);
+
+#[derive(Default)]
+struct Slot {
+    /// `Some`: project in 8-bit integers with this kernel.
+    int8: Option<Int8Kernel>,
+    packed: Option<Entry>,
+}
+
+enum Entry {
+    F32(Arc<Packed>),
+    Int8(Arc<Quantized>),
+}
+
+/// A weight in 8-bit integers and the tensor it was quantized from (see [`Packed`]).
+struct Quantized {
+    source: FlexTensor,
+    layout: WeightLayout,
+    weight: Int8Weight,
+}
 
 impl std::fmt::Debug for PackCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("PackCache")
     }
+}
+
+/// Whether `tensor` is the very tensor `source` (same storage and layout): burn-flex copies shared
+/// storage before writing, so the weight has not changed.
+fn same_tensor(source: &FlexTensor, tensor: &FlexTensor) -> bool {
+    Arc::ptr_eq(&source.data_arc(), &tensor.data_arc()) && source.layout() == tensor.layout()
 }
 
 /// Whether this CPU runs the packed kernel.
@@ -87,7 +114,11 @@ impl PackCache {
         layout: WeightLayout,
         bias: Option<&Tensor<B, 1>>,
     ) -> Option<Tensor<B, 2>> {
-        if x.dtype() != DType::F32 || weight.dtype() != DType::F32 || !supported() {
+        let int8 = self.lock().int8;
+        if x.dtype() != DType::F32
+            || weight.dtype() != DType::F32
+            || (int8.is_none() && !supported())
+        {
             return None;
         }
         let flex = |t: &Tensor<B, 2>| {
@@ -106,44 +137,115 @@ impl PackCache {
             ),
             None => None,
         };
-        let packed = self.packed(weight, layout);
-        let [rows, d_in] = [x.shape()[0], x.shape()[1]];
-        assert!(
-            d_in == packed.d_in && bias.as_ref().is_none_or(|b| b.shape()[0] == packed.d_out),
-            "packed projection: x {:?}, weight [{}, {}] ({layout:?}), bias {:?}",
-            x.shape(),
-            packed.d_in,
-            packed.d_out,
-            bias.as_ref().map(|b| b.shape().to_vec())
-        );
-        let y = packed.forward(
-            x.storage::<f32>(),
-            rows,
-            bias.as_ref().map(|b| b.storage::<f32>()),
-        );
-        let y = FlexTensor::from_data(TensorData::new(y, [rows, packed.d_out]));
+        let rows = x.shape()[0];
+        let (y, d_out) = match int8 {
+            Some(kernel) => {
+                let q = self.quantized(weight, layout);
+                let [q_in, q_out] = q.weight.shape();
+                check_shapes(&x, [q_in, q_out], layout, bias.as_ref());
+                let y = q.weight.forward(
+                    x.storage::<f32>(),
+                    rows,
+                    bias.as_ref().map(|b| b.storage::<f32>()),
+                    kernel,
+                );
+                (y, q_out)
+            }
+            None => {
+                let packed = self.packed(weight, layout);
+                check_shapes(&x, [packed.d_in, packed.d_out], layout, bias.as_ref());
+                let y = packed.forward(
+                    x.storage::<f32>(),
+                    rows,
+                    bias.as_ref().map(|b| b.storage::<f32>()),
+                );
+                (y, packed.d_out)
+            }
+        };
+        debug_assert_eq!(y.len(), rows * d_out);
+        let y = FlexTensor::from_data(TensorData::new(y, [rows, d_out]));
         Some(super::cast_back(Tensor::<Flex, 2>::from_primitive(
             TensorPrimitive::Float(y),
         )))
     }
 
+    /// Projects in 8-bit integers from now on (weights quantized per output column at first use,
+    /// inputs per row at every step), with `kernel`.
+    pub fn quantize(&self, kernel: Int8Kernel) {
+        let mut slot = self.lock();
+        slot.int8 = Some(kernel);
+        slot.packed = None;
+    }
+
+    /// Bytes of the packed or quantized copy held (0 before the first search).
+    pub fn bytes(&self) -> usize {
+        match &self.lock().packed {
+            Some(Entry::F32(p)) => 4 * p.panels.len(),
+            Some(Entry::Int8(q)) => q.weight.bytes(),
+            None => 0,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slot> {
+        // A panic while packing leaves `None` or the previous entry, both consistent.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The 8-bit form of `weight`, from the cache when it holds this very tensor.
+    fn quantized(&self, weight: FlexTensor, layout: WeightLayout) -> Arc<Quantized> {
+        let mut slot = self.lock();
+        if let Some(Entry::Int8(q)) = &slot.packed
+            && q.layout == layout
+            && same_tensor(&q.source, &weight)
+        {
+            return Arc::clone(q);
+        }
+        slot.packed = None;
+        let contiguous = weight.to_contiguous();
+        let dims = contiguous.shape().to_vec();
+        let (d_in, d_out, out_in) = match layout {
+            WeightLayout::InOut => (dims[0], dims[1], false),
+            WeightLayout::OutIn => (dims[1], dims[0], true),
+        };
+        let q = Arc::new(Quantized {
+            weight: Int8Weight::new(contiguous.storage::<f32>(), d_in, d_out, out_in),
+            source: weight,
+            layout,
+        });
+        slot.packed = Some(Entry::Int8(Arc::clone(&q)));
+        q
+    }
+
     /// The packed form of `weight`, from the cache when it holds this very tensor.
     fn packed(&self, weight: FlexTensor, layout: WeightLayout) -> Arc<Packed> {
-        // A panic while packing leaves `None` or the previous entry, both consistent.
-        let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(p) = slot.as_ref()
+        let mut slot = self.lock();
+        if let Some(Entry::F32(p)) = &slot.packed
             && p.layout == layout
-            && Arc::ptr_eq(&p.source.data_arc(), &weight.data_arc())
-            && p.source.layout() == weight.layout()
+            && same_tensor(&p.source, &weight)
         {
             return Arc::clone(p);
         }
         // Drop the old entry first: two packed copies of a large weight are not needed at once.
-        *slot = None;
+        slot.packed = None;
         let packed = Arc::new(Packed::new(weight, layout));
-        *slot = Some(Arc::clone(&packed));
+        slot.packed = Some(Entry::F32(Arc::clone(&packed)));
         packed
     }
+}
+
+/// Panics with the shapes when `x`, the weight and the bias disagree (a bug in the caller).
+fn check_shapes(
+    x: &FlexTensor,
+    [d_in, d_out]: [usize; 2],
+    layout: WeightLayout,
+    bias: Option<&FlexTensor>,
+) {
+    assert!(
+        x.shape()[1] == d_in && bias.is_none_or(|b| b.shape()[0] == d_out),
+        "packed projection: x {:?}, weight [{d_in}, {d_out}] ({layout:?}), bias {:?}",
+        x.shape(),
+        bias.map(|b| b.shape().to_vec())
+    );
 }
 
 impl Packed {

@@ -9,6 +9,7 @@ use super::input::SourceBatch;
 use super::seq2seq::{RnnConfig, RnnSeq2Seq};
 use super::transformer::{Transformer, TransformerConfig};
 use crate::error::{Error, Result};
+use crate::kernels::Int8Kernel;
 use crate::model::lora::{FinetuneConfig, FinetuneMethod, LORA_TARGETS, RNN_LORA_TARGETS};
 use crate::search::{Scorer, Step};
 use burn::module::{AutodiffModule, Module};
@@ -141,6 +142,12 @@ pub trait Seq2Seq<B: Backend>: Module<B> + Scorer<B> + std::fmt::Debug + Sized {
 
     /// The model as the search runs it (LoRA updates folded into the weights).
     fn merged(self) -> Self;
+
+    /// Runs the search's dense layers in 8-bit integers with `kernel` (weights quantized per
+    /// output column at first use, inputs per row at every step): every projection of a
+    /// Transformer decoder step and the vocabulary projection; an RNN's vocabulary projection.
+    /// Training is unaffected.
+    fn quantize(&self, kernel: Int8Kernel);
 }
 
 fn wrong_arch(expected: &str, config: &ModelConfig) -> Error {
@@ -188,6 +195,10 @@ impl<B: Backend> Seq2Seq<B> for RnnSeq2Seq<B> {
     fn merged(self) -> Self {
         self.merge_lora()
     }
+
+    fn quantize(&self, kernel: Int8Kernel) {
+        self.decoder.quantize(kernel);
+    }
 }
 
 impl<B: Backend> Seq2Seq<B> for Transformer<B> {
@@ -224,6 +235,10 @@ impl<B: Backend> Seq2Seq<B> for Transformer<B> {
 
     fn merged(self) -> Self {
         self.merge_lora()
+    }
+
+    fn quantize(&self, kernel: Int8Kernel) {
+        Transformer::quantize(self, kernel);
     }
 }
 
@@ -351,6 +366,14 @@ impl<B: Backend> AnyModel<B> {
         match self {
             AnyModel::Rnn(m) => AnyModel::Rnn(m.merged()),
             AnyModel::Transformer(m) => AnyModel::Transformer(m.merged()),
+        }
+    }
+
+    /// Runs the search in 8-bit integers (see [`Seq2Seq::quantize`]).
+    pub fn quantize(&self, kernel: Int8Kernel) {
+        match self {
+            AnyModel::Rnn(m) => m.quantize(kernel),
+            AnyModel::Transformer(m) => Seq2Seq::quantize(m, kernel),
         }
     }
 

@@ -188,6 +188,11 @@ pub struct Decoder<B: Backend> {
 }
 
 impl<B: Backend> Decoder<B> {
+    /// Projects the vocabulary of search steps in 8-bit integers (see [`PackCache::quantize`]).
+    pub fn quantize(&self, kernel: crate::kernels::Int8Kernel) {
+        self.output_pack.quantize(kernel);
+    }
+
     /// Builds a decoder.
     pub fn new(spec: &DecoderSpec, device: &B::Device) -> Self {
         let gates = |d_in| gate_projection(spec.cell, d_in, spec.hidden, true, device);

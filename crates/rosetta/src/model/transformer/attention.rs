@@ -198,6 +198,11 @@ impl<B: Backend> MultiHeadAttention<B> {
 }
 
 impl<B: Backend> MultiHeadAttention<B> {
+    /// Runs the four projections of search steps in 8-bit integers.
+    pub fn quantize(&self, kernel: crate::kernels::Int8Kernel) {
+        self.packs.iter().for_each(|p| p.quantize(kernel));
+    }
+
     /// Projected step queries `[n, d_model]` split into heads and scaled as [`Self::queries`] does:
     /// `[n, heads, 1, head_dim]` (the fallback where the fused step kernel does not apply).
     fn step_heads(&self, q: Tensor<B, 2>) -> Tensor<B, 4> {

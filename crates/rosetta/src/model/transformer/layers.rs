@@ -230,6 +230,13 @@ impl<B: Backend> CrossMemory<B> {
 }
 
 impl<B: Backend> DecoderLayer<B> {
+    /// Runs every dense layer of search steps in 8-bit integers.
+    pub fn quantize(&self, kernel: crate::kernels::Int8Kernel) {
+        self.self_attn.quantize(kernel);
+        self.encoder_attn.quantize(kernel);
+        self.ffn_packs.iter().for_each(|p| p.quantize(kernel));
+    }
+
     /// Adds the LoRA updates `config` targets, or its adapters.
     pub fn add_finetune(&mut self, config: &FinetuneConfig, device: &B::Device) {
         self.self_attn.add_lora(config, device);

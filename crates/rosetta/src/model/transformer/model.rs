@@ -73,6 +73,13 @@ pub struct TransformerState<B: Backend> {
 }
 
 impl<B: Backend> Transformer<B> {
+    /// Runs the search in 8-bit integers: every projection of a decoder step and the vocabulary
+    /// projection (see [`PackCache::quantize`]).
+    pub fn quantize(&self, kernel: crate::kernels::Int8Kernel) {
+        self.decoder.layers.iter().for_each(|l| l.quantize(kernel));
+        self.output_pack.quantize(kernel);
+    }
+
     /// Freezes every parameter and adds the LoRA updates `config` targets (Hu et al. 2021) or its
     /// adapters (Houlsby et al. 2019), the only parameters left to train.
     pub fn frozen_with_finetune(self, config: &FinetuneConfig, device: &B::Device) -> Self {
