@@ -54,6 +54,9 @@ pub struct DecodeArgs {
     /// Tokens per batch (source side, padding included).
     #[arg(long, default_value_t = TranslateOptions::default().max_tokens_per_batch)]
     max_tokens_per_batch: usize,
+    /// Sentences per batch at most (0: only --max-tokens-per-batch limits a batch).
+    #[arg(long, default_value_t = 0)]
+    max_sentences_per_batch: usize,
     /// Replace <unk> by the most-attended source piece.
     #[arg(long)]
     replace_unk: bool,
@@ -96,6 +99,7 @@ impl DecodeArgs {
                 seed: self.seed,
             }),
             max_tokens_per_batch: self.max_tokens_per_batch,
+            max_sentences_per_batch: self.max_sentences_per_batch,
             replace_unk: self.replace_unk,
         }
     }
@@ -126,6 +130,10 @@ pub struct Args {
     /// Lines translated together (default: 1 on a terminal, 2000 otherwise).
     #[arg(long)]
     chunk_lines: Option<usize>,
+    /// At the end, print to standard error the lines, target pieces (each output's `</s>`
+    /// counted) and seconds spent translating (loading and reading excluded), for benchmarks.
+    #[arg(long)]
+    timing: bool,
     #[command(flatten)]
     decode: DecodeArgs,
     /// auto, cpu, cuda or cuda:N.
@@ -256,6 +264,7 @@ impl Job for TranslateJob<'_> {
         let mut warnings = InputWarnings::default();
         let mut line_no = 0u64;
         let mut hit_max_len = 0u64;
+        let (mut busy, mut pieces) = (std::time::Duration::ZERO, 0usize);
         loop {
             let first = line_no;
             let lines = read_chunk(&mut *reader, chunk, &mut line_no, &mut warnings)?;
@@ -263,7 +272,13 @@ impl Job for TranslateJob<'_> {
                 break;
             }
             let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+            let clock = std::time::Instant::now();
             let translations = translator.translate_at(&refs, &options, first)?;
+            busy += clock.elapsed();
+            pieces += translations
+                .iter()
+                .map(|t| t.best().map_or(0, |c| c.pieces.len() + 1))
+                .sum::<usize>();
             for (k, t) in translations.iter().enumerate() {
                 let index = first + k as u64;
                 hit_max_len += u64::from(t.hit_max_len());
@@ -295,6 +310,14 @@ impl Job for TranslateJob<'_> {
             writer.flush()?;
         }
         writer.finish()?;
+        if args.timing {
+            let seconds = busy.as_secs_f64();
+            eprintln!(
+                "timing: {line_no} lines, {pieces} target pieces, {seconds:.3} s translating, \
+                 {:.1} pieces/s",
+                pieces as f64 / seconds.max(1e-9)
+            );
+        }
         warnings.summary(line_no);
         if let Some(warning) = max_len_warning(hit_max_len, line_no, translator.max_len(&options)) {
             eprintln!("warning: {warning}");

@@ -27,6 +27,9 @@ pub struct TranslateOptions {
     pub sampling: Option<SamplingConfig>,
     /// Tokens per batch, padding included (source side).
     pub max_tokens_per_batch: usize,
+    /// Sentences per batch at most (0: only the token limit applies), as fairseq's `--batch-size`
+    /// and CTranslate2's `max_batch_size`.
+    pub max_sentences_per_batch: usize,
     /// Replace `<unk>` in the output by the most-attended source piece.
     pub replace_unk: bool,
 }
@@ -37,6 +40,7 @@ impl Default for TranslateOptions {
             search: BeamConfig::default(),
             sampling: None,
             max_tokens_per_batch: 4000,
+            max_sentences_per_batch: 0,
             replace_unk: false,
         }
     }
@@ -234,8 +238,10 @@ impl<B: Backend> Translator<B> {
         self.config.text.max_len
     }
 
-    /// Groups indices of non-empty sequences (sorted by length) into token-limited batches.
-    fn batches(lengths: &[usize], budget: usize) -> Vec<Vec<usize>> {
+    /// Groups indices of non-empty sequences (sorted by length) into batches of at most `budget`
+    /// tokens and `max_rows` sequences (0: no limit).
+    fn batches(lengths: &[usize], budget: usize, max_rows: usize) -> Vec<Vec<usize>> {
+        let max_rows = if max_rows == 0 { usize::MAX } else { max_rows };
         let mut order: Vec<usize> = (0..lengths.len()).filter(|&i| lengths[i] > 0).collect();
         order.sort_by_key(|&i| lengths[i]);
         let mut batches = Vec::new();
@@ -243,7 +249,10 @@ impl<B: Backend> Translator<B> {
         while start < order.len() {
             let mut end = start + 1;
             // Sorted by length: the last row of a batch is its longest.
-            while end < order.len() && (end + 1 - start) * (lengths[order[end]] + 1) <= budget {
+            while end < order.len()
+                && end - start < max_rows
+                && (end + 1 - start) * (lengths[order[end]] + 1) <= budget
+            {
                 end += 1;
             }
             batches.push(order[start..end].to_vec());
@@ -346,7 +355,7 @@ impl<B: Backend> Translator<B> {
         resolved.search.max_len_a.get_or_insert(max_len_a);
         resolved.search.max_len_b.get_or_insert(max_len_b);
         let options = &resolved;
-        for chunk in Self::batches(&lengths, budget) {
+        for chunk in Self::batches(&lengths, budget, options.max_sentences_per_batch) {
             let padded = PaddedIds::new(
                 chunk.iter().map(|&i| ids[i].as_slice()),
                 &self.pipeline.src_vocab().specials(),
@@ -450,7 +459,7 @@ impl<B: Backend> Translator<B> {
             .collect();
         let specials = self.pipeline.tgt_vocab().specials();
         let (mut nll, mut tokens) = (0.0f64, 0usize);
-        for chunk in Self::batches(&lengths, max_tokens.max(2 * max_len + 2)) {
+        for chunk in Self::batches(&lengths, max_tokens.max(2 * max_len + 2), 0) {
             let src_specials = self.pipeline.src_vocab().specials();
             let side = |ids: &[Vec<u32>], specials, bos, eos| {
                 PaddedIds::new(chunk.iter().map(|&i| ids[i].as_slice()), specials, bos, eos)
@@ -510,5 +519,36 @@ fn decode<B: Backend, S: Scorer<B>>(
             .map(|h| vec![h])
             .collect(),
         (None, _) => beam_search(scorer, src, search),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+
+    /// Batches cover every non-empty sequence once, shortest first, within both limits.
+    #[test]
+    fn batches_respect_the_token_and_sentence_limits() {
+        let lengths = [3, 0, 7, 1, 5, 5, 2, 9, 4, 6];
+        for (budget, max_rows) in [(100, 0), (100, 3), (20, 0), (20, 2), (10, 1)] {
+            let batches = Translator::<Flex>::batches(&lengths, budget, max_rows);
+            let mut seen: Vec<usize> = batches.iter().flatten().copied().collect();
+            seen.sort_unstable();
+            assert_eq!(
+                seen,
+                vec![0, 2, 3, 4, 5, 6, 7, 8, 9],
+                "{budget} / {max_rows}"
+            );
+            for b in &batches {
+                let longest = b.iter().map(|&i| lengths[i]).max().unwrap_or(0);
+                assert!(b.len() == 1 || b.len() * (longest + 1) <= budget);
+                assert!(
+                    max_rows == 0 || b.len() <= max_rows,
+                    "{b:?} over {max_rows} rows"
+                );
+            }
+        }
+        assert_eq!(Translator::<Flex>::batches(&lengths, 100, 3).len(), 3);
     }
 }

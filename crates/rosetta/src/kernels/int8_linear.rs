@@ -154,22 +154,32 @@ impl Int8Weight {
         let mut panels = vec![0i8; n_panels * groups * NR * G];
         let mut scales = vec![0f32; n_panels * NR];
         let mut shift = vec![0i32; n_panels * NR];
-        let mut column = vec![0f32; d_in];
-        let mut q = vec![0i8; d_in];
-        for j in 0..d_out {
-            for (l, c) in column.iter_mut().enumerate() {
-                *c = if out_in {
-                    w[j * d_in + l]
-                } else {
-                    w[l * d_out + j]
-                };
-            }
-            scales[j] = quantize(&column, &mut q);
-            shift[j] = 128 * q.iter().map(|&v| i32::from(v)).sum::<i32>();
-            let (panel, c) = (j / NR, j % NR);
-            for (l, &v) in q.iter().enumerate() {
-                panels[((panel * groups + l / G) * NR + c) * G + l % G] = v;
-            }
+        {
+            use rayon::prelude::*;
+            panels
+                .par_chunks_mut(groups * NR * G)
+                .zip(scales.par_chunks_mut(NR))
+                .zip(shift.par_chunks_mut(NR))
+                .enumerate()
+                .for_each(|(p, ((panel, scales), shift))| {
+                    let mut column = vec![0f32; d_in];
+                    let mut q = vec![0i8; d_in];
+                    for c in 0..NR.min(d_out - p * NR) {
+                        let j = p * NR + c;
+                        for (l, v) in column.iter_mut().enumerate() {
+                            *v = if out_in {
+                                w[j * d_in + l]
+                            } else {
+                                w[l * d_out + j]
+                            };
+                        }
+                        scales[c] = quantize(&column, &mut q);
+                        shift[c] = 128 * q.iter().map(|&v| i32::from(v)).sum::<i32>();
+                        for (l, &v) in q.iter().enumerate() {
+                            panel[((l / G) * NR + c) * G + l % G] = v;
+                        }
+                    }
+                });
         }
         Int8Weight {
             d_in,
@@ -292,18 +302,16 @@ impl Int8Weight {
             };
             let (scales, bias_tile) = (&self.scales[j0..j0 + NR], bias.map(|b| &b[j0..j0 + width]));
             for (rr, row_sums) in sums.iter().enumerate().take(r) {
-                let (mut y, sx) = ([0f32; NR], sx[i + rr]);
+                // SAFETY: row i + rr < rows; columns j0 .. j0 + width belong to this panel, which
+                // only this call writes (caller's guarantee), so the slice aliases nothing.
+                let y = unsafe { std::slice::from_raw_parts_mut(dst.at((i + rr) * n + j0), width) };
+                let sx = sx[i + rr];
                 for (((y, &s), &sh), &sc) in y.iter_mut().zip(row_sums).zip(shift).zip(scales) {
                     *y = (s - sh) as f32 * (sx * sc);
                 }
                 if let Some(b) = bias_tile {
                     y.iter_mut().zip(b).for_each(|(y, b)| *y += b);
                 }
-                // SAFETY: row i + rr < rows; columns j0 .. j0 + width belong to this panel
-                // (caller's guarantee).
-                unsafe {
-                    std::ptr::copy_nonoverlapping(y.as_ptr(), dst.at((i + rr) * n + j0), width)
-                };
             }
             i += r;
         }

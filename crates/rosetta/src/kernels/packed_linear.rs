@@ -103,16 +103,59 @@ fn supported() -> bool {
     }
 }
 
+/// A nonlinearity applied to a projection's output while it is still in cache (the first layer of
+/// a feed-forward block), with the vectorized `exp` of [`super::simd_math`] rather than a separate
+/// tensor operation calling libm per element.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Epilogue {
+    /// Nothing.
+    Identity,
+    /// `max(x, 0)`.
+    Relu,
+    /// `x · σ(x)` (SiLU).
+    Swish,
+}
+
+impl Epilogue {
+    fn apply(self, y: &mut [f32]) {
+        use super::simd_math::{dispatch, sigmoid};
+        match self {
+            Epilogue::Identity => {}
+            Epilogue::Relu => dispatch(
+                #[inline(always)]
+                || y.iter_mut().for_each(|v| *v = v.max(0.0)),
+            ),
+            Epilogue::Swish => dispatch(
+                #[inline(always)]
+                || y.iter_mut().for_each(|v| *v *= sigmoid(*v)),
+            ),
+        }
+    }
+}
+
 impl PackCache {
     /// `x W + b` for a search step: `x` `[rows, d_in]`, `weight` in `layout`, `bias` `[d_out]`.
     /// Packs `weight` on first use (and again when it changed); `None` where the packed kernel does
-    /// not apply (another backend or dtype, no AVX-512), and the caller computes the layer itself.
+    /// not apply (another backend or dtype, no AVX-512 for float weights), and the caller computes
+    /// the layer itself.
     pub fn project<B: Backend>(
         &self,
         x: &Tensor<B, 2>,
         weight: &Tensor<B, 2>,
         layout: WeightLayout,
         bias: Option<&Tensor<B, 1>>,
+    ) -> Option<Tensor<B, 2>> {
+        self.project_then(x, weight, layout, bias, Epilogue::Identity)
+    }
+
+    /// [`PackCache::project`], then `epilogue` on the output.
+    pub fn project_then<B: Backend>(
+        &self,
+        x: &Tensor<B, 2>,
+        weight: &Tensor<B, 2>,
+        layout: WeightLayout,
+        bias: Option<&Tensor<B, 1>>,
+        epilogue: Epilogue,
     ) -> Option<Tensor<B, 2>> {
         let int8 = self.lock().int8;
         if x.dtype() != DType::F32
@@ -138,7 +181,7 @@ impl PackCache {
             None => None,
         };
         let rows = x.shape()[0];
-        let (y, d_out) = match int8 {
+        let (mut y, d_out) = match int8 {
             Some(kernel) => {
                 let q = self.quantized(weight, layout);
                 let [q_in, q_out] = q.weight.shape();
@@ -163,6 +206,7 @@ impl PackCache {
             }
         };
         debug_assert_eq!(y.len(), rows * d_out);
+        epilogue.apply(&mut y);
         let y = FlexTensor::from_data(TensorData::new(y, [rows, d_out]));
         Some(super::cast_back(Tensor::<Flex, 2>::from_primitive(
             TensorPrimitive::Float(y),
@@ -567,6 +611,40 @@ mod tests {
                 (t - 2.0 * a).abs() <= 1e-4 * (1.0 + a.abs()),
                 "{t} vs 2 × {a}"
             );
+        }
+    }
+
+    /// The epilogue's relu and swish equal burn's on the same projection (the int8 path, which
+    /// runs on every CPU), to the last few bits of the vectorized `exp`.
+    #[test]
+    fn epilogues_equal_the_tensor_activations() {
+        use burn::tensor::activation::{relu, silu};
+        let x = tensor(values(5 * 40, 11), [5, 40]);
+        let w = tensor(values(40 * 70, 12), [40, 70]);
+        let b = tensor(values(70, 13), [70]);
+        let cache = PackCache::default();
+        cache.quantize(crate::kernels::Int8Kernel::detect());
+        let plain = cache
+            .project(&x, &w, WeightLayout::InOut, Some(&b))
+            .unwrap();
+        for (epilogue, want) in [
+            (Epilogue::Relu, relu(plain.clone())),
+            (Epilogue::Swish, silu(plain.clone())),
+            (Epilogue::Identity, plain.clone()),
+        ] {
+            let got = cache
+                .project_then(&x, &w, WeightLayout::InOut, Some(&b), epilogue)
+                .unwrap();
+            let (got, want) = (
+                got.into_data().to_vec::<f32>().unwrap(),
+                want.into_data().to_vec::<f32>().unwrap(),
+            );
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (g - w).abs() <= 1e-6 * (1.0 + w.abs()),
+                    "{epilogue:?}: {g} vs {w}"
+                );
+            }
         }
     }
 }

@@ -5,9 +5,10 @@
 //! not (padding, the future). `exp(−∞) = 0`, so masked keys receive exactly zero weight; every row
 //! keeps at least one key (a source has its `</s>`, a target position itself).
 
+use super::config::Activation;
 use crate::kernels;
 use crate::kernels::{
-    PackCache, WeightLayout, gather_rows, linear, step_attention, write_position,
+    Epilogue, PackCache, WeightLayout, gather_rows, linear, step_attention, write_position,
 };
 use crate::model::lora::{FinetuneConfig, Lora, adapted};
 use burn::module::Param;
@@ -87,6 +88,30 @@ pub fn packed_linear<B: Backend>(
     let bias = layer.bias.as_ref().map(|b| b.val());
     pack.project(&x, &layer.weight.val(), WeightLayout::InOut, bias.as_ref())
         .unwrap_or_else(|| linear(layer, x))
+}
+
+/// `activation(x W + b)` for a search step, the nonlinearity applied in the packed projection's
+/// epilogue where it has one (relu, swish).
+pub fn packed_linear_activated<B: Backend>(
+    layer: &Linear<B>,
+    pack: &PackCache,
+    x: Tensor<B, 2>,
+    activation: Activation,
+) -> Tensor<B, 2> {
+    let epilogue = match activation {
+        Activation::Relu => Epilogue::Relu,
+        Activation::Swish => Epilogue::Swish,
+        Activation::Gelu => return activation.apply(packed_linear(layer, pack, x)),
+    };
+    let bias = layer.bias.as_ref().map(|b| b.val());
+    pack.project_then(
+        &x,
+        &layer.weight.val(),
+        WeightLayout::InOut,
+        bias.as_ref(),
+        epilogue,
+    )
+    .unwrap_or_else(|| activation.apply(linear(layer, x)))
 }
 
 impl<B: Backend> MultiHeadAttention<B> {

@@ -3,7 +3,9 @@
 //! Names follow Hugging Face's Marian (`self_attn`, `self_attn_layer_norm`, `encoder_attn`,
 //! `encoder_attn_layer_norm`, `fc1`, `fc2`, `final_layer_norm`), so checkpoints map key for key.
 
-use super::attention::{KvCache, MultiHeadAttention, packed_linear, xavier_linear};
+use super::attention::{
+    KvCache, MultiHeadAttention, packed_linear, packed_linear_activated, xavier_linear,
+};
 use super::config::{Activation, NormPosition, TransformerConfig};
 use super::norm::LayerNorm;
 use crate::kernels;
@@ -406,11 +408,12 @@ impl<B: Backend> DecoderLayer<B> {
             x,
             |h| {
                 let [n, _, d] = h.dims();
-                let inner = self.activation.apply(packed_linear(
+                let inner = packed_linear_activated(
                     &self.fc1,
                     &self.ffn_packs[0],
                     h.reshape([n, d]),
-                ));
+                    self.activation,
+                );
                 packed_linear(&self.fc2, &self.ffn_packs[1], inner).reshape([n, 1, d])
             },
         );
