@@ -41,7 +41,8 @@ pub fn write_position<B: Backend>(
 }
 
 /// Rows `indices` of `buffer` `[n, heads, capacity, head_dim]` (repeats allowed), of which only
-/// positions `0..len` are copied; the rest of the new buffer is zero.
+/// positions `0..len` are copied, into a buffer of `len + 1` positions (the last one zero) on the
+/// CPU; other backends keep the capacity.
 pub fn gather_rows<B: Backend>(
     buffer: Tensor<B, 4>,
     indices: Tensor<B, 1, Int>,
@@ -55,6 +56,9 @@ pub fn gather_rows<B: Backend>(
         Err(buffer) => return buffer.select(0, indices),
     };
     let [_, heads, capacity, hd] = flex.dims();
+    // Beam search reorders after every step, so the copy needs room for one more position only:
+    // keeping the old capacity would copy (or zero) up to as many unused positions as used ones.
+    let fresh = len + 1;
     let rows: Vec<usize> = indices
         .into_data()
         .convert::<i64>()
@@ -63,17 +67,17 @@ pub fn gather_rows<B: Backend>(
         .collect();
     let src = whole(flex.into_primitive().tensor());
     let src = src.storage::<f32>();
-    let block = capacity * hd;
+    let (block, out_block) = (capacity * hd, fresh * hd);
     let used = len.min(capacity) * hd;
-    let mut out = Vec::with_capacity(rows.len() * heads * block);
+    let mut out = Vec::with_capacity(rows.len() * heads * out_block);
     for &row in &rows {
         for head in 0..heads {
             let at = (row * heads + head) * block;
             out.extend_from_slice(&src[at..at + used]);
-            out.resize(out.len() + block - used, 0.0);
+            out.resize(out.len() + out_block - used, 0.0);
         }
     }
-    let out = FlexTensor::from_data(TensorData::new(out, [rows.len(), heads, capacity, hd]));
+    let out = FlexTensor::from_data(TensorData::new(out, [rows.len(), heads, fresh, hd]));
     super::cast_back(Tensor::<Flex, 4>::from_primitive(TensorPrimitive::Float(
         out,
     )))
@@ -116,6 +120,19 @@ mod tests {
             [0..3, 0..2, 3..4, 0..5],
             Tensor::zeros([3, 2, 1, 5], &Default::default()),
         );
+        assert_eq!(ours.into_data(), burns.into_data());
+
+        // One position in use: the copy holds it and one free position, not the old capacity.
+        let base: Vec<f32> = (0..120).map(|i| i as f32).collect();
+        let ours = gather_rows(tensor(base.clone(), shape), indices(), 1);
+        let burns = tensor(base, shape)
+            .select(0, indices())
+            .narrow(2, 0, 2)
+            .slice_assign(
+                [0..3, 0..2, 1..2, 0..5],
+                Tensor::zeros([3, 2, 1, 5], &Default::default()),
+            );
+        assert_eq!(ours.dims(), [3, 2, 2, 5]);
         assert_eq!(ours.into_data(), burns.into_data());
     }
 }
