@@ -2,8 +2,8 @@
 //! operations cost the most: dense layers (and the same layer at every step of a recurrence),
 //! splitting a sequence into steps, Bahdanau's energies,
 //! the attention's softmax and context, the GRU gates, the Transformer decoder's key/value cache, the label-smoothed cross-entropy and the
-//! search's log-softmax; and, for search steps, the vocabulary projection with its weight packed once
-//! per model (inference only, no backward).
+//! search's log-softmax; and, for search steps, the dense layers with their weights packed once per
+//! model, in float32 or quantized to 8-bit integers (inference only, no backward).
 //!
 //! Each entry point is generic over the backend. When the backend is burn's CPU backend (`Flex`,
 //! or `Autodiff<Flex>` in training) it runs the fused kernel; any other backend (CUDA) gets the same
