@@ -173,5 +173,6 @@ impl Job for EvaluateJob<'_> {
 
 pub fn run(args: Args) -> Result<()> {
     let device = resolve(args.device)?;
+    args.decode.check_device(device)?;
     run_on(device, EvaluateJob { args: &args })
 }

@@ -74,6 +74,17 @@ pub enum Quantize {
 }
 
 impl DecodeArgs {
+    /// `--quantize int8` has CPU kernels only: on a GPU it would silently run in float32.
+    pub fn check_device(&self, device: rosetta::device::Resolved) -> Result<()> {
+        if self.quantize.is_some() && device != rosetta::device::Resolved::Cpu {
+            anyhow::bail!(
+                "--quantize int8 runs on the CPU only (the model would run on {device} in \
+                 float32); add --device cpu"
+            );
+        }
+        Ok(())
+    }
+
     /// The options asked for; what the command line leaves out comes from `defaults`, the
     /// model's ([`rosetta::translate::Translator::search_defaults`]).
     pub fn options(&self, n_best: usize, defaults: &BeamConfig) -> TranslateOptions {
@@ -338,5 +349,6 @@ pub fn max_len_warning(hit: u64, lines: u64, (a, b): (f64, usize)) -> Option<Str
 
 pub fn run(args: Args) -> Result<()> {
     let device = resolve(args.device)?;
+    args.decode.check_device(device)?;
     run_on(device, TranslateJob { args: &args })
 }

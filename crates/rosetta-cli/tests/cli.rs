@@ -523,6 +523,41 @@ fn translate_keeps_one_output_line_per_input_line() {
     );
 }
 
+/// `--quantize int8` translates every line (in the task's symbols), names its kernel, reports
+/// `--timing`, and honours `--max-sentences-per-batch`.
+#[test]
+fn translate_in_int8_with_timing() {
+    let model = model_dir();
+    let input = b"a b c d\nh g f e\n\ne f\n";
+    let output = run(
+        [
+            "translate",
+            "--model",
+            s(&model),
+            "--device",
+            "cpu",
+            "--quantize",
+            "int8",
+            "--timing",
+            "--max-sentences-per-batch",
+            "1",
+        ],
+        Some(input),
+    );
+    let stdout = ok(&output);
+    let stderr = text(&output.stderr);
+    assert_eq!(stdout.matches('\n').count(), 4, "{stdout:?}");
+    assert!(stderr.contains("int8 search ("), "{stderr}");
+    assert!(stderr.contains("timing: 4 lines, "), "{stderr}");
+    let first = stdout.lines().next().unwrap_or_default();
+    assert!(
+        first
+            .split_whitespace()
+            .all(|w| SYMBOLS.contains(&w) || w == "<unk>"),
+        "{first:?}"
+    );
+}
+
 #[test]
 fn translate_n_best_lists_are_sorted() {
     let model = model_dir();
