@@ -165,6 +165,20 @@ pub(crate) fn cast_back<T: 'static, U: 'static>(t: T) -> U {
     }
 }
 
+/// Seeded values in [-1, 1) for kernel tests (xorshift).
+#[cfg(test)]
+fn test_values(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s % 2000) as f32 / 1000.0 - 1.0
+        })
+        .collect()
+}
+
 /// Asserts that two tensors agree element-wise within `tol` relative to `1 + |b|`.
 #[cfg(test)]
 fn assert_close<const D: usize>(a: Tensor<Flex, D>, b: Tensor<Flex, D>, tol: f32) {

@@ -79,6 +79,16 @@ struct Quantized {
     weight: Int8Weight,
 }
 
+impl WeightLayout {
+    /// `(d_in, d_out)` of a weight of shape `dims` stored in this layout.
+    fn in_out(self, dims: &[usize]) -> (usize, usize) {
+        match self {
+            WeightLayout::InOut => (dims[0], dims[1]),
+            WeightLayout::OutIn => (dims[1], dims[0]),
+        }
+    }
+}
+
 impl std::fmt::Debug for PackCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("PackCache")
@@ -246,11 +256,8 @@ impl PackCache {
         }
         slot.packed = None;
         let contiguous = weight.to_contiguous();
-        let dims = contiguous.shape().to_vec();
-        let (d_in, d_out, out_in) = match layout {
-            WeightLayout::InOut => (dims[0], dims[1], false),
-            WeightLayout::OutIn => (dims[1], dims[0], true),
-        };
+        let (d_in, d_out) = layout.in_out(&contiguous.shape());
+        let out_in = layout == WeightLayout::OutIn;
         let q = Arc::new(Quantized {
             weight: Int8Weight::new(contiguous.storage::<f32>(), d_in, d_out, out_in),
             source: weight,
@@ -295,11 +302,8 @@ fn check_shapes(
 impl Packed {
     fn new(source: FlexTensor, layout: WeightLayout) -> Self {
         let contiguous = source.to_contiguous();
-        let (w, dims) = (contiguous.storage::<f32>(), contiguous.shape().to_vec());
-        let (d_in, d_out) = match layout {
-            WeightLayout::InOut => (dims[0], dims[1]),
-            WeightLayout::OutIn => (dims[1], dims[0]),
-        };
+        let w = contiguous.storage::<f32>();
+        let (d_in, d_out) = layout.in_out(&contiguous.shape());
         let n_panels = d_out.div_ceil(NR);
         let mut panels = vec![0f32; n_panels * d_in * NR];
         {
@@ -506,18 +510,7 @@ mod tests {
     use super::*;
     use burn::backend::Flex;
 
-    /// Seeded values in [-1, 1).
-    fn values(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s % 2000) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::kernels::test_values as values;
 
     fn tensor<const D: usize>(v: Vec<f32>, shape: [usize; D]) -> Tensor<Flex, D> {
         Tensor::from_data(TensorData::new(v, shape), &Default::default())
@@ -635,16 +628,7 @@ mod tests {
             let got = cache
                 .project_then(&x, &w, WeightLayout::InOut, Some(&b), epilogue)
                 .unwrap();
-            let (got, want) = (
-                got.into_data().to_vec::<f32>().unwrap(),
-                want.into_data().to_vec::<f32>().unwrap(),
-            );
-            for (g, w) in got.iter().zip(&want) {
-                assert!(
-                    (g - w).abs() <= 1e-6 * (1.0 + w.abs()),
-                    "{epilogue:?}: {g} vs {w}"
-                );
-            }
+            crate::kernels::assert_close(got, want, 1e-6);
         }
     }
 }
