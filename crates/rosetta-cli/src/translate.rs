@@ -204,7 +204,7 @@ pub fn load_translator<B: rosetta::burn::tensor::backend::Backend>(
     device: &B::Device,
     quantize: Option<Quantize>,
 ) -> Result<Translator<B>> {
-    let translator = Translator::<B>::load_ensemble(models, device).with_context(|| {
+    let mut translator = Translator::<B>::load_ensemble(models, device).with_context(|| {
         let names: Vec<String> = models.iter().map(|m| m.display().to_string()).collect();
         match names.len() {
             1 => format!("cannot load the model {}", names[0]),

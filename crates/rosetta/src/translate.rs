@@ -211,11 +211,14 @@ impl<B: Backend> Translator<B> {
         Ok(translator)
     }
 
-    /// Runs the search's dense layers in 8-bit integers with `kernel`, for every member (see
-    /// [`crate::model::Seq2Seq::quantize`]): weights quantized per output column when first used,
-    /// each step's inputs per row.
-    pub fn quantize(&self, kernel: Int8Kernel) {
-        self.models.iter().for_each(|m| m.quantize(kernel));
+    /// Translates in 8-bit integers with `kernel` from now on, every member (see
+    /// [`crate::model::Seq2Seq::into_int8`]): weights per output column, each step's inputs per
+    /// row; a Transformer's float weights are dropped.
+    pub fn quantize(&mut self, kernel: Int8Kernel) {
+        self.models = std::mem::take(&mut self.models)
+            .into_iter()
+            .map(|m| m.into_int8(kernel))
+            .collect();
     }
 
     /// How many models vote on every token (1 for a single model).

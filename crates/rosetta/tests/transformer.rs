@@ -5,6 +5,7 @@
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use rosetta::config::Config;
+use rosetta::kernels::Int8Kernel;
 use rosetta::model::architecture::ModelConfig;
 use rosetta::model::input::SourceBatch;
 use rosetta::model::seq2seq::RnnConfig;
@@ -104,6 +105,42 @@ fn incremental_decoding_equals_the_full_forward_at_every_step_of_a_padded_batch(
     let _guard = serial();
     for (k, config) in all_variants().into_iter().enumerate() {
         let m = model(&config, 10 + k as u64);
+        assert_incremental_equals_full(&m, &format!("{config:?}"));
+    }
+}
+
+#[test]
+fn an_int8_model_drops_its_float_weights_and_decodes_as_its_full_forward() {
+    let _guard = serial();
+    for (k, config) in all_variants().into_iter().enumerate() {
+        let m = model(&config, 40 + k as u64);
+        let (src, tgt) = padded_batch(PAD as i32);
+        let float = values(m.forward(&src, tgt.clone()).0);
+        let float_params = m.num_params();
+        let q = m.into_int8(Int8Kernel::detect());
+        // What stays float: LayerNorms, biases, learned positions.
+        assert!(
+            q.num_params() * 5 < float_params,
+            "{config:?}: {} of {float_params} parameters still float",
+            q.num_params()
+        );
+        let int8 = values(q.forward(&src, tgt).0);
+        let rms = |v: &[f32]| (v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32).sqrt();
+        let diff: Vec<f32> = int8.iter().zip(&float).map(|(a, b)| a - b).collect();
+        assert!(
+            rms(&diff) < 0.05 * rms(&float),
+            "{config:?}: int8 logits off by {} RMS against {}",
+            rms(&diff),
+            rms(&float)
+        );
+        assert_incremental_equals_full(&q, &format!("int8 {config:?}"));
+    }
+}
+
+/// Step `t` of incremental decoding gives the logits and attention of position `t` of the
+/// teacher-forced forward, for every row of a padded batch.
+fn assert_incremental_equals_full(m: &Transformer<Flex>, what: &str) {
+    {
         let (src, tgt) = padded_batch(PAD as i32);
         let (logits, attention) = m.forward(&src, tgt.clone());
         let [batch, len, vocab] = logits.dims();
@@ -123,7 +160,7 @@ fn incremental_decoding_equals_the_full_forward_at_every_step_of_a_padded_batch(
                     &got[row * vocab..(row + 1) * vocab],
                     &full[at..at + vocab],
                     1e-4,
-                    &format!("{config:?}: logits of row {row} at step {t}"),
+                    &format!("{what}: logits of row {row} at step {t}"),
                 );
                 let at = (row * len + t) * src_len;
                 assert_close(
@@ -587,7 +624,6 @@ fn every_transformer_parameter_trains_biases_included() {
 /// gives exactly the output of the kernel this CPU picks.
 #[test]
 fn int8_search_stays_within_the_bleu_bound_and_its_kernels_agree() {
-    use rosetta::kernels::Int8Kernel;
     use rosetta_text::metrics::Bleu;
     let _guard = serial();
     let dir = tempfile::tempdir().unwrap();
@@ -614,7 +650,7 @@ fn int8_search_stays_within_the_bleu_bound_and_its_kernels_agree() {
         ..TranslateOptions::default()
     };
     let decode = |kernel: Option<Int8Kernel>| -> Vec<String> {
-        let t = Translator::<Flex>::load(dir.path(), &Default::default()).unwrap();
+        let mut t = Translator::<Flex>::load(dir.path(), &Default::default()).unwrap();
         if let Some(kernel) = kernel {
             t.quantize(kernel);
         }

@@ -149,6 +149,47 @@ impl Int8Weight {
     /// Quantizes `w`, `[d_in, d_out]` row-major (`out_in`: `[d_out, d_in]`, a tied embedding table).
     pub fn new(w: &[f32], d_in: usize, d_out: usize, out_in: bool) -> Self {
         assert_eq!(w.len(), d_in * d_out, "weight of {d_in} × {d_out}");
+        Self::packed(d_in, d_out, |j, q| {
+            let column: Vec<f32> = (0..d_in)
+                .map(|l| {
+                    if out_in {
+                        w[j * d_in + l]
+                    } else {
+                        w[l * d_out + j]
+                    }
+                })
+                .collect();
+            quantize(&column, q)
+        })
+    }
+
+    /// A weight stored quantized: `q` `[d_out, d_in]` row-major (column `j` of the weight is row
+    /// `j`), `scales` `[d_out]`, as [`Int8Weight::to_stored`] gives them.
+    pub fn from_stored(q: &[i8], scales: &[f32], d_in: usize, d_out: usize) -> Self {
+        assert_eq!(q.len(), d_in * d_out, "weight of {d_in} × {d_out}");
+        assert_eq!(scales.len(), d_out, "{d_out} scales");
+        Self::packed(d_in, d_out, |j, column| {
+            column.copy_from_slice(&q[j * d_in..(j + 1) * d_in]);
+            scales[j]
+        })
+    }
+
+    /// The quantized values `[d_out, d_in]` and the scales `[d_out]`, to store.
+    pub fn to_stored(&self) -> (Vec<i8>, Vec<f32>) {
+        let k = self.d_in;
+        let mut q = vec![0i8; self.d_out * k];
+        for (j, row) in q.chunks_exact_mut(k.max(1)).enumerate().take(self.d_out) {
+            let panel = &self.panels[(j / NR) * self.groups * NR * G..];
+            for (l, v) in row.iter_mut().enumerate() {
+                *v = panel[((l / G) * NR + j % NR) * G + l % G];
+            }
+        }
+        (q, self.scales[..self.d_out].to_vec())
+    }
+
+    /// Packs the columns `column(j, q)` writes (quantized values of column `j` into `q`, `[d_in]`,
+    /// returning its scale), panel by panel in parallel.
+    fn packed(d_in: usize, d_out: usize, column: impl Fn(usize, &mut [i8]) -> f32 + Sync) -> Self {
         let groups = d_in.div_ceil(G);
         let n_panels = d_out.div_ceil(NR);
         let mut panels = vec![0i8; n_panels * groups * NR * G];
@@ -162,18 +203,9 @@ impl Int8Weight {
                 .zip(shift.par_chunks_mut(NR))
                 .enumerate()
                 .for_each(|(p, ((panel, scales), shift))| {
-                    let mut column = vec![0f32; d_in];
                     let mut q = vec![0i8; d_in];
                     for c in 0..NR.min(d_out - p * NR) {
-                        let j = p * NR + c;
-                        for (l, v) in column.iter_mut().enumerate() {
-                            *v = if out_in {
-                                w[j * d_in + l]
-                            } else {
-                                w[l * d_out + j]
-                            };
-                        }
-                        scales[c] = quantize(&column, &mut q);
+                        scales[c] = column(p * NR + c, &mut q);
                         shift[c] = 128 * q.iter().map(|&v| i32::from(v)).sum::<i32>();
                         for (l, &v) in q.iter().enumerate() {
                             panel[((l / G) * NR + c) * G + l % G] = v;
@@ -189,6 +221,26 @@ impl Int8Weight {
             scales,
             shift,
         }
+    }
+
+    /// Columns `ids` dequantized (`q_w[·, j] · s_w[j]`), `[ids.len(), d_in]` row-major: the rows of
+    /// a tied embedding table `[vocab, d_model]` kept only in 8 bits.
+    ///
+    /// # Panics
+    /// On an id ≥ `d_out` (as an embedding lookup does).
+    pub fn columns(&self, ids: &[usize]) -> Vec<f32> {
+        let k = self.d_in;
+        let mut out = vec![0f32; ids.len() * k];
+        for (row, &j) in out.chunks_exact_mut(k.max(1)).zip(ids) {
+            assert!(j < self.d_out, "column {j} of a weight with {}", self.d_out);
+            let (p, c) = (j / NR, j % NR);
+            let panel = &self.panels[p * self.groups * NR * G..];
+            let scale = self.scales[j];
+            for (l, v) in row.iter_mut().enumerate() {
+                *v = f32::from(panel[((l / G) * NR + c) * G + l % G]) * scale;
+            }
+        }
+        out
     }
 
     /// `[d_in, d_out]`.

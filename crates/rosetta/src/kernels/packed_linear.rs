@@ -72,9 +72,16 @@ enum Entry {
     Int8(Arc<Quantized>),
 }
 
+/// The weight one projection runs with.
+enum Prepared {
+    F32(Arc<Packed>),
+    Int8(Arc<Quantized>, Int8Kernel),
+}
+
 /// A weight in 8-bit integers and the tensor it was quantized from (see [`Packed`]).
 struct Quantized {
-    source: FlexTensor,
+    /// `None`: pinned, the only copy of the weight (see [`PackCache::pin_int8`]).
+    source: Option<FlexTensor>,
     layout: WeightLayout,
     weight: Int8Weight,
 }
@@ -167,6 +174,9 @@ impl PackCache {
         bias: Option<&Tensor<B, 1>>,
         epilogue: Epilogue,
     ) -> Option<Tensor<B, 2>> {
+        if let Some(y) = self.project_pinned(x.clone(), bias, epilogue) {
+            return Some(y);
+        }
         let int8 = self.lock().int8;
         if x.dtype() != DType::F32
             || weight.dtype() != DType::F32
@@ -174,12 +184,104 @@ impl PackCache {
         {
             return None;
         }
-        let flex = |t: &Tensor<B, 2>| {
-            super::cast::<_, Tensor<Flex, 2>>(t.clone())
-                .ok()
-                .map(|t| t.into_primitive().tensor())
+        let weight = flex_tensor(weight.clone())?;
+        self.run(x, bias, epilogue, |cache| match int8 {
+            Some(kernel) => Prepared::Int8(cache.quantized(weight, layout), kernel),
+            None => Prepared::F32(cache.packed(weight, layout)),
+        })
+    }
+
+    /// `epilogue(x W + b)` with the pinned weight, `x` `[.., d_in]` of any rank; `None` unless
+    /// [`PackCache::pin_int8`] pinned one (or the input is not float32 on the CPU).
+    pub fn project_pinned<B: Backend, const D: usize>(
+        &self,
+        x: Tensor<B, D>,
+        bias: Option<&Tensor<B, 1>>,
+        epilogue: Epilogue,
+    ) -> Option<Tensor<B, D>> {
+        let (q, kernel) = self.pinned()?;
+        if x.dtype() != DType::F32 {
+            return None;
+        }
+        let dims = x.dims();
+        let rows = dims[..D - 1].iter().product();
+        let y = self.run(&x.reshape([rows, dims[D - 1]]), bias, epilogue, |_| {
+            Prepared::Int8(q, kernel)
+        })?;
+        let mut out = dims;
+        out[D - 1] = y.dims()[1];
+        Some(y.reshape(out))
+    }
+
+    /// Quantizes `weight` now and keeps the result as the only copy: from here on the projection
+    /// ignores the weight tensor it is given, so the caller may drop it (an inference-only model
+    /// then holds its dense layers in 8 bits). `false`, and nothing pinned, where the weight is not
+    /// a float32 CPU tensor.
+    pub fn pin_int8<B: Backend>(
+        &self,
+        weight: &Tensor<B, 2>,
+        layout: WeightLayout,
+        kernel: Int8Kernel,
+    ) -> bool {
+        if weight.dtype() != DType::F32 {
+            return false;
+        }
+        let Some(weight) = flex_tensor(weight.clone()) else {
+            return false;
         };
-        let (x, weight) = (flex(x)?.to_contiguous(), flex(weight)?);
+        let contiguous = weight.to_contiguous();
+        let (d_in, d_out) = layout.in_out(&contiguous.shape());
+        let quantized = Int8Weight::new(
+            contiguous.storage::<f32>(),
+            d_in,
+            d_out,
+            layout == WeightLayout::OutIn,
+        );
+        self.pin(quantized, layout, kernel);
+        true
+    }
+
+    /// Keeps `weight`, already quantized, as the only copy (see [`PackCache::pin_int8`]).
+    pub fn pin(&self, weight: Int8Weight, layout: WeightLayout, kernel: Int8Kernel) {
+        let mut slot = self.lock();
+        slot.int8 = Some(kernel);
+        slot.packed = Some(Entry::Int8(Arc::new(Quantized {
+            source: None,
+            layout,
+            weight,
+        })));
+    }
+
+    /// The pinned weight and its kernel, if any.
+    fn pinned(&self) -> Option<(Arc<Quantized>, Int8Kernel)> {
+        let slot = self.lock();
+        match (&slot.packed, slot.int8) {
+            (Some(Entry::Int8(q)), Some(kernel)) if q.source.is_none() => {
+                Some((Arc::clone(q), kernel))
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether a weight is pinned ([`PackCache::pin_int8`]).
+    pub fn is_pinned(&self) -> bool {
+        self.pinned().is_some()
+    }
+
+    /// `read(weight)` on the pinned 8-bit weight, if any (to read rows of a tied embedding table).
+    pub fn with_pinned<R>(&self, read: impl FnOnce(&Int8Weight) -> R) -> Option<R> {
+        self.pinned().map(|(q, _)| read(&q.weight))
+    }
+
+    /// `epilogue(x W + b)` with the weight `entry` picks, `x` `[rows, d_in]`.
+    fn run<B: Backend>(
+        &self,
+        x: &Tensor<B, 2>,
+        bias: Option<&Tensor<B, 1>>,
+        epilogue: Epilogue,
+        entry: impl FnOnce(&Self) -> Prepared,
+    ) -> Option<Tensor<B, 2>> {
+        let x = flex_tensor(x.clone())?.to_contiguous();
         let bias = match bias {
             Some(b) => Some(
                 super::cast::<_, Tensor<Flex, 1>>(b.clone())
@@ -191,11 +293,10 @@ impl PackCache {
             None => None,
         };
         let rows = x.shape()[0];
-        let (mut y, d_out) = match int8 {
-            Some(kernel) => {
-                let q = self.quantized(weight, layout);
+        let (mut y, d_out) = match entry(self) {
+            Prepared::Int8(q, kernel) => {
                 let [q_in, q_out] = q.weight.shape();
-                check_shapes(&x, [q_in, q_out], layout, bias.as_ref());
+                check_shapes(&x, [q_in, q_out], q.layout, bias.as_ref());
                 let y = q.weight.forward(
                     x.storage::<f32>(),
                     rows,
@@ -204,9 +305,13 @@ impl PackCache {
                 );
                 (y, q_out)
             }
-            None => {
-                let packed = self.packed(weight, layout);
-                check_shapes(&x, [packed.d_in, packed.d_out], layout, bias.as_ref());
+            Prepared::F32(packed) => {
+                check_shapes(
+                    &x,
+                    [packed.d_in, packed.d_out],
+                    packed.layout,
+                    bias.as_ref(),
+                );
                 let y = packed.forward(
                     x.storage::<f32>(),
                     rows,
@@ -226,6 +331,9 @@ impl PackCache {
     /// Projects in 8-bit integers from now on (weights quantized per output column at first use,
     /// inputs per row at every step), with `kernel`.
     pub fn quantize(&self, kernel: Int8Kernel) {
+        if self.is_pinned() {
+            return;
+        }
         let mut slot = self.lock();
         slot.int8 = Some(kernel);
         slot.packed = None;
@@ -250,7 +358,7 @@ impl PackCache {
         let mut slot = self.lock();
         if let Some(Entry::Int8(q)) = &slot.packed
             && q.layout == layout
-            && same_tensor(&q.source, &weight)
+            && q.source.as_ref().is_some_and(|s| same_tensor(s, &weight))
         {
             return Arc::clone(q);
         }
@@ -260,7 +368,7 @@ impl PackCache {
         let out_in = layout == WeightLayout::OutIn;
         let q = Arc::new(Quantized {
             weight: Int8Weight::new(contiguous.storage::<f32>(), d_in, d_out, out_in),
-            source: weight,
+            source: Some(weight),
             layout,
         });
         slot.packed = Some(Entry::Int8(Arc::clone(&q)));
@@ -282,6 +390,13 @@ impl PackCache {
         slot.packed = Some(Entry::F32(Arc::clone(&packed)));
         packed
     }
+}
+
+/// `t` as a burn-flex tensor: `None` on another backend.
+fn flex_tensor<B: Backend>(t: Tensor<B, 2>) -> Option<FlexTensor> {
+    super::cast::<_, Tensor<Flex, 2>>(t)
+        .ok()
+        .map(|t| t.into_primitive().tensor())
 }
 
 /// Panics with the shapes when `x`, the weight and the bias disagree (a bug in the caller).

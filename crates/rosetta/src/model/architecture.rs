@@ -143,11 +143,11 @@ pub trait Seq2Seq<B: Backend>: Module<B> + Scorer<B> + std::fmt::Debug + Sized {
     /// The model as the search runs it (LoRA updates folded into the weights).
     fn merged(self) -> Self;
 
-    /// Runs the search's dense layers in 8-bit integers with `kernel` (weights quantized per
-    /// output column at first use, inputs per row at every step): every projection of a
-    /// Transformer decoder step and the vocabulary projection; an RNN's vocabulary projection.
-    /// Training is unaffected.
-    fn quantize(&self, kernel: Int8Kernel);
+    /// The model for inference in 8-bit integers with `kernel` (weights per output column, inputs
+    /// per row at every step): a Transformer's every dense layer, its vocabulary projection and the
+    /// token table tied to it, their float weights dropped; an RNN's vocabulary projection (its
+    /// float weights kept). LoRA updates are merged first.
+    fn into_int8(self, kernel: Int8Kernel) -> Self;
 }
 
 fn wrong_arch(expected: &str, config: &ModelConfig) -> Error {
@@ -196,8 +196,9 @@ impl<B: Backend> Seq2Seq<B> for RnnSeq2Seq<B> {
         self.merge_lora()
     }
 
-    fn quantize(&self, kernel: Int8Kernel) {
+    fn into_int8(self, kernel: Int8Kernel) -> Self {
         self.decoder.quantize(kernel);
+        self
     }
 }
 
@@ -237,8 +238,8 @@ impl<B: Backend> Seq2Seq<B> for Transformer<B> {
         self.merge_lora()
     }
 
-    fn quantize(&self, kernel: Int8Kernel) {
-        Transformer::quantize(self, kernel);
+    fn into_int8(self, kernel: Int8Kernel) -> Self {
+        self.merge_lora().into_int8(kernel)
     }
 }
 
@@ -369,11 +370,11 @@ impl<B: Backend> AnyModel<B> {
         }
     }
 
-    /// Runs the search in 8-bit integers (see [`Seq2Seq::quantize`]).
-    pub fn quantize(&self, kernel: Int8Kernel) {
+    /// The model for inference in 8-bit integers (see [`Seq2Seq::into_int8`]).
+    pub fn into_int8(self, kernel: Int8Kernel) -> Self {
         match self {
-            AnyModel::Rnn(m) => m.quantize(kernel),
-            AnyModel::Transformer(m) => Seq2Seq::quantize(m, kernel),
+            AnyModel::Rnn(m) => AnyModel::Rnn(m.into_int8(kernel)),
+            AnyModel::Transformer(m) => AnyModel::Transformer(Seq2Seq::into_int8(m, kernel)),
         }
     }
 

@@ -4,6 +4,7 @@
 //! A model directory holds `model.safetensors` (the best weights, keys = parameter names) for
 //! translation, and `checkpoints/step-NNNNNNNN/` (model + optimizer + trainer state) for `--resume`.
 
+use super::safetensors_file::Header;
 use crate::error::{Error, Result};
 use crate::model::lora::FinetuneConfig;
 use burn::module::Module;
@@ -101,41 +102,7 @@ pub fn file_sha256(path: &Path) -> Result<String> {
 
 /// The `__metadata__` strings of a safetensors file, read from its header alone.
 pub fn safetensors_metadata(path: &Path) -> Result<std::collections::HashMap<String, String>> {
-    use std::io::Read;
-    let corrupt = |message: String| Error::Checkpoint {
-        path: path.to_path_buf(),
-        message,
-    };
-    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    let mut len = [0u8; 8];
-    file.read_exact(&mut len).map_err(|_| {
-        corrupt("not a safetensors file: shorter than its 8-byte header length".into())
-    })?;
-    let len = u64::from_le_bytes(len);
-    // The format caps its header at 100 MB; a larger length is damage, not a header to allocate.
-    if len > 100_000_000 || len > file_len.saturating_sub(8) {
-        return Err(corrupt(format!(
-            "not a safetensors file: its header length ({len} bytes) does not fit in the file"
-        )));
-    }
-    let mut header = vec![0u8; len as usize];
-    file.read_exact(&mut header)
-        .map_err(|e| Error::io(path, e))?;
-    let header: serde_json::Value = serde_json::from_slice(&header).map_err(|e| {
-        corrupt(format!(
-            "not a safetensors file: its header is not JSON ({e})"
-        ))
-    })?;
-    Ok(header
-        .get("__metadata__")
-        .and_then(|m| m.as_object())
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
-                .collect()
-        })
-        .unwrap_or_default())
+    Ok(Header::read(path)?.metadata())
 }
 
 /// Writes the parameters of `model` as safetensors (temporary file, fsync, rename): all of them,
@@ -277,11 +244,7 @@ fn load_part<B: Backend, M: Module<B>>(
     required: impl Fn(&str) -> bool,
     misfit: &str,
 ) -> Result<M> {
-    let mut store = SafetensorsStore::from_file(path).allow_partial(true);
-    let result = model.load_from(&mut store).map_err(|e| Error::Checkpoint {
-        path: path.to_path_buf(),
-        message: format!("{misfit}: {e}"),
-    })?;
+    let result = apply_file(&mut model, path, misfit)?;
     let missing: Vec<&String> = result
         .missing
         .iter()
@@ -323,7 +286,29 @@ pub fn load_weights<B: Backend, M: Module<B>>(model: M, path: &Path) -> Result<M
             std::io::Error::new(std::io::ErrorKind::NotFound, "weights file not found"),
         ));
     }
-    load_store(model, SafetensorsStore::from_file(path), path)
+    let mut model = model;
+    let misfit = "these weights do not fit the model described by config.toml";
+    let result = apply_file(&mut model, path, misfit)?;
+    check_complete(model, result, path)
+}
+
+/// Applies every tensor of the safetensors file `path` to `model`, read one at a time (see
+/// [`super::safetensors_file`]); a tensor of the wrong shape or unreadable is an error opening with
+/// `misfit`.
+fn apply_file<B: Backend, M: Module<B>>(
+    model: &mut M,
+    path: &Path,
+    misfit: &str,
+) -> Result<burn::store::ApplyResult> {
+    let snapshots = Header::read(path)?.snapshots()?;
+    let result = model.apply(snapshots, None, None, false);
+    if !result.errors.is_empty() {
+        return Err(Error::Checkpoint {
+            path: path.to_path_buf(),
+            message: format!("{misfit}: {:?}", result.errors),
+        });
+    }
+    Ok(result)
 }
 
 /// Loads safetensors weights held in memory into `model`, checked as [`load_weights`] checks a
@@ -346,6 +331,11 @@ fn load_store<B: Backend, M: Module<B>>(
         path: path.to_path_buf(),
         message: format!("these weights do not fit the model described by config.toml: {e}"),
     })?;
+    check_complete(model, result, path)
+}
+
+/// `model` when `result` applied every parameter and left nothing over.
+fn check_complete<M>(model: M, result: burn::store::ApplyResult, path: &Path) -> Result<M> {
     if !result.unused.is_empty() || !result.missing.is_empty() {
         return Err(Error::Checkpoint {
             path: path.to_path_buf(),

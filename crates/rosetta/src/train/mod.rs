@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod loss;
 pub mod merge;
 pub mod optim;
+pub mod safetensors_file;
 pub mod schedule;
 pub mod tensorboard;
 pub mod trainer;

@@ -8,7 +8,8 @@
 use super::config::Activation;
 use crate::kernels;
 use crate::kernels::{
-    Epilogue, PackCache, WeightLayout, gather_rows, linear, step_attention, write_position,
+    Epilogue, Int8Kernel, PackCache, WeightLayout, gather_rows, linear, step_attention,
+    write_position,
 };
 use crate::model::lora::{FinetuneConfig, Lora, adapted};
 use burn::module::Param;
@@ -114,6 +115,48 @@ pub fn packed_linear_activated<B: Backend>(
     .unwrap_or_else(|| activation.apply(linear(layer, x)))
 }
 
+/// `act(x W + b)` plus the LoRA update, over `x` `[.., d_in]`: with the pinned 8-bit weight where
+/// the model was quantized for inference ([`PackCache::pin_int8`]; relu and swish in the
+/// projection's epilogue), else the dense layer.
+pub fn projected<B: Backend, const D: usize>(
+    layer: &Linear<B>,
+    lora: Option<&Lora<B>>,
+    pack: &PackCache,
+    x: Tensor<B, D>,
+    activation: Option<Activation>,
+) -> Tensor<B, D> {
+    if lora.is_none() && pack.is_pinned() {
+        let (epilogue, after) = match activation {
+            None => (Epilogue::Identity, None),
+            Some(Activation::Relu) => (Epilogue::Relu, None),
+            Some(Activation::Swish) => (Epilogue::Swish, None),
+            Some(Activation::Gelu) => (Epilogue::Identity, Some(Activation::Gelu)),
+        };
+        let bias = layer.bias.as_ref().map(|b| b.val());
+        if let Some(y) = pack.project_pinned(x.clone(), bias.as_ref(), epilogue) {
+            return match after {
+                Some(a) => a.apply(y),
+                None => y,
+            };
+        }
+    }
+    let y = adapted(layer, lora, x);
+    match activation {
+        Some(a) => a.apply(y),
+        None => y,
+    }
+}
+
+/// Quantizes `layer`'s weight into `pack` and drops the float weight (an empty `[0, 0]` tensor
+/// takes its place, so that a path still reading it fails loudly instead of computing with
+/// something else). Left as it is where the pack cannot hold it (another backend).
+pub fn pin_int8<B: Backend>(layer: &mut Linear<B>, pack: &PackCache, kernel: Int8Kernel) {
+    if pack.pin_int8(&layer.weight.val(), WeightLayout::InOut, kernel) {
+        let device = layer.weight.val().device();
+        layer.weight = Param::initialized(layer.weight.id, Tensor::empty([0, 0], &device));
+    }
+}
+
 impl<B: Backend> MultiHeadAttention<B> {
     /// A fresh layer.
     pub fn new(d_model: usize, heads: usize, dropout: f64, device: &B::Device) -> Self {
@@ -161,9 +204,13 @@ impl<B: Backend> MultiHeadAttention<B> {
 
     /// `x` `[batch, len, d_model]` through `layer` (and its LoRA update), split into heads:
     /// `[batch, heads, len, head_dim]`.
-    fn split(&self, layer: &Linear<B>, lora: Option<&Lora<B>>, x: Tensor<B, 3>) -> Tensor<B, 4> {
+    fn split(
+        &self,
+        (layer, lora, pack): (&Linear<B>, Option<&Lora<B>>, &PackCache),
+        x: Tensor<B, 3>,
+    ) -> Tensor<B, 4> {
         let [batch, len, d_model] = x.dims();
-        adapted(layer, lora, x)
+        projected(layer, lora, pack, x, None)
             .reshape([batch, len, self.heads, d_model / self.heads])
             .swap_dims(1, 2)
     }
@@ -171,15 +218,18 @@ impl<B: Backend> MultiHeadAttention<B> {
     /// Queries scaled by `1/√head_dim` (§3.2.1), `[batch, heads, tq, head_dim]`.
     pub fn queries(&self, x: Tensor<B, 3>) -> Tensor<B, 4> {
         let head_dim = x.dims()[2] / self.heads;
-        self.split(&self.q_proj, self.q_lora.as_ref(), x)
+        self.split((&self.q_proj, self.q_lora.as_ref(), &self.packs[0]), x)
             .mul_scalar((head_dim as f64).powf(-0.5))
     }
 
     /// Keys and values of `x` `[batch, tk, d_model]`, each `[batch, heads, tk, head_dim]`.
     pub fn keys_values(&self, x: Tensor<B, 3>) -> (Tensor<B, 4>, Tensor<B, 4>) {
         (
-            self.split(&self.k_proj, self.k_lora.as_ref(), x.clone()),
-            self.split(&self.v_proj, self.v_lora.as_ref(), x),
+            self.split(
+                (&self.k_proj, self.k_lora.as_ref(), &self.packs[1]),
+                x.clone(),
+            ),
+            self.split((&self.v_proj, self.v_lora.as_ref(), &self.packs[2]), x),
         )
     }
 
@@ -203,7 +253,13 @@ impl<B: Backend> MultiHeadAttention<B> {
         let context = kernels::dropout(weights.clone(), self.dropout.prob).matmul(v); // [batch, heads, tq, hd]
         let context = context.swap_dims(1, 2).reshape([batch, tq, heads * hd]);
         (
-            adapted(&self.out_proj, self.out_lora.as_ref(), context),
+            projected(
+                &self.out_proj,
+                self.out_lora.as_ref(),
+                &self.packs[3],
+                context,
+                None,
+            ),
             weights,
         )
     }
@@ -223,9 +279,21 @@ impl<B: Backend> MultiHeadAttention<B> {
 }
 
 impl<B: Backend> MultiHeadAttention<B> {
-    /// Runs the four projections of search steps in 8-bit integers.
-    pub fn quantize(&self, kernel: crate::kernels::Int8Kernel) {
-        self.packs.iter().for_each(|p| p.quantize(kernel));
+    /// Keeps the four projections in 8-bit integers only (see [`pin_int8`]); LoRA updates must
+    /// be merged first.
+    pub fn into_int8(mut self, kernel: Int8Kernel) -> Self {
+        for (layer, pack) in [
+            &mut self.q_proj,
+            &mut self.k_proj,
+            &mut self.v_proj,
+            &mut self.out_proj,
+        ]
+        .into_iter()
+        .zip(&self.packs)
+        {
+            pin_int8(layer, pack, kernel);
+        }
+        self
     }
 
     /// Projected step queries `[n, d_model]` split into heads and scaled as [`Self::queries`] does:

@@ -4,14 +4,15 @@
 //! `encoder_attn_layer_norm`, `fc1`, `fc2`, `final_layer_norm`), so checkpoints map key for key.
 
 use super::attention::{
-    KvCache, MultiHeadAttention, packed_linear, packed_linear_activated, xavier_linear,
+    KvCache, MultiHeadAttention, packed_linear, packed_linear_activated, pin_int8, projected,
+    xavier_linear,
 };
 use super::config::{Activation, NormPosition, TransformerConfig};
 use super::norm::LayerNorm;
 use crate::kernels;
-use crate::kernels::PackCache;
+use crate::kernels::{Int8Kernel, PackCache};
 use crate::model::adapter::{Adapter, through};
-use crate::model::lora::{FinetuneConfig, Lora, adapted};
+use crate::model::lora::{FinetuneConfig, Lora};
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
 
@@ -37,12 +38,14 @@ fn residual<B: Backend>(
 fn feed_forward<B: Backend>(
     (fc1, fc1_lora): (&Linear<B>, Option<&Lora<B>>),
     (fc2, fc2_lora): (&Linear<B>, Option<&Lora<B>>),
+    packs: &[PackCache; 2],
     activation: Activation,
     activation_dropout: &Dropout,
     x: Tensor<B, 3>,
 ) -> Tensor<B, 3> {
-    let h = activation.apply(adapted(fc1, fc1_lora, x)); // [batch, len, ffn_size]
-    adapted(fc2, fc2_lora, kernels::dropout(h, activation_dropout.prob))
+    let h = projected(fc1, fc1_lora, &packs[0], x, Some(activation)); // [batch, len, ffn_size]
+    let h = kernels::dropout(h, activation_dropout.prob);
+    projected(fc2, fc2_lora, &packs[1], h, None)
 }
 
 /// LoRA updates of `fc1` and `fc2` for a feed-forward of width `d_model → ffn → d_model`.
@@ -96,9 +99,20 @@ pub struct EncoderLayer<B: Backend> {
     activation: Activation,
     #[module(skip)]
     norm: NormPosition,
+    /// `fc1` and `fc2` in 8 bits once quantized for inference (not parameters).
+    #[module(skip)]
+    ffn_packs: [PackCache; 2],
 }
 
 impl<B: Backend> EncoderLayer<B> {
+    /// Keeps every dense layer in 8-bit integers only (see [`pin_int8`]).
+    pub fn into_int8(mut self, kernel: Int8Kernel) -> Self {
+        self.self_attn = self.self_attn.into_int8(kernel);
+        pin_int8(&mut self.fc1, &self.ffn_packs[0], kernel);
+        pin_int8(&mut self.fc2, &self.ffn_packs[1], kernel);
+        self
+    }
+
     /// Adds the LoRA updates `config` targets, or its adapters.
     pub fn add_finetune(&mut self, config: &FinetuneConfig, device: &B::Device) {
         self.self_attn.add_lora(config, device);
@@ -139,6 +153,7 @@ impl<B: Backend> EncoderLayer<B> {
             activation_dropout: DropoutConfig::new(config.activation_dropout).init(),
             activation: config.activation,
             norm: config.norm,
+            ffn_packs: Default::default(),
         }
     }
 
@@ -164,6 +179,7 @@ impl<B: Backend> EncoderLayer<B> {
                 feed_forward(
                     (&self.fc1, self.fc1_lora.as_ref()),
                     (&self.fc2, self.fc2_lora.as_ref()),
+                    &self.ffn_packs,
                     self.activation,
                     &self.activation_dropout,
                     h,
@@ -232,11 +248,13 @@ impl<B: Backend> CrossMemory<B> {
 }
 
 impl<B: Backend> DecoderLayer<B> {
-    /// Runs every dense layer of search steps in 8-bit integers.
-    pub fn quantize(&self, kernel: crate::kernels::Int8Kernel) {
-        self.self_attn.quantize(kernel);
-        self.encoder_attn.quantize(kernel);
-        self.ffn_packs.iter().for_each(|p| p.quantize(kernel));
+    /// Keeps every dense layer in 8-bit integers only (see [`pin_int8`]).
+    pub fn into_int8(mut self, kernel: Int8Kernel) -> Self {
+        self.self_attn = self.self_attn.into_int8(kernel);
+        self.encoder_attn = self.encoder_attn.into_int8(kernel);
+        pin_int8(&mut self.fc1, &self.ffn_packs[0], kernel);
+        pin_int8(&mut self.fc2, &self.ffn_packs[1], kernel);
+        self
     }
 
     /// Adds the LoRA updates `config` targets, or its adapters.
@@ -336,6 +354,7 @@ impl<B: Backend> DecoderLayer<B> {
                 feed_forward(
                     (&self.fc1, self.fc1_lora.as_ref()),
                     (&self.fc2, self.fc2_lora.as_ref()),
+                    &self.ffn_packs,
                     self.activation,
                     &self.activation_dropout,
                     h,

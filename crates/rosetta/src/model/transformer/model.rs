@@ -73,11 +73,63 @@ pub struct TransformerState<B: Backend> {
 }
 
 impl<B: Backend> Transformer<B> {
-    /// Runs the search in 8-bit integers: every projection of a decoder step and the vocabulary
-    /// projection (see [`PackCache::quantize`]).
-    pub fn quantize(&self, kernel: crate::kernels::Int8Kernel) {
-        self.decoder.layers.iter().for_each(|l| l.quantize(kernel));
-        self.output_pack.quantize(kernel);
+    /// An inference-only model whose dense layers, vocabulary projection and the token table tied
+    /// to it live only in 8-bit integers (per output column; inputs quantized per row at every
+    /// step), their float weights dropped: the OPUS-MT base shape then holds about a quarter of its
+    /// float32 bytes. Teacher-forced scoring and the search both run in 8 bits; training such a
+    /// model is not possible. LoRA updates must be merged first ([`Self::merge_lora`]).
+    pub fn into_int8(mut self, kernel: crate::kernels::Int8Kernel) -> Self {
+        self.encoder.layers = std::mem::take(&mut self.encoder.layers)
+            .into_iter()
+            .map(|l| l.into_int8(kernel))
+            .collect();
+        self.decoder.layers = std::mem::take(&mut self.decoder.layers)
+            .into_iter()
+            .map(|l| l.into_int8(kernel))
+            .collect();
+        match &mut self.lm_head {
+            Some(head) => super::attention::pin_int8(head, &self.output_pack, kernel),
+            None => {
+                let table = self.table(&self.decoder).weight.val();
+                if self
+                    .output_pack
+                    .pin_int8(&table, WeightLayout::OutIn, kernel)
+                {
+                    let empty = Tensor::empty([0, 0], &table.device());
+                    let target = match (&mut self.decoder.embed_tokens, &mut self.shared) {
+                        (Some(own), _) => own,
+                        (None, Some(shared)) => shared,
+                        (None, None) => unreachable!("a stack without a token table"),
+                    };
+                    target.weight = Param::initialized(target.weight.id, empty);
+                }
+            }
+        }
+        self
+    }
+
+    /// Token embeddings `[batch, len, d_model]` of `ids` `[batch, len]` from `stack`'s table, or from
+    /// the 8-bit vocabulary projection it is tied to once [`Self::into_int8`] dropped it.
+    fn tokens<L: Module<B>>(&self, stack: &Stack<B, L>, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let table = self.table(stack);
+        let tied = self.lm_head.is_none() && std::ptr::eq(table, self.table(&self.decoder));
+        if tied {
+            let [batch, len] = ids.dims();
+            let d = self.config.d_model;
+            let device = ids.device();
+            let rows = self.output_pack.with_pinned(|w| {
+                let ids: Vec<usize> = ids
+                    .to_data()
+                    .iter::<i64>()
+                    .map(|v| usize::try_from(v).unwrap_or(usize::MAX))
+                    .collect();
+                w.columns(&ids)
+            });
+            if let Some(rows) = rows {
+                return Tensor::from_data(TensorData::new(rows, [batch, len, d]), &device);
+            }
+        }
+        table.forward(ids)
     }
 
     /// Freezes every parameter and adds the LoRA updates `config` targets (Hu et al. 2021) or its
@@ -200,7 +252,7 @@ impl<B: Backend> Transformer<B> {
     ) -> Tensor<B, 3> {
         let [batch, len] = ids.dims();
         let d = self.config.d_model;
-        let tokens = self.table(stack).forward(ids); // [batch, len, d_model]
+        let tokens = self.tokens(stack, ids); // [batch, len, d_model]
         let tokens = if self.config.scale_embeddings {
             tokens.mul_scalar((d as f64).sqrt())
         } else {
@@ -234,6 +286,14 @@ impl<B: Backend> Transformer<B> {
     /// Vocabulary logits: `[rows, d_model] → [rows, tgt_vocab]`.
     fn project(&self, y: Tensor<B, 2>) -> Tensor<B, 2> {
         let device = y.device();
+        let pinned_bias = self.final_logits_bias.as_ref().map(|b| b.val());
+        if let Some(logits) = self.output_pack.project_pinned(
+            y.clone(),
+            pinned_bias.as_ref(),
+            kernels::Epilogue::Identity,
+        ) {
+            return logits;
+        }
         let bias = match &self.final_logits_bias {
             Some(b) => b.val(),
             None => Tensor::empty([0], &device),
