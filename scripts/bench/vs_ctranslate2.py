@@ -8,6 +8,7 @@ repository) and minutes of a quiet machine. README "Rosetta against CTranslate2"
 
     python scripts/bench/vs_ctranslate2.py --rosetta target/release/rosetta \\
         --rosetta-model ../bench-models/opus-base-rosetta \\
+        --rosetta-int8-model ../bench-models/opus-base-rosetta-int8 \\
         --ct2-model ../bench-models/opus-base-ct2 --ct2-int8-model ../bench-models/opus-base-ct2-int8 \\
         --spm-dir ../bench-models/opus-base-hf --src ../shared/data/multi30k/test_2016_flickr.de.gz \\
         --fixed-len 32 --lines 200 --latency-lines 30 --threads 1 2 --batch 1 32 \\
@@ -46,7 +47,8 @@ def run(cmd, env, out_path):
 
 
 def rosetta_side(a, mode, threads, batch, src, out):
-    cmd = [a.rosetta, "translate", "--model", a.rosetta_model, "-i", src, "-o", out,
+    model = a.rosetta_int8_model if mode == "int8" and a.rosetta_int8_model else a.rosetta_model
+    cmd = [a.rosetta, "translate", "--model", model, "-i", src, "-o", out,
            "--beam", str(a.beam), "--timing", "--max-sentences-per-batch", str(batch),
            "--max-tokens-per-batch", "1000000", "--device", "cpu"]
     if a.fixed_len:
@@ -54,7 +56,7 @@ def rosetta_side(a, mode, threads, batch, src, out):
     else:
         cmd += ["--max-len-a", "0", "--max-len-b", str(a.max_len), "--beam-rule", "hugging-face",
                 "--length-penalty", str(a.length_penalty)]
-    if mode == "int8":
+    if mode == "int8" and not a.rosetta_int8_model:
         cmd += ["--quantize", "int8"]
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
     text, rss = run(cmd, env, out)
@@ -85,6 +87,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rosetta", required=True)
     p.add_argument("--rosetta-model", required=True)
+    p.add_argument("--rosetta-int8-model",
+                   help="written by `rosetta quantize` (else --quantize int8 at load)")
     p.add_argument("--ct2-model", required=True)
     p.add_argument("--ct2-int8-model", help="converted with --quantization int8 (else int8 at load)")
     p.add_argument("--spm-dir", required=True, help="directory with source.spm and target.spm")

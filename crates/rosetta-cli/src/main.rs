@@ -9,6 +9,7 @@ mod merge;
 mod output;
 mod prepare;
 mod progress;
+mod quantize;
 mod quickstart;
 mod score;
 mod serve;
@@ -55,6 +56,8 @@ enum Command {
     Sweep(sweep::Args),
     /// Fold a LoRA adapter into its base model's weights, for deployment or export.
     Merge(merge::Args),
+    /// Store a Transformer in 8-bit integers (a quarter of its size), as a new model directory.
+    Quantize(quantize::Args),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Command::Evaluate(args) => evaluate::run(args),
         Command::Prepare(args) => prepare::run(args),
         Command::Average(args) => average::run(args),
+        Command::Quantize(args) => quantize::run(args),
         Command::Score(args) => score::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Import(args) => marian::import(args),

@@ -216,7 +216,7 @@ pub fn load_translator<B: rosetta::burn::tensor::backend::Backend>(
     }
     if quantize == Some(Quantize::Int8) {
         let kernel = rosetta::kernels::Int8Kernel::detect();
-        translator.quantize(kernel);
+        translator.quantize(kernel)?;
         eprintln!("int8 search ({} kernel)", kernel.name());
     }
     Ok(translator)

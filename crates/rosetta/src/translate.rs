@@ -214,11 +214,12 @@ impl<B: Backend> Translator<B> {
     /// Translates in 8-bit integers with `kernel` from now on, every member (see
     /// [`crate::model::Seq2Seq::into_int8`]): weights per output column, each step's inputs per
     /// row; a Transformer's float weights are dropped.
-    pub fn quantize(&mut self, kernel: Int8Kernel) {
+    pub fn quantize(&mut self, kernel: Int8Kernel) -> Result<()> {
         self.models = std::mem::take(&mut self.models)
             .into_iter()
             .map(|m| m.into_int8(kernel))
-            .collect();
+            .collect::<Result<_>>()?;
+        Ok(())
     }
 
     /// How many models vote on every token (1 for a single model).

@@ -8,6 +8,7 @@ use rosetta::config::Config;
 use rosetta::kernels::Int8Kernel;
 use rosetta::model::architecture::ModelConfig;
 use rosetta::model::input::SourceBatch;
+use rosetta::model::int8::{INT8_WEIGHTS, Int8Pinner, write_int8_dir};
 use rosetta::model::seq2seq::RnnConfig;
 use rosetta::model::transformer::config::{Activation, NormPosition, PositionKind};
 use rosetta::model::transformer::{Transformer, TransformerConfig};
@@ -117,7 +118,9 @@ fn an_int8_model_drops_its_float_weights_and_decodes_as_its_full_forward() {
         let (src, tgt) = padded_batch(PAD as i32);
         let float = values(m.forward(&src, tgt.clone()).0);
         let float_params = m.num_params();
-        let q = m.into_int8(Int8Kernel::detect());
+        let q = m
+            .into_int8(&Int8Pinner::quantize(Int8Kernel::detect()))
+            .unwrap();
         // What stays float: LayerNorms, biases, learned positions.
         assert!(
             q.num_params() * 5 < float_params,
@@ -652,7 +655,7 @@ fn int8_search_stays_within_the_bleu_bound_and_its_kernels_agree() {
     let decode = |kernel: Option<Int8Kernel>| -> Vec<String> {
         let mut t = Translator::<Flex>::load(dir.path(), &Default::default()).unwrap();
         if let Some(kernel) = kernel {
-            t.quantize(kernel);
+            t.quantize(kernel).unwrap();
         }
         let out = t.translate(&lines, &beam5).unwrap();
         out.iter().map(|o| o.text().to_owned()).collect()
@@ -678,4 +681,72 @@ fn int8_search_stays_within_the_bleu_bound_and_its_kernels_agree() {
         b_int8 >= b_float - 0.3,
         "int8 {b_int8:.2} against float {b_float:.2} BLEU"
     );
+
+    // The stored int8 directory (`rosetta quantize`) translates as load-time quantization does.
+    let stored = dir.path().join("int8");
+    let written = write_int8_dir::<Flex>(dir.path(), &stored, &Default::default()).unwrap();
+    assert_eq!(
+        written.weights,
+        2 * 6 + 2 * 10 + 1,
+        "every dense layer and the output"
+    );
+    assert!(
+        written.int8_bytes * 2 < written.float_bytes,
+        "{written:?}: the int8 file is not much smaller"
+    );
+    assert!(!stored.join(rosetta::train::checkpoint::WEIGHTS).exists());
+    let t = Translator::<Flex>::load(&stored, &Default::default()).unwrap();
+    let from_dir: Vec<String> = t
+        .translate(&lines, &beam5)
+        .unwrap()
+        .iter()
+        .map(|o| o.text().to_owned())
+        .collect();
+    assert_eq!(from_dir, int8, "stored int8 against load-time int8");
+    // Writing over a directory with files in it is refused, and leaves it as it was.
+    let again = write_int8_dir::<Flex>(dir.path(), &stored, &Default::default()).unwrap_err();
+    assert!(again.to_string().contains("not empty"), "{again}");
+    assert!(Translator::<Flex>::load(&stored, &Default::default()).is_ok());
+}
+
+/// A damaged int8 weights file is a clear error naming the file, never a panic.
+#[test]
+fn int8_directories_with_damaged_weights_are_refused_with_the_file_named() {
+    let _guard = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = transformer_config(tiny(NormPosition::Post, PositionKind::Learned));
+    config.train.max_steps = 2;
+    train::<AB>(
+        &config,
+        &data(reverse_task(50, 1), None),
+        &options(dir.path(), false),
+        &Default::default(),
+        &mut Silent,
+    )
+    .unwrap();
+    let stored = dir.path().join("int8");
+    write_int8_dir::<Flex>(dir.path(), &stored, &Default::default()).unwrap();
+    let file = stored.join(INT8_WEIGHTS);
+    let good = std::fs::read(&file).unwrap();
+    let load_error = |bytes: &[u8]| {
+        std::fs::write(&file, bytes).unwrap();
+        match Translator::<Flex>::load(&stored, &Default::default()) {
+            Ok(_) => panic!("damaged weights loaded"),
+            Err(e) => e.to_string(),
+        }
+    };
+    for (what, bytes) in [
+        ("truncated", good[..good.len() - 100].to_vec()),
+        ("empty", Vec::new()),
+        (
+            "not safetensors",
+            b"hello, world, this is no model".to_vec(),
+        ),
+    ] {
+        let e = load_error(&bytes);
+        assert!(e.contains(INT8_WEIGHTS), "{what}: {e}");
+    }
+    // A file of another model: the float weights file of the same model, which lacks the int8 ones.
+    let e = load_error(&std::fs::read(dir.path().join("model.safetensors")).unwrap());
+    assert!(e.contains(".int8 is missing"), "{e}");
 }

@@ -36,7 +36,7 @@ pub use kv_cache::{gather_rows, write_position};
 pub use layer_norm::layer_norm;
 pub use linear::{dense, linear};
 pub use log_softmax::{best_tokens, log_softmax, log_sum_exp, mixture_of_logits};
-pub use packed_linear::{Epilogue, PackCache, WeightLayout};
+pub use packed_linear::{Epilogue, PackCache, WeightLayout, quantize_tensor};
 pub use step_attention::{contiguous, step_attention};
 pub use step_linear::StepLinear;
 pub use time_steps::time_steps;

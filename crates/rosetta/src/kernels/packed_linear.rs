@@ -80,7 +80,7 @@ enum Prepared {
 
 /// A weight in 8-bit integers and the tensor it was quantized from (see [`Packed`]).
 struct Quantized {
-    /// `None`: pinned, the only copy of the weight (see [`PackCache::pin_int8`]).
+    /// `None`: pinned, the only copy of the weight (see [`PackCache::pin`]).
     source: Option<FlexTensor>,
     layout: WeightLayout,
     weight: Int8Weight,
@@ -192,7 +192,7 @@ impl PackCache {
     }
 
     /// `epilogue(x W + b)` with the pinned weight, `x` `[.., d_in]` of any rank; `None` unless
-    /// [`PackCache::pin_int8`] pinned one (or the input is not float32 on the CPU).
+    /// [`PackCache::pin`] pinned one (or the input is not float32 on the CPU).
     pub fn project_pinned<B: Backend, const D: usize>(
         &self,
         x: Tensor<B, D>,
@@ -213,35 +213,9 @@ impl PackCache {
         Some(y.reshape(out))
     }
 
-    /// Quantizes `weight` now and keeps the result as the only copy: from here on the projection
-    /// ignores the weight tensor it is given, so the caller may drop it (an inference-only model
-    /// then holds its dense layers in 8 bits). `false`, and nothing pinned, where the weight is not
-    /// a float32 CPU tensor.
-    pub fn pin_int8<B: Backend>(
-        &self,
-        weight: &Tensor<B, 2>,
-        layout: WeightLayout,
-        kernel: Int8Kernel,
-    ) -> bool {
-        if weight.dtype() != DType::F32 {
-            return false;
-        }
-        let Some(weight) = flex_tensor(weight.clone()) else {
-            return false;
-        };
-        let contiguous = weight.to_contiguous();
-        let (d_in, d_out) = layout.in_out(&contiguous.shape());
-        let quantized = Int8Weight::new(
-            contiguous.storage::<f32>(),
-            d_in,
-            d_out,
-            layout == WeightLayout::OutIn,
-        );
-        self.pin(quantized, layout, kernel);
-        true
-    }
-
-    /// Keeps `weight`, already quantized, as the only copy (see [`PackCache::pin_int8`]).
+    /// Keeps `weight`, already quantized, as the only copy: from here on the projection ignores
+    /// the weight tensor it is given, so the caller may drop it (an inference-only model then holds
+    /// its dense layers in 8 bits).
     pub fn pin(&self, weight: Int8Weight, layout: WeightLayout, kernel: Int8Kernel) {
         let mut slot = self.lock();
         slot.int8 = Some(kernel);
@@ -263,7 +237,7 @@ impl PackCache {
         }
     }
 
-    /// Whether a weight is pinned ([`PackCache::pin_int8`]).
+    /// Whether a weight is pinned ([`PackCache::pin`]).
     pub fn is_pinned(&self) -> bool {
         self.pinned().is_some()
     }
@@ -390,6 +364,25 @@ impl PackCache {
         slot.packed = Some(Entry::F32(Arc::clone(&packed)));
         packed
     }
+}
+
+/// `weight` (float32, in `layout`) quantized per output column; `None` where it is not a float32
+/// tensor of the CPU backend.
+pub fn quantize_tensor<B: Backend>(
+    weight: &Tensor<B, 2>,
+    layout: WeightLayout,
+) -> Option<Int8Weight> {
+    if weight.dtype() != DType::F32 {
+        return None;
+    }
+    let contiguous = flex_tensor(weight.clone())?.to_contiguous();
+    let (d_in, d_out) = layout.in_out(&contiguous.shape());
+    Some(Int8Weight::new(
+        contiguous.storage::<f32>(),
+        d_in,
+        d_out,
+        layout == WeightLayout::OutIn,
+    ))
 }
 
 /// `t` as a burn-flex tensor: `None` on another backend.

@@ -147,7 +147,7 @@ pub trait Seq2Seq<B: Backend>: Module<B> + Scorer<B> + std::fmt::Debug + Sized {
     /// per row at every step): a Transformer's every dense layer, its vocabulary projection and the
     /// token table tied to it, their float weights dropped; an RNN's vocabulary projection (its
     /// float weights kept). LoRA updates are merged first.
-    fn into_int8(self, kernel: Int8Kernel) -> Self;
+    fn into_int8(self, kernel: Int8Kernel) -> Result<Self>;
 }
 
 fn wrong_arch(expected: &str, config: &ModelConfig) -> Error {
@@ -196,9 +196,9 @@ impl<B: Backend> Seq2Seq<B> for RnnSeq2Seq<B> {
         self.merge_lora()
     }
 
-    fn into_int8(self, kernel: Int8Kernel) -> Self {
+    fn into_int8(self, kernel: Int8Kernel) -> Result<Self> {
         self.decoder.quantize(kernel);
-        self
+        Ok(self)
     }
 }
 
@@ -238,8 +238,9 @@ impl<B: Backend> Seq2Seq<B> for Transformer<B> {
         self.merge_lora()
     }
 
-    fn into_int8(self, kernel: Int8Kernel) -> Self {
-        self.merge_lora().into_int8(kernel)
+    fn into_int8(self, kernel: Int8Kernel) -> Result<Self> {
+        self.merge_lora()
+            .into_int8(&crate::model::int8::Int8Pinner::quantize(kernel))
     }
 }
 
@@ -329,6 +330,25 @@ impl<B: Backend> AnyModel<B> {
         device: &B::Device,
     ) -> Result<Self> {
         use crate::train::checkpoint::load_model_dir_weights;
+        let int8 = dir.join(crate::model::int8::INT8_WEIGHTS);
+        if !dir.join(crate::train::checkpoint::WEIGHTS).exists() && int8.exists() {
+            let kernel = Int8Kernel::detect();
+            return AnyModel::init(
+                &config.model,
+                pipeline.src_vocab().len(),
+                pipeline.tgt_vocab().len(),
+                device,
+            )?
+            .try_map(
+                |_| {
+                    Err(Error::Config(format!(
+                        "{} holds int8 weights, which only a Transformer reads, but its                          config.toml describes an RNN",
+                        dir.display()
+                    )))
+                },
+                |m| crate::model::int8::load(m, &int8, kernel, |m, p| m.into_int8(p)),
+            );
+        }
         AnyModel::init(
             &config.model,
             pipeline.src_vocab().len(),
@@ -371,11 +391,8 @@ impl<B: Backend> AnyModel<B> {
     }
 
     /// The model for inference in 8-bit integers (see [`Seq2Seq::into_int8`]).
-    pub fn into_int8(self, kernel: Int8Kernel) -> Self {
-        match self {
-            AnyModel::Rnn(m) => AnyModel::Rnn(m.into_int8(kernel)),
-            AnyModel::Transformer(m) => AnyModel::Transformer(Seq2Seq::into_int8(m, kernel)),
-        }
+    pub fn into_int8(self, kernel: Int8Kernel) -> Result<Self> {
+        self.try_map(|m| m.into_int8(kernel), |m| Seq2Seq::into_int8(m, kernel))
     }
 
     /// Applies a weight-loading (or any other) transformation to the inner model.

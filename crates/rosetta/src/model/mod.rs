@@ -11,6 +11,7 @@ pub mod decoder;
 pub mod embedding;
 pub mod encoder;
 pub mod input;
+pub mod int8;
 pub mod lora;
 pub mod seq2seq;
 pub mod transformer;

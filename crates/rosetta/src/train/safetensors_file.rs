@@ -84,6 +84,55 @@ impl Header {
             .unwrap_or_default()
     }
 
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The names of the tensors the file holds.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.json
+            .keys()
+            .filter(|k| *k != "__metadata__")
+            .map(String::as_str)
+    }
+
+    /// The tensor `name`, read now; `None` when the file has no such tensor.
+    pub fn tensor(&self, name: &str) -> Result<Option<TensorData>> {
+        let Some(entry) = self.json.get(name).filter(|_| name != "__metadata__") else {
+            return Ok(None);
+        };
+        let (info, begin) = self.locate(name, entry)?;
+        read_tensor(&self.file, begin, &info.shape, info.dtype)
+            .map(Some)
+            .map_err(|e| corrupt(&self.path, format!("tensor {name:?}: {e}")))
+    }
+
+    /// A tensor's description and the file offset of its first byte, checked against the file.
+    fn locate(&self, name: &str, entry: &serde_json::Value) -> Result<(TensorInfo, u64)> {
+        let info = TensorInfo::parse(entry)
+            .map_err(|m| corrupt(&self.path, format!("tensor {name:?}: {m}")))?;
+        let (begin, end) = (
+            self.data_start.saturating_add(info.offsets[0]),
+            self.data_start.saturating_add(info.offsets[1]),
+        );
+        let expected = info.numel().saturating_mul(info.dtype.size() as u64);
+        if begin > end || end > self.file_len || end - begin != expected {
+            return Err(corrupt(
+                &self.path,
+                format!(
+                    "tensor {name:?} claims bytes {}..{} of a {}-byte data section for {} values                      of {:?}",
+                    info.offsets[0],
+                    info.offsets[1],
+                    self.file_len - self.data_start,
+                    info.numel(),
+                    info.dtype
+                ),
+            ));
+        }
+        Ok((info, begin))
+    }
+
     /// One snapshot per tensor, each reading its bytes from the file when burn applies it.
     pub fn snapshots(&self) -> Result<Vec<TensorSnapshot>> {
         let mut snapshots = Vec::with_capacity(self.json.len());
@@ -91,27 +140,7 @@ impl Header {
             if name == "__metadata__" {
                 continue;
             }
-            let info = TensorInfo::parse(entry)
-                .map_err(|m| corrupt(&self.path, format!("tensor {name:?}: {m}")))?;
-            let (begin, end) = (
-                self.data_start.saturating_add(info.offsets[0]),
-                self.data_start.saturating_add(info.offsets[1]),
-            );
-            let expected = info.numel().saturating_mul(info.dtype.size() as u64);
-            if begin > end || end > self.file_len || end - begin != expected {
-                return Err(corrupt(
-                    &self.path,
-                    format!(
-                        "tensor {name:?} claims bytes {}..{} of a {}-byte data section for {} \
-                         values of {:?}",
-                        info.offsets[0],
-                        info.offsets[1],
-                        self.file_len - self.data_start,
-                        info.numel(),
-                        info.dtype
-                    ),
-                ));
-            }
+            let (info, begin) = self.locate(name, entry)?;
             let file = Arc::clone(&self.file);
             let shape = info.shape.clone();
             let dtype = info.dtype;

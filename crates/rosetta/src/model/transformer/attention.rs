@@ -6,11 +6,12 @@
 //! keeps at least one key (a source has its `</s>`, a target position itself).
 
 use super::config::Activation;
+use crate::error::Result;
 use crate::kernels;
 use crate::kernels::{
-    Epilogue, Int8Kernel, PackCache, WeightLayout, gather_rows, linear, step_attention,
-    write_position,
+    Epilogue, PackCache, WeightLayout, gather_rows, linear, step_attention, write_position,
 };
+use crate::model::int8::Int8Pinner;
 use crate::model::lora::{FinetuneConfig, Lora, adapted};
 use burn::module::Param;
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
@@ -147,16 +148,6 @@ pub fn projected<B: Backend, const D: usize>(
     }
 }
 
-/// Quantizes `layer`'s weight into `pack` and drops the float weight (an empty `[0, 0]` tensor
-/// takes its place, so that a path still reading it fails loudly instead of computing with
-/// something else). Left as it is where the pack cannot hold it (another backend).
-pub fn pin_int8<B: Backend>(layer: &mut Linear<B>, pack: &PackCache, kernel: Int8Kernel) {
-    if pack.pin_int8(&layer.weight.val(), WeightLayout::InOut, kernel) {
-        let device = layer.weight.val().device();
-        layer.weight = Param::initialized(layer.weight.id, Tensor::empty([0, 0], &device));
-    }
-}
-
 impl<B: Backend> MultiHeadAttention<B> {
     /// A fresh layer.
     pub fn new(d_model: usize, heads: usize, dropout: f64, device: &B::Device) -> Self {
@@ -279,21 +270,18 @@ impl<B: Backend> MultiHeadAttention<B> {
 }
 
 impl<B: Backend> MultiHeadAttention<B> {
-    /// Keeps the four projections in 8-bit integers only (see [`pin_int8`]); LoRA updates must
-    /// be merged first.
-    pub fn into_int8(mut self, kernel: Int8Kernel) -> Self {
-        for (layer, pack) in [
-            &mut self.q_proj,
-            &mut self.k_proj,
-            &mut self.v_proj,
-            &mut self.out_proj,
-        ]
-        .into_iter()
-        .zip(&self.packs)
-        {
-            pin_int8(layer, pack, kernel);
+    /// Keeps the four projections in 8-bit integers only, named under `prefix` (see
+    /// [`Int8Pinner`]); LoRA updates must be merged first.
+    pub fn into_int8(mut self, pinner: &Int8Pinner, prefix: &str) -> Result<Self> {
+        for (name, layer, pack) in [
+            ("q_proj", &mut self.q_proj, &self.packs[0]),
+            ("k_proj", &mut self.k_proj, &self.packs[1]),
+            ("v_proj", &mut self.v_proj, &self.packs[2]),
+            ("out_proj", &mut self.out_proj, &self.packs[3]),
+        ] {
+            pinner.pin_linear(&format!("{prefix}.{name}"), layer, pack)?;
         }
-        self
+        Ok(self)
     }
 
     /// Projected step queries `[n, d_model]` split into heads and scaled as [`Self::queries`] does:

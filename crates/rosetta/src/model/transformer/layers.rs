@@ -4,14 +4,15 @@
 //! `encoder_attn_layer_norm`, `fc1`, `fc2`, `final_layer_norm`), so checkpoints map key for key.
 
 use super::attention::{
-    KvCache, MultiHeadAttention, packed_linear, packed_linear_activated, pin_int8, projected,
-    xavier_linear,
+    KvCache, MultiHeadAttention, packed_linear, packed_linear_activated, projected, xavier_linear,
 };
 use super::config::{Activation, NormPosition, TransformerConfig};
 use super::norm::LayerNorm;
+use crate::error::Result;
 use crate::kernels;
-use crate::kernels::{Int8Kernel, PackCache};
+use crate::kernels::PackCache;
 use crate::model::adapter::{Adapter, through};
+use crate::model::int8::Int8Pinner;
 use crate::model::lora::{FinetuneConfig, Lora};
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
@@ -105,12 +106,15 @@ pub struct EncoderLayer<B: Backend> {
 }
 
 impl<B: Backend> EncoderLayer<B> {
-    /// Keeps every dense layer in 8-bit integers only (see [`pin_int8`]).
-    pub fn into_int8(mut self, kernel: Int8Kernel) -> Self {
-        self.self_attn = self.self_attn.into_int8(kernel);
-        pin_int8(&mut self.fc1, &self.ffn_packs[0], kernel);
-        pin_int8(&mut self.fc2, &self.ffn_packs[1], kernel);
-        self
+    /// Keeps every dense layer in 8-bit integers only, named under `prefix` (see
+    /// [`Int8Pinner`]).
+    pub fn into_int8(mut self, pinner: &Int8Pinner, prefix: &str) -> Result<Self> {
+        self.self_attn = self
+            .self_attn
+            .into_int8(pinner, &format!("{prefix}.self_attn"))?;
+        pinner.pin_linear(&format!("{prefix}.fc1"), &mut self.fc1, &self.ffn_packs[0])?;
+        pinner.pin_linear(&format!("{prefix}.fc2"), &mut self.fc2, &self.ffn_packs[1])?;
+        Ok(self)
     }
 
     /// Adds the LoRA updates `config` targets, or its adapters.
@@ -248,13 +252,18 @@ impl<B: Backend> CrossMemory<B> {
 }
 
 impl<B: Backend> DecoderLayer<B> {
-    /// Keeps every dense layer in 8-bit integers only (see [`pin_int8`]).
-    pub fn into_int8(mut self, kernel: Int8Kernel) -> Self {
-        self.self_attn = self.self_attn.into_int8(kernel);
-        self.encoder_attn = self.encoder_attn.into_int8(kernel);
-        pin_int8(&mut self.fc1, &self.ffn_packs[0], kernel);
-        pin_int8(&mut self.fc2, &self.ffn_packs[1], kernel);
-        self
+    /// Keeps every dense layer in 8-bit integers only, named under `prefix` (see
+    /// [`Int8Pinner`]).
+    pub fn into_int8(mut self, pinner: &Int8Pinner, prefix: &str) -> Result<Self> {
+        self.self_attn = self
+            .self_attn
+            .into_int8(pinner, &format!("{prefix}.self_attn"))?;
+        self.encoder_attn = self
+            .encoder_attn
+            .into_int8(pinner, &format!("{prefix}.encoder_attn"))?;
+        pinner.pin_linear(&format!("{prefix}.fc1"), &mut self.fc1, &self.ffn_packs[0])?;
+        pinner.pin_linear(&format!("{prefix}.fc2"), &mut self.fc2, &self.ffn_packs[1])?;
+        Ok(self)
     }
 
     /// Adds the LoRA updates `config` targets, or its adapters.

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::kernels;
 use crate::kernels::{PackCache, WeightLayout, dense};
 use crate::model::input::SourceBatch;
+use crate::model::int8::Int8Pinner;
 use crate::model::lora::FinetuneConfig;
 use crate::search::{Scorer, Step};
 use burn::module::Param;
@@ -78,34 +79,39 @@ impl<B: Backend> Transformer<B> {
     /// step), their float weights dropped: the OPUS-MT base shape then holds about a quarter of its
     /// float32 bytes. Teacher-forced scoring and the search both run in 8 bits; training such a
     /// model is not possible. LoRA updates must be merged first ([`Self::merge_lora`]).
-    pub fn into_int8(mut self, kernel: crate::kernels::Int8Kernel) -> Self {
+    pub fn into_int8(mut self, pinner: &Int8Pinner) -> Result<Self> {
         self.encoder.layers = std::mem::take(&mut self.encoder.layers)
             .into_iter()
-            .map(|l| l.into_int8(kernel))
-            .collect();
+            .enumerate()
+            .map(|(i, l)| l.into_int8(pinner, &format!("encoder.layers.{i}")))
+            .collect::<Result<_>>()?;
         self.decoder.layers = std::mem::take(&mut self.decoder.layers)
             .into_iter()
-            .map(|l| l.into_int8(kernel))
-            .collect();
-        match &mut self.lm_head {
-            Some(head) => super::attention::pin_int8(head, &self.output_pack, kernel),
-            None => {
-                let table = self.table(&self.decoder).weight.val();
-                if self
-                    .output_pack
-                    .pin_int8(&table, WeightLayout::OutIn, kernel)
-                {
-                    let empty = Tensor::empty([0, 0], &table.device());
-                    let target = match (&mut self.decoder.embed_tokens, &mut self.shared) {
-                        (Some(own), _) => own,
-                        (None, Some(shared)) => shared,
-                        (None, None) => unreachable!("a stack without a token table"),
-                    };
-                    target.weight = Param::initialized(target.weight.id, empty);
-                }
-            }
+            .enumerate()
+            .map(|(i, l)| l.into_int8(pinner, &format!("decoder.layers.{i}")))
+            .collect::<Result<_>>()?;
+        match (
+            &mut self.lm_head,
+            &mut self.decoder.embed_tokens,
+            &mut self.shared,
+        ) {
+            (Some(head), _, _) => pinner.pin_linear("lm_head", head, &self.output_pack)?,
+            (None, Some(own), _) => pinner.pin(
+                "decoder.embed_tokens.weight",
+                &mut own.weight,
+                WeightLayout::OutIn,
+                &self.output_pack,
+            )?,
+            (None, None, Some(shared)) => pinner.pin(
+                "shared.weight",
+                &mut shared.weight,
+                WeightLayout::OutIn,
+                &self.output_pack,
+            )?,
+            // `new` gives every stack its own table or the model a shared one.
+            (None, None, None) => unreachable!("a stack without a token table"),
         }
-        self
+        Ok(self)
     }
 
     /// Token embeddings `[batch, len, d_model]` of `ids` `[batch, len]` from `stack`'s table, or from
