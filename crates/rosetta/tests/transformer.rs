@@ -622,6 +622,56 @@ fn every_transformer_parameter_trains_biases_included() {
     }
 }
 
+/// Regression: the `<pad>` row of the token table trained, where Hugging Face and fairseq keep it
+/// fixed (`padding_idx`); Marian-layout models start decoding from `<pad>`, and Marian and
+/// CTranslate2 start from a zero vector instead, so an OPUS-MT model trained here and exported
+/// translated differently in CTranslate2.
+#[test]
+fn the_pad_row_gets_no_gradient_so_a_marian_start_stays_zero() {
+    let _guard = serial();
+    let config = TransformerConfig {
+        share_embeddings: true,
+        tie_output: true,
+        ..tiny(NormPosition::Post, PositionKind::SinusoidalHalves)
+    };
+    let device = Default::default();
+    Flex::seed(&device, 5);
+    let m = Transformer::<AB>::new(&config, VOCAB, VOCAB, &device).unwrap();
+    // Marian's layout: `<pad>` is the last id and the decoder's first input.
+    let pad = (VOCAB - 1) as i32;
+    let e = EOS as i32;
+    let specials = rosetta_text::vocab::SpecialIds {
+        pad: pad as u32,
+        bos: pad as u32,
+        ..Default::default()
+    };
+    let ids = |data: Vec<i32>, shape: [usize; 2]| {
+        Tensor::<AB, 2, Int>::from_data(TensorData::new(data, shape), &device)
+    };
+    let src = SourceBatch {
+        ids: ids(vec![5, 6, 7, e, 9, 10, e, pad], [2, 4]),
+        lengths: vec![4, 3],
+        specials,
+    };
+    let tgt = ids(vec![pad, 11, 12, 13, pad, 15, 16, pad], [2, 4]);
+    let (logits, _) = m.forward(&src, tgt);
+    let grads = logits.powf_scalar(2.0).sum().backward();
+    let table = m.shared.as_ref().unwrap().weight.val();
+    let grad = table
+        .grad(&grads)
+        .unwrap()
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap();
+    let d = config.d_model;
+    let row_norm = |r: usize| grad[r * d..(r + 1) * d].iter().map(|g| g * g).sum::<f32>();
+    assert_eq!(row_norm(pad as usize), 0.0, "the <pad> row got a gradient");
+    assert!(
+        row_norm(11) > 0.0 && row_norm(5) > 0.0,
+        "other rows must train"
+    );
+}
+
 /// int8 search (`Translator::quantize`): on a trained toy model, beam 5 in 8-bit integers stays
 /// within 0.3 BLEU of the float search, and the plain-Rust kernel (what a CPU without AVX2 runs)
 /// gives exactly the output of the kernel this CPU picks.

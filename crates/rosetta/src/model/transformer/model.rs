@@ -28,6 +28,25 @@ fn token_table<B: Backend>(vocab: usize, d_model: usize, device: &B::Device) -> 
         .init(device)
 }
 
+/// `tokens` `[batch, len, d]` with the gradient stopped where `mask` `[batch, len]` is true: the
+/// `<pad>` row of a table takes no gradient from the lookup, as PyTorch's
+/// `nn.Embedding(padding_idx=…)` in Hugging Face's Marian and fairseq. Marian-layout models start
+/// decoding from `<pad>`, whose row is zero in every OPUS-MT checkpoint; Marian and CTranslate2 do
+/// not read that row but start from a zero vector, so a model whose `<pad>` row had trained away from
+/// zero translated differently there (CTranslate2 agreed with Rosetta and `transformers` on 56 % of
+/// test sentences). With a tied output, the projection leaves that row alone too (`project`).
+fn no_gradient_where<B: Backend>(tokens: Tensor<B, 3>, mask: Tensor<B, 2, Bool>) -> Tensor<B, 3> {
+    // Gradients exist only on an autodiff backend (a looked-up tensor is not itself a leaf that
+    // "requires" one, so `is_require_grad` cannot tell).
+    if !B::ad_enabled(&tokens.device()) {
+        return tokens;
+    }
+    let [batch, len] = mask.dims();
+    let frozen = mask.float().reshape([batch, len, 1]); // 1 where no gradient
+    let keep = frozen.clone().neg().add_scalar(1.0);
+    tokens.clone() * keep + tokens.detach() * frozen
+}
+
 /// One stack's own tables and layers (`L` = encoder or decoder layer).
 #[derive(Module, Debug)]
 pub struct Stack<B: Backend, L: Module<B>> {
@@ -249,16 +268,22 @@ impl<B: Backend> Transformer<B> {
     }
 
     /// Scaled token embeddings plus positions `start..start + len`, with dropout (§3.4–3.5):
-    /// `ids` `[batch, len]` → `[batch, len, d_model]`.
+    /// `ids` `[batch, len]` → `[batch, len, d_model]`. Positions where `pad` `[batch, len]` is true
+    /// read their table row but send it no gradient (see [`no_gradient_where`]).
     fn embed<L: Module<B>>(
         &self,
         stack: &Stack<B, L>,
         ids: Tensor<B, 2, Int>,
         start: usize,
+        pad: Option<Tensor<B, 2, Bool>>,
     ) -> Tensor<B, 3> {
         let [batch, len] = ids.dims();
         let d = self.config.d_model;
         let tokens = self.tokens(stack, ids); // [batch, len, d_model]
+        let tokens = match pad {
+            Some(pad) => no_gradient_where(tokens, pad),
+            None => tokens,
+        };
         let tokens = if self.config.scale_embeddings {
             tokens.mul_scalar((d as f64).sqrt())
         } else {
@@ -279,7 +304,7 @@ impl<B: Backend> Transformer<B> {
     /// The encoder output `[batch, src_len, d_model]` and the padding bias `[batch, 1, 1, src_len]`.
     pub fn encode(&self, src: &SourceBatch<B>) -> (Tensor<B, 3>, Tensor<B, 4>) {
         let pad_bias = padding_bias(src.pad_mask());
-        let mut x = self.embed(&self.encoder, src.ids.clone(), 0);
+        let mut x = self.embed(&self.encoder, src.ids.clone(), 0, Some(src.pad_mask()));
         for layer in &self.encoder.layers {
             x = layer.forward(x, &pad_bias);
         }
@@ -289,8 +314,9 @@ impl<B: Backend> Transformer<B> {
         (x, pad_bias)
     }
 
-    /// Vocabulary logits: `[rows, d_model] → [rows, tgt_vocab]`.
-    fn project(&self, y: Tensor<B, 2>) -> Tensor<B, 2> {
+    /// Vocabulary logits: `[rows, d_model] → [rows, tgt_vocab]`. `frozen_row`: a row of the tied
+    /// table that takes no gradient through the projection either (Marian's `<pad>` start).
+    fn project(&self, y: Tensor<B, 2>, frozen_row: Option<u32>) -> Tensor<B, 2> {
         let device = y.device();
         let pinned_bias = self.final_logits_bias.as_ref().map(|b| b.val());
         if let Some(logits) = self.output_pack.project_pinned(
@@ -306,7 +332,21 @@ impl<B: Backend> Transformer<B> {
         };
         match &self.lm_head {
             Some(head) => dense(y, head.weight.val(), bias),
-            None => dense(y, self.table(&self.decoder).weight.val().transpose(), bias),
+            None => {
+                let mut table = self.table(&self.decoder).weight.val(); // [vocab, d_model]
+                if let Some(row) = frozen_row
+                    && table.is_require_grad()
+                {
+                    let [vocab, _] = table.dims();
+                    let frozen = Tensor::<B, 1, Int>::arange(0..vocab as i64, &device)
+                        .equal_elem(i64::from(row))
+                        .float()
+                        .reshape([vocab, 1]); // 1 on the frozen row
+                    let keep = frozen.clone().neg().add_scalar(1.0);
+                    table = table.clone() * keep + table.detach() * frozen;
+                }
+                dense(y, table.transpose(), bias)
+            }
         }
     }
 
@@ -326,7 +366,7 @@ impl<B: Backend> Transformer<B> {
                 bias.as_ref(),
             ),
         };
-        packed.unwrap_or_else(|| self.project(y))
+        packed.unwrap_or_else(|| self.project(y, None))
     }
 
     /// The reported attention: the alignment layer's cross-attention averaged over heads,
@@ -346,7 +386,8 @@ impl<B: Backend> Transformer<B> {
         let (encoded, pad_bias) = self.encode(src);
         let [batch, len] = tgt_in.dims();
         let causal = causal_bias(len, &encoded.device());
-        let mut y = self.embed(&self.decoder, tgt_in, 0);
+        let pad = tgt_in.clone().equal_elem(i64::from(src.specials.pad));
+        let mut y = self.embed(&self.decoder, tgt_in, 0, Some(pad));
         let mut attention = None;
         let report = self.config.alignment_layer_index();
         for (i, layer) in self.decoder.layers.iter().enumerate() {
@@ -361,7 +402,10 @@ impl<B: Backend> Transformer<B> {
             y = norm.forward(y);
         }
         let d = self.config.d_model;
-        let logits = self.project(y.reshape([batch * len, d])); // [batch·len, vocab]
+        // Marian's layout starts decoding from `<pad>`: its row stays as loaded (zero), as Marian
+        // and CTranslate2, which start from a zero vector, assume (see `no_gradient_where`).
+        let marian_start = (src.specials.bos == src.specials.pad).then_some(src.specials.pad);
+        let logits = self.project(y.reshape([batch * len, d]), marian_start); // [batch·len, vocab]
         let vocab = logits.dims()[1];
         (logits.reshape([batch, len, vocab]), attention)
     }
@@ -396,7 +440,7 @@ impl<B: Backend> Scorer<B> for Transformer<B> {
     fn step(&self, prev: Tensor<B, 1, Int>, mut state: Self::State) -> Step<B, Self::State> {
         let [n] = prev.dims();
         let t = state.caches.first().map_or(0, KvCache::len);
-        let mut y = self.embed(&self.decoder, prev.reshape([n, 1]), t); // [n, 1, d_model]
+        let mut y = self.embed(&self.decoder, prev.reshape([n, 1]), t, None); // [n, 1, d_model]
         let mut attention = None;
         let report = self.config.alignment_layer_index();
         for (i, (layer, (cache, memory))) in self
