@@ -147,13 +147,25 @@ fn read_weight(file: &Header, name: &str) -> Result<Int8Weight> {
 
 /// Loads the int8 weights file `path` into `model` (built from the directory's config, never
 /// loaded): `pin` pins every weight the file holds in 8 bits (see [`Int8Pinner`]), then the float
-/// parameters are read. A weight missing from the file, or anything left over, is an error.
+/// parameters are read. A weight missing from the file, or anything left over, is an error, and so
+/// is a backend other than the CPU's (the 8-bit kernels run there only).
 pub fn load<B: Backend, M: Module<B>>(
     model: M,
     path: &Path,
     kernel: Int8Kernel,
     pin: impl FnOnce(M, &Int8Pinner) -> Result<M>,
 ) -> Result<M> {
+    use std::any::TypeId;
+    let cpu = [
+        TypeId::of::<burn::backend::Flex>(),
+        TypeId::of::<burn::backend::Autodiff<burn::backend::Flex>>(),
+    ];
+    if !cpu.contains(&TypeId::of::<B>()) {
+        return Err(Error::Config(format!(
+            "{} holds int8 weights, which run on the CPU only; translate with --device cpu",
+            path.display()
+        )));
+    }
     let file = Header::read(path)?;
     let pinner = Int8Pinner::stored(&file, kernel);
     let mut model = pin(model, &pinner)?;
