@@ -337,11 +337,8 @@ impl PackCache {
             return Arc::clone(q);
         }
         slot.packed = None;
-        let contiguous = weight.to_contiguous();
-        let (d_in, d_out) = layout.in_out(&contiguous.shape());
-        let out_in = layout == WeightLayout::OutIn;
         let q = Arc::new(Quantized {
-            weight: Int8Weight::new(contiguous.storage::<f32>(), d_in, d_out, out_in),
+            weight: quantize_flex(&weight, layout),
             source: Some(weight),
             layout,
         });
@@ -375,14 +372,19 @@ pub fn quantize_tensor<B: Backend>(
     if weight.dtype() != DType::F32 {
         return None;
     }
-    let contiguous = flex_tensor(weight.clone())?.to_contiguous();
+    Some(quantize_flex(&flex_tensor(weight.clone())?, layout))
+}
+
+/// `weight` (float32, in `layout`) quantized per output column.
+fn quantize_flex(weight: &FlexTensor, layout: WeightLayout) -> Int8Weight {
+    let contiguous = weight.to_contiguous();
     let (d_in, d_out) = layout.in_out(&contiguous.shape());
-    Some(Int8Weight::new(
+    Int8Weight::new(
         contiguous.storage::<f32>(),
         d_in,
         d_out,
         layout == WeightLayout::OutIn,
-    ))
+    )
 }
 
 /// `t` as a burn-flex tensor: `None` on another backend.

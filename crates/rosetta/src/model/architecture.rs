@@ -342,7 +342,8 @@ impl<B: Backend> AnyModel<B> {
             .try_map(
                 |_| {
                     Err(Error::Config(format!(
-                        "{} holds int8 weights, which only a Transformer reads, but its                          config.toml describes an RNN",
+                        "{} holds int8 weights, which only a Transformer reads, but its \
+                         config.toml describes an RNN",
                         dir.display()
                     )))
                 },

@@ -305,11 +305,8 @@ fn int8_file_bytes<B: Backend, M: Module<B>>(model: &M, pinner: &Int8Pinner) -> 
     // (name, dtype, shape, little-endian bytes)
     let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     for (name, pack) in pinner.pinned.borrow().iter() {
-        let (q, s) = pack
-            .with_pinned(Int8Weight::to_stored)
-            .ok_or_else(|| fail(format!("internal: {name} is not pinned")))?;
-        let [d_in, d_out] = pack
-            .with_pinned(Int8Weight::shape)
+        let ((q, s), [d_in, d_out]) = pack
+            .with_pinned(|w| (w.to_stored(), w.shape()))
             .ok_or_else(|| fail(format!("internal: {name} is not pinned")))?;
         tensors.push((
             format!("{name}{VALUES}"),

@@ -121,7 +121,8 @@ impl Header {
             return Err(corrupt(
                 &self.path,
                 format!(
-                    "tensor {name:?} claims bytes {}..{} of a {}-byte data section for {} values                      of {:?}",
+                    "tensor {name:?} claims bytes {}..{} of a {}-byte data section for {} values \
+                     of {:?}",
                     info.offsets[0],
                     info.offsets[1],
                     self.file_len - self.data_start,

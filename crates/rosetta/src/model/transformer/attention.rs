@@ -117,7 +117,7 @@ pub fn packed_linear_activated<B: Backend>(
 }
 
 /// `act(x W + b)` plus the LoRA update, over `x` `[.., d_in]`: with the pinned 8-bit weight where
-/// the model was quantized for inference ([`PackCache::pin_int8`]; relu and swish in the
+/// the model was quantized for inference ([`crate::model::int8`]; relu and swish in the
 /// projection's epilogue), else the dense layer.
 pub fn projected<B: Backend, const D: usize>(
     layer: &Linear<B>,
@@ -126,7 +126,7 @@ pub fn projected<B: Backend, const D: usize>(
     x: Tensor<B, D>,
     activation: Option<Activation>,
 ) -> Tensor<B, D> {
-    if lora.is_none() && pack.is_pinned() {
+    if lora.is_none() {
         let (epilogue, after) = match activation {
             None => (Epilogue::Identity, None),
             Some(Activation::Relu) => (Epilogue::Relu, None),

@@ -28,23 +28,27 @@ fn token_table<B: Backend>(vocab: usize, d_model: usize, device: &B::Device) -> 
         .init(device)
 }
 
-/// `tokens` `[batch, len, d]` with the gradient stopped where `mask` `[batch, len]` is true: the
+/// `t` with the gradient stopped where `mask` is true: the
 /// `<pad>` row of a table takes no gradient from the lookup, as PyTorch's
 /// `nn.Embedding(padding_idx=…)` in Hugging Face's Marian and fairseq. Marian-layout models start
 /// decoding from `<pad>`, whose row is zero in every OPUS-MT checkpoint; Marian and CTranslate2 do
 /// not read that row but start from a zero vector, so a model whose `<pad>` row had trained away from
 /// zero translated differently there (CTranslate2 agreed with Rosetta and `transformers` on 56 % of
 /// test sentences). With a tied output, the projection leaves that row alone too (`project`).
-fn no_gradient_where<B: Backend>(tokens: Tensor<B, 3>, mask: Tensor<B, 2, Bool>) -> Tensor<B, 3> {
+///
+/// `mask` broadcasts over `t` (`[batch, len, 1]` over `[batch, len, d]`, `[vocab, 1]` over a table).
+fn no_gradient_where<B: Backend, const D: usize>(
+    t: Tensor<B, D>,
+    mask: Tensor<B, D, Bool>,
+) -> Tensor<B, D> {
     // Gradients exist only on an autodiff backend (a looked-up tensor is not itself a leaf that
     // "requires" one, so `is_require_grad` cannot tell).
-    if !B::ad_enabled(&tokens.device()) {
-        return tokens;
+    if !B::ad_enabled(&t.device()) {
+        return t;
     }
-    let [batch, len] = mask.dims();
-    let frozen = mask.float().reshape([batch, len, 1]); // 1 where no gradient
+    let frozen = mask.float(); // 1 where no gradient
     let keep = frozen.clone().neg().add_scalar(1.0);
-    tokens.clone() * keep + tokens.detach() * frozen
+    t.clone() * keep + t.detach() * frozen
 }
 
 /// One stack's own tables and layers (`L` = encoder or decoder layer).
@@ -281,7 +285,7 @@ impl<B: Backend> Transformer<B> {
         let d = self.config.d_model;
         let tokens = self.tokens(stack, ids); // [batch, len, d_model]
         let tokens = match pad {
-            Some(pad) => no_gradient_where(tokens, pad),
+            Some(pad) => no_gradient_where(tokens, pad.reshape([batch, len, 1])),
             None => tokens,
         };
         let tokens = if self.config.scale_embeddings {
@@ -334,16 +338,12 @@ impl<B: Backend> Transformer<B> {
             Some(head) => dense(y, head.weight.val(), bias),
             None => {
                 let mut table = self.table(&self.decoder).weight.val(); // [vocab, d_model]
-                if let Some(row) = frozen_row
-                    && table.is_require_grad()
-                {
+                if let Some(row) = frozen_row {
                     let [vocab, _] = table.dims();
                     let frozen = Tensor::<B, 1, Int>::arange(0..vocab as i64, &device)
                         .equal_elem(i64::from(row))
-                        .float()
-                        .reshape([vocab, 1]); // 1 on the frozen row
-                    let keep = frozen.clone().neg().add_scalar(1.0);
-                    table = table.clone() * keep + table.detach() * frozen;
+                        .reshape([vocab, 1]);
+                    table = no_gradient_where(table, frozen);
                 }
                 dense(y, table.transpose(), bias)
             }
