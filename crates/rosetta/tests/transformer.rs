@@ -568,24 +568,29 @@ fn incremental_decoding_survives_cache_growth_and_reordering() {
     let tgt = ids(tgt, [batch, len]);
     let (full, _) = m.forward(&src, tgt.clone());
     let full = values(full);
-    // Rows are swapped after step 20: row r of the state then holds sentence order[r].
-    let swap = [2usize, 0, 1];
-    let mut order = [0usize, 1, 2];
+    // Row r of the state holds sentence order[r]. After step 20 the rows are permuted, after 30
+    // one is repeated and one dropped (as beam search does), after 35 one more is dropped: the
+    // cache rows written before stay where they are and are read through the ancestry.
+    let reorders: [(usize, &[usize]); 3] = [(20, &[2, 0, 1]), (30, &[2, 2, 0]), (35, &[1, 2])];
+    let mut order: Vec<usize> = (0..batch).collect();
     let mut state = m.start(&src);
     for t in 0..len {
-        if t == 20 {
+        if let Some((_, keep)) = reorders.iter().find(|(at, _)| *at == t) {
             let indices = Tensor::<Flex, 1, Int>::from_data(
-                TensorData::new(swap.iter().map(|&i| i as i32).collect::<Vec<_>>(), [batch]),
+                TensorData::new(
+                    keep.iter().map(|&i| i as i32).collect::<Vec<_>>(),
+                    [keep.len()],
+                ),
                 &Default::default(),
             );
             state = m.select(state, indices);
-            order = [order[swap[0]], order[swap[1]], order[swap[2]]];
+            order = keep.iter().map(|&i| order[i]).collect();
         }
         let prev: Vec<i32> = order
             .iter()
             .map(|&s| tgt.clone().slice([s..s + 1, t..t + 1]).into_scalar())
             .collect();
-        let step = m.step(ids(prev, [batch]), state);
+        let step = m.step(ids(prev, [order.len()]), state);
         state = step.state;
         let got = values(step.logits);
         for (row, &s) in order.iter().enumerate() {

@@ -8,8 +8,7 @@
 //! number per row, so it writes no matrix at all. Inference only: the training loss has its own
 //! fused kernel.
 
-use super::cross_entropy::row_stats;
-use super::simd_math::dispatch;
+use super::simd_math::{dispatch, max_wide, sum_exp_wide};
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
 use burn::prelude::*;
@@ -76,8 +75,7 @@ pub fn mixture_of_logits<B: Backend>(mut logits: Vec<Tensor<B, 2>>) -> Tensor<B,
                     out.fill(0.0);
                     for member in &members {
                         let row = &member[r * vocab..(r + 1) * vocab];
-                        let (m, _, sum_exp) = row_stats(row);
-                        let lse = m + sum_exp.ln();
+                        let lse = row_lse(row);
                         for (o, &v) in out.iter_mut().zip(row) {
                             *o += super::simd_math::exp(v - lse);
                         }
@@ -104,9 +102,62 @@ fn composite_mixture<B: Backend>(logits: Vec<Tensor<B, 2>>) -> Tensor<B, 2> {
 pub fn log_sum_exp(row: &[f32]) -> f32 {
     dispatch(
         #[inline(always)]
+        || row_lse(row),
+    )
+}
+
+/// `(max, log Σ e^x)` of one row; inline into a [`dispatch`]ed body.
+#[inline(always)]
+fn row_max_lse(row: &[f32]) -> (f32, f32) {
+    let m = max_wide(row);
+    (m, m + sum_exp_wide(row, m).ln())
+}
+
+#[inline(always)]
+fn row_lse(row: &[f32]) -> f32 {
+    row_max_lse(row).1
+}
+
+/// The `k` best tokens of one row of logits that `allowed` lets through, with their
+/// log-probabilities, best first (among equal values the lower id first); infinities and NaN are
+/// never candidates. The normalizer runs over the whole row, disallowed tokens included.
+///
+/// Beam search calls this for every hypothesis at every step. One pass finds the candidates: a
+/// block of 64 logits whose maximum cannot enter the current best `k` is skipped after a vector
+/// maximum, so the per-token comparisons and the `allowed` test run only on the few blocks that
+/// can, instead of on all 58,000 logits of an OPUS-MT row.
+pub fn top_log_probs(row: &[f32], k: usize, allowed: impl Fn(usize) -> bool) -> Vec<(f32, usize)> {
+    const BLOCK: usize = 64;
+    dispatch(
+        #[inline(always)]
         || {
-            let (m, _, sum_exp) = row_stats(row);
-            m + sum_exp.ln()
+            let mut best: Vec<(f32, usize)> = Vec::with_capacity(k + 1);
+            if k == 0 {
+                return best;
+            }
+            for (b, block) in row.chunks(BLOCK).enumerate() {
+                // NaN makes the block's maximum NaN, which compares false: the block is scanned.
+                if best.len() == k && max_wide(block) <= best[k - 1].0 {
+                    continue;
+                }
+                for (j, &v) in block.iter().enumerate() {
+                    if !v.is_finite() || (best.len() == k && v <= best[k - 1].0) {
+                        continue;
+                    }
+                    let i = b * BLOCK + j;
+                    if !allowed(i) {
+                        continue;
+                    }
+                    let at = best.partition_point(|&(x, _)| x >= v);
+                    best.insert(at, (v, i));
+                    best.truncate(k);
+                }
+            }
+            let lse = row_lse(row);
+            for (value, _) in &mut best {
+                *value -= lse;
+            }
+            best
         },
     )
 }
@@ -160,8 +211,7 @@ fn best_tokens_composite<B: Backend>(
 /// The best allowed token of one row and its log-probability.
 #[inline(always)]
 fn best_in_row(row: &[f32], banned: &[usize]) -> (usize, f32) {
-    let (m, _, sum_exp) = row_stats(row);
-    let lse = m + sum_exp.ln();
+    let (m, lse) = row_max_lse(row);
     // The row's maximum is almost always an allowed token: one scan that stops at it.
     let best = match row.iter().position(|&v| v == m) {
         Some(i) if !banned.contains(&i) => i,
@@ -194,8 +244,7 @@ fn forward_flex(logits: &FlexTensor) -> FlexTensor {
                 dispatch(
                     #[inline(always)]
                     || {
-                        let (m, _, sum_exp) = row_stats(row);
-                        let lse = m + sum_exp.ln();
+                        let lse = row_lse(row);
                         for (o, &v) in out.iter_mut().zip(row) {
                             *o = v - lse;
                         }
@@ -233,6 +282,59 @@ mod tests {
             for (&v, &p) in row.iter().zip(lp) {
                 assert_eq!((v - lse).to_bits(), p.to_bits());
             }
+        }
+    }
+
+    #[test]
+    fn top_log_probs_keeps_the_best_allowed_finite_values_in_order() {
+        let v = [0.5, f32::NEG_INFINITY, 2.0, 1.0, 2.0, -1.0, 3.0];
+        let lse = log_sum_exp(&v);
+        let ids = |k, allowed: &dyn Fn(usize) -> bool| -> Vec<usize> {
+            let best = top_log_probs(&v, k, allowed);
+            for &(lp, i) in &best {
+                assert_eq!(lp.to_bits(), (v[i] - lse).to_bits());
+            }
+            best.into_iter().map(|(_, i)| i).collect()
+        };
+        assert_eq!(ids(3, &|_| true), [6, 2, 4]);
+        assert_eq!(ids(3, &|i| i != 2), [6, 4, 3]);
+        assert_eq!(ids(10, &|_| true).len(), 6);
+        assert!(ids(0, &|_| true).is_empty());
+        let with_nan = [0.5, f32::NAN, f32::INFINITY, 1.0];
+        let best: Vec<usize> = top_log_probs(&with_nan, 4, |_| true)
+            .into_iter()
+            .map(|(_, i)| i)
+            .collect();
+        assert_eq!(best, [3, 0], "NaN and infinities are never candidates");
+    }
+
+    /// Blocks are skipped by their maximum: against a sort of the whole row, over rows long enough
+    /// to skip many blocks, with ties, masked entries and a filter.
+    #[test]
+    fn top_log_probs_matches_a_full_sort() {
+        let device = Default::default();
+        Flex::seed(&device, 9);
+        let vocab = 5_003;
+        let x = Tensor::<Flex, 2>::random([4, vocab], Distribution::Normal(0.0, 3.0), &device);
+        let mut x: Vec<f32> = x.into_data().to_vec().unwrap();
+        for i in (0..x.len()).step_by(7) {
+            x[i] = f32::NEG_INFINITY;
+        }
+        x[100] = 9.0;
+        x[4_000] = 9.0; // a tie across blocks
+        for (r, row) in x.chunks(vocab).enumerate() {
+            let allowed = |i: usize| i % 11 != r;
+            let lse = log_sum_exp(row);
+            let mut want: Vec<(f32, usize)> = row
+                .iter()
+                .enumerate()
+                .filter(|&(i, v)| v.is_finite() && allowed(i))
+                .map(|(i, &v)| (v, i))
+                .collect();
+            want.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            want.truncate(10);
+            let want: Vec<(f32, usize)> = want.into_iter().map(|(v, i)| (v - lse, i)).collect();
+            assert_eq!(top_log_probs(row, 10, allowed), want);
         }
     }
 

@@ -32,12 +32,12 @@ pub use cross_entropy::fused_cross_entropy;
 pub use dropout::dropout;
 pub use gru_gates::gru_gates;
 pub use int8_linear::{Int8Kernel, Int8Weight};
-pub use kv_cache::{gather_rows, write_position};
+pub use kv_cache::write_position;
 pub use layer_norm::layer_norm;
 pub use linear::{dense, linear};
-pub use log_softmax::{best_tokens, log_softmax, log_sum_exp, mixture_of_logits};
+pub use log_softmax::{best_tokens, log_softmax, log_sum_exp, mixture_of_logits, top_log_probs};
 pub use packed_linear::{Epilogue, PackCache, WeightLayout, quantize_tensor};
-pub use step_attention::{contiguous, step_attention};
+pub use step_attention::{KvRows, contiguous, step_attention};
 pub use step_linear::StepLinear;
 pub use time_steps::time_steps;
 

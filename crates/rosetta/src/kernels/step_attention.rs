@@ -1,18 +1,28 @@
 //! Attention of one new query position per row, for search steps: `[n, heads·head_dim]` queries over
-//! keys and values `[n, heads, capacity, head_dim]` of which the first `len` positions are read.
+//! keys and values kept in buffers `[width, capacity, heads·head_dim]`, each position of each row
+//! found through a row map ([`KvRows`]) instead of a copy per row.
 //!
 //! A search step of a Transformer decoder attends with one query per row and head over a few dozen
 //! keys. As tensor operations that is a head split (a strided copy), a batched product of `n·heads`
 //! tiny matrices, a bias addition, a softmax, a second batched product and a head merge (another
 //! copy): on the benchmark's greedy decode 13 % of the samples were burn-flex's batched products
-//! alone. Here each (row, head) is one pass over its keys and one over its values, read in place from
-//! the cache buffer, with rows split across threads. Inference only (no backward); other backends
-//! get `None` and use the tensor operations.
+//! alone. Here each row reads every position once for all its heads, in place in the buffer, with
+//! sixteen-lane products, rows split across threads.
+//!
+//! Beam search reorders its hypotheses after every step. Copying each layer's cache into the new
+//! order (what fairseq and CTranslate2 do) moved the whole cache twice per step — 9 % of a batch-32
+//! beam-5 decode of a 3+3-layer model — and giving every beam its own copy of the source's keys
+//! made the cross-attention read five times the memory it needs. Rows instead name where their
+//! positions live: the source row of their sentence, or for the target positions the row that
+//! wrote each one (an ancestry table of `u32`s, updated per step at the cost of `n · len` integers).
+//! Other backends (CUDA) gather the rows with `select` and use tensor operations.
 
+use super::simd_math::{dispatch, exp};
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
 use burn::prelude::*;
-use burn::tensor::{DType, TensorPrimitive};
+use burn::tensor::activation::softmax;
+use burn::tensor::{DType, TensorMetadata, TensorPrimitive};
 use rayon::prelude::*;
 
 /// `t` with its elements laid out in order (a copy when it is a strided view), so that kernels that
@@ -27,18 +37,33 @@ pub fn contiguous<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, D> {
     }
 }
 
-fn flex<B: Backend, const D: usize>(t: Tensor<B, D>) -> Option<FlexTensor> {
-    (t.dtype() == DType::F32).then_some(())?;
-    super::cast::<_, Tensor<Flex, D>>(t)
-        .ok()
-        .map(|t| t.into_primitive().tensor().to_contiguous())
+/// Where the key and value of position `p` of query row `i` are kept: buffer row
+/// [`KvRows::row`]`(i, p)`, position `p`.
+#[derive(Debug, Clone, Copy)]
+pub enum KvRows<'a> {
+    /// Position `p` of row `i` is in buffer row `ancestry[i · len + p]` (the decoder's own past:
+    /// the hypothesis that wrote it). `ancestry` is `[n, len]`.
+    PerPosition(&'a [u32]),
+    /// Every position of row `i` is in buffer row `rows[i]` (the source of its sentence); the
+    /// bias, if any, is read from that row too.
+    PerRow(&'a [u32]),
 }
 
-/// `a · b` with eight partial sums, so that the compiler vectorizes it (a single running sum must
-/// stay in order and does not).
+impl KvRows<'_> {
+    #[inline(always)]
+    fn row(&self, i: usize, p: usize, len: usize) -> usize {
+        match self {
+            KvRows::PerPosition(a) => a[i * len + p] as usize,
+            KvRows::PerRow(r) => r[i] as usize,
+        }
+    }
+}
+
+/// `a · b` with sixteen partial sums (one AVX-512 register) in a fixed order.
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let mut acc = [0.0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
     let tail: f32 = ca
         .remainder()
         .iter()
@@ -46,84 +71,239 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| x * y)
         .sum();
     for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
+        for i in 0..16 {
             acc[i] += x[i] * y[i];
         }
     }
-    acc.iter().sum::<f32>() + tail
+    let mut half = [0.0f32; 8];
+    for i in 0..8 {
+        half[i] = acc[i] + acc[i + 8];
+    }
+    ((half[0] + half[4]) + (half[1] + half[5])) + ((half[2] + half[6]) + (half[3] + half[7])) + tail
 }
 
-/// `q` `[n, heads·head_dim]` (unscaled), `keys`/`values` `[n, heads, capacity, head_dim]` with
-/// `len ≤ capacity` positions in use, `bias` `[n, 1, 1, len]` (−∞ on padding) or none. Returns the
-/// context `[n, heads·head_dim]` and the weights `[n, heads, len]`, or `None` where the kernel does
-/// not apply (another backend or dtype).
+/// Scaled dot-product attention (Vaswani et al. 2017, §3.2.1) of one query position per row:
+/// `q` `[n, heads·head_dim]` (unscaled) over positions `0..len` of `keys`/`values`
+/// `[width, capacity, heads·head_dim]`, located by `rows`; `bias` `[width_b, len]` (−∞ on padding),
+/// read from the row `rows` gives position 0. Returns the context `[n, heads·head_dim]` and the
+/// weights `[n, heads, len]`.
 pub fn step_attention<B: Backend>(
     q: Tensor<B, 2>,
-    keys: Tensor<B, 4>,
-    values: Tensor<B, 4>,
+    (keys, values): (&Tensor<B, 3>, &Tensor<B, 3>),
+    heads: usize,
     len: usize,
-    bias: Option<Tensor<B, 4>>,
-) -> Option<(Tensor<B, 2>, Tensor<B, 3>)> {
-    let [n, heads, capacity, hd] = keys.dims();
-    let q = flex(q)?;
-    let (keys, values) = (flex(keys)?, flex(values)?);
-    let bias = match bias {
-        Some(b) => Some(flex(b)?),
-        None => None,
+    rows: KvRows<'_>,
+    bias: Option<&Tensor<B, 2>>,
+) -> (Tensor<B, 2>, Tensor<B, 3>) {
+    let all_f32 = [q.dtype(), keys.dtype(), values.dtype()]
+        .into_iter()
+        .chain(bias.map(|b| b.dtype()))
+        .all(|t| t == DType::F32);
+    if !all_f32 {
+        return composite(q, (keys, values), heads, len, rows, bias);
+    }
+    let flex = |t: Tensor<B, 3>| {
+        super::cast::<_, Tensor<Flex, 3>>(t)
+            .ok()
+            .map(|t| super::kv_cache::whole(t.into_primitive().tensor()))
     };
+    let (Some(k), Some(v), Ok(qf)) = (
+        flex(keys.clone()),
+        flex(values.clone()),
+        super::cast::<_, Tensor<Flex, 2>>(q.clone()),
+    ) else {
+        return composite(q, (keys, values), heads, len, rows, bias);
+    };
+    let qf = qf.into_primitive().tensor().to_contiguous();
+    let bias = bias.map(|b| match super::cast::<_, Tensor<Flex, 2>>(b.clone()) {
+        Ok(b) => b.into_primitive().tensor().to_contiguous(),
+        // `q` was a CPU tensor, and all inputs share one backend.
+        Err(_) => unreachable!("the attention's inputs share one backend"),
+    });
+    let (context, weights) = forward_flex(
+        (&qf, &k, &v),
+        heads,
+        len,
+        rows,
+        bias.as_ref().map(|b| b.storage::<f32>()),
+    );
+    let [n, d] = q.dims();
+    let wrap =
+        |values: Vec<f32>, shape: Vec<usize>| FlexTensor::from_data(TensorData::new(values, shape));
+    (
+        super::cast_back(Tensor::<Flex, 2>::from_primitive(TensorPrimitive::Float(
+            wrap(context, vec![n, d]),
+        ))),
+        super::cast_back(Tensor::<Flex, 3>::from_primitive(TensorPrimitive::Float(
+            wrap(weights, vec![n, heads, len]),
+        ))),
+    )
+}
+
+fn forward_flex(
+    (q, keys, values): (&FlexTensor, &FlexTensor, &FlexTensor),
+    heads: usize,
+    len: usize,
+    rows: KvRows<'_>,
+    bias: Option<&[f32]>,
+) -> (Vec<f32>, Vec<f32>) {
+    let dims = keys.shape().to_vec();
+    let (capacity, d) = (dims[1], dims[2]);
     let (q, keys, values) = (
         q.storage::<f32>(),
         keys.storage::<f32>(),
         values.storage::<f32>(),
     );
-    let bias = bias.as_ref().map(|b| b.storage::<f32>());
+    let n = q.len() / d.max(1);
+    let hd = d / heads.max(1);
     let scale = (hd as f32).powf(-0.5);
-    let d = heads * hd;
     let mut context = vec![0.0f32; n * d];
     let mut weights = vec![0.0f32; n * heads * len];
-    let row = |(r, (ctx, w)): (usize, (&mut [f32], &mut [f32]))| {
-        for h in 0..heads {
-            let qh = &q[r * d + h * hd..r * d + (h + 1) * hd];
-            let base = (r * heads + h) * capacity * hd;
-            let wh = &mut w[h * len..(h + 1) * len];
-            let mut max = f32::NEG_INFINITY;
-            for (j, s) in wh.iter_mut().enumerate() {
-                let k = &keys[base + j * hd..base + (j + 1) * hd];
-                let dot = dot(qh, k);
-                *s = dot * scale + bias.map_or(0.0, |b| b[r * len + j]);
-                max = max.max(*s);
-            }
-            let mut sum = 0.0f32;
-            for s in wh.iter_mut() {
-                *s = (*s - max).exp();
-                sum += *s;
-            }
-            let ch = &mut ctx[h * hd..(h + 1) * hd];
-            for (j, s) in wh.iter_mut().enumerate() {
-                *s /= sum;
-                let v = &values[base + j * hd..base + (j + 1) * hd];
-                for (c, x) in ch.iter_mut().zip(v) {
-                    *c += *s * x;
+    let row = |(i, (ctx, w)): (usize, (&mut [f32], &mut [f32]))| {
+        dispatch(
+            #[inline(always)]
+            || {
+                let qi = &q[i * d..(i + 1) * d];
+                // Scores `w` `[heads, len]`: each position's keys read once, all heads together.
+                for p in 0..len {
+                    let r = rows.row(i, p, len);
+                    let k = &keys[(r * capacity + p) * d..][..d];
+                    let b = bias.map_or(0.0, |b| b[rows.row(i, 0, len) * len + p]);
+                    for h in 0..heads {
+                        let s = dot(&qi[h * hd..(h + 1) * hd], &k[h * hd..(h + 1) * hd]);
+                        w[h * len + p] = s * scale + b;
+                    }
                 }
+                for wh in w.chunks_exact_mut(len.max(1)) {
+                    let max = wh.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+                    let mut sum = 0.0f32;
+                    for s in wh.iter_mut() {
+                        *s = exp(*s - max);
+                        sum += *s;
+                    }
+                    let inv = 1.0 / sum;
+                    for s in wh.iter_mut() {
+                        *s *= inv;
+                    }
+                }
+                for p in 0..len {
+                    let r = rows.row(i, p, len);
+                    let v = &values[(r * capacity + p) * d..][..d];
+                    for h in 0..heads {
+                        let wp = w[h * len + p];
+                        let (c, x) = (&mut ctx[h * hd..(h + 1) * hd], &v[h * hd..(h + 1) * hd]);
+                        for (c, x) in c.iter_mut().zip(x) {
+                            *c += wp * x;
+                        }
+                    }
+                }
+            },
+        )
+    };
+    let per_row = heads * len;
+    if n * per_row * hd >= 1 << 16 {
+        context
+            .par_chunks_mut(d.max(1))
+            .zip(weights.par_chunks_mut(per_row.max(1)))
+            .enumerate()
+            .for_each(row);
+    } else {
+        context
+            .chunks_mut(d.max(1))
+            .zip(weights.chunks_mut(per_row.max(1)))
+            .enumerate()
+            .for_each(row);
+    }
+    (context, weights)
+}
+
+/// [`step_attention`] with tensor operations, for other backends and dtypes: the positions of
+/// every row gathered with `select`, then the attention of [`crate::model::transformer`]'s full
+/// pass.
+fn composite<B: Backend>(
+    q: Tensor<B, 2>,
+    (keys, values): (&Tensor<B, 3>, &Tensor<B, 3>),
+    heads: usize,
+    len: usize,
+    rows: KvRows<'_>,
+    bias: Option<&Tensor<B, 2>>,
+) -> (Tensor<B, 2>, Tensor<B, 3>) {
+    let [n, d] = q.dims();
+    let [width, capacity, _] = keys.dims();
+    let hd = d / heads;
+    let device = q.device();
+    let flat: Vec<i64> = (0..n)
+        .flat_map(|i| (0..len).map(move |p| (rows.row(i, p, len) * capacity + p) as i64))
+        .collect();
+    let flat = Tensor::<B, 1, Int>::from_data(TensorData::new(flat, [n * len]), &device);
+    let gather = |t: &Tensor<B, 3>| {
+        t.clone()
+            .reshape([width * capacity, d])
+            .select(0, flat.clone())
+            .reshape([n, len, heads, hd])
+            .swap_dims(1, 2) // [n, heads, len, hd]
+    };
+    let (k, v) = (gather(keys), gather(values));
+    let q = q
+        .reshape([n, heads, 1, hd])
+        .mul_scalar((hd as f64).powf(-0.5));
+    let scores = q.matmul(k.swap_dims(2, 3)); // [n, heads, 1, len]
+    let scores = match bias {
+        Some(b) => {
+            let first: Vec<i64> = (0..n).map(|i| rows.row(i, 0, len) as i64).collect();
+            let first = Tensor::<B, 1, Int>::from_data(TensorData::new(first, [n]), &device);
+            scores + b.clone().select(0, first).reshape([n, 1, 1, len])
+        }
+        None => scores,
+    };
+    let weights = softmax(scores, 3);
+    let context = weights.clone().matmul(v).reshape([n, d]);
+    (context, weights.reshape([n, heads, len]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    /// The fused kernel against the tensor operations, through an ancestry table that reads
+    /// several rows' positions from one row, and through a per-row map with a padding bias.
+    #[test]
+    fn fused_step_attention_equals_the_gathered_tensor_operations() {
+        let device = Default::default();
+        Flex::seed(&device, 11);
+        let (width, capacity, heads, hd, n, len) = (3, 6, 2, 20, 4, 5);
+        let d = heads * hd;
+        let random = |shape: [usize; 3]| {
+            Tensor::<Flex, 3>::random(shape, Distribution::Normal(0.0, 1.0), &device)
+        };
+        let (keys, values) = (random([width, capacity, d]), random([width, capacity, d]));
+        let q = Tensor::<Flex, 2>::random([n, d], Distribution::Normal(0.0, 1.0), &device);
+        let ancestry: Vec<u32> = (0..n * len)
+            .map(|x| ((x * 7 + x / len) % width) as u32)
+            .collect();
+        let per_row = [2u32, 0, 2, 1];
+        let mut bias = vec![0.0f32; width * len];
+        bias[2 * len + 4] = f32::NEG_INFINITY;
+        bias[len + 3] = f32::NEG_INFINITY;
+        let bias = Tensor::<Flex, 2>::from_data(TensorData::new(bias, [width, len]), &device);
+        for (rows, bias) in [
+            (KvRows::PerPosition(&ancestry), None),
+            (KvRows::PerRow(&per_row), Some(&bias)),
+        ] {
+            let (c, w) = step_attention(q.clone(), (&keys, &values), heads, len, rows, bias);
+            let (c2, w2) = composite(q.clone(), (&keys, &values), heads, len, rows, bias);
+            crate::kernels::assert_close(c, c2, 1e-5);
+            let w: Vec<f32> = w.into_data().to_vec().unwrap();
+            let w2: Vec<f32> = w2.into_data().to_vec().unwrap();
+            for (a, b) in w.iter().zip(&w2) {
+                assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+            }
+            if bias.is_some() {
+                // Rows 0 and 2 read source row 2, whose position 4 is padding.
+                assert_eq!(w[4], 0.0);
+                assert_eq!(w[2 * heads * len + len + 4], 0.0);
             }
         }
-    };
-    let rows = context
-        .chunks_mut(d)
-        .zip(weights.chunks_mut(heads * len.max(1)));
-    if n * heads * len * hd >= 1 << 16 {
-        rows.enumerate().par_bridge().for_each(row);
-    } else {
-        rows.enumerate().for_each(row);
     }
-    let context = FlexTensor::from_data(TensorData::new(context, [n, d]));
-    let weights = FlexTensor::from_data(TensorData::new(weights, [n, heads, len]));
-    Some((
-        super::cast_back(Tensor::<Flex, 2>::from_primitive(TensorPrimitive::Float(
-            context,
-        ))),
-        super::cast_back(Tensor::<Flex, 3>::from_primitive(TensorPrimitive::Float(
-            weights,
-        ))),
-    ))
 }

@@ -158,25 +158,6 @@ fn blocked_tokens(tokens: &[u32], n: usize) -> Vec<u32> {
         .collect()
 }
 
-/// The `k` largest finite values of `values` that `allowed` lets through, as `(value, index)`,
-/// best first; among equal values the lower index ranks first. One pass, no copy of the row.
-fn top_k(values: &[f32], k: usize, allowed: impl Fn(usize) -> bool) -> Vec<(f32, usize)> {
-    let mut best: Vec<(f32, usize)> = Vec::with_capacity(k + 1);
-    if k == 0 {
-        return best;
-    }
-    for (i, &v) in values.iter().enumerate() {
-        // Infinities and NaN are never candidates.
-        if !v.is_finite() || (best.len() == k && v <= best[k - 1].0) || !allowed(i) {
-            continue;
-        }
-        let at = best.partition_point(|&(b, _)| b >= v);
-        best.insert(at, (v, i));
-        best.truncate(k);
-    }
-    best
-}
-
 /// Decodes a batch with beam search; returns up to `n_best` hypotheses per sentence, best first,
 /// each with `score` = log-probability / length penalty.
 pub fn beam_search<B: Backend, S: Scorer<B>>(
@@ -263,18 +244,13 @@ pub fn beam_search<B: Backend, S: Scorer<B>>(
                 // row never runs out of candidates because of them.
                 let blocked = blocked_tokens(&h.tokens, config.no_repeat_ngram);
                 let early = h.tokens.len() < config.min_len;
-                let mut best = top_k(row, 2 * beam, |token| {
+                crate::kernels::top_log_probs(row, 2 * beam, |token| {
                     let t = token as u32;
                     if t == eos {
                         return !early;
                     }
                     t != pad && t != bos && !blocked.contains(&t)
-                });
-                let log_sum_exp = crate::kernels::log_sum_exp(row);
-                for (value, _) in &mut best {
-                    *value -= log_sum_exp;
-                }
-                best
+                })
             })
             .collect();
         let attention: Option<Vec<f32>> = step
@@ -444,15 +420,6 @@ mod tests {
         assert!(blocked_tokens(&[1], 3).is_empty());
         assert_eq!(blocked_tokens(&[7, 8], 1), [7, 8]);
         assert!(blocked_tokens(&[7, 8], 0).is_empty());
-    }
-
-    #[test]
-    fn top_k_keeps_the_best_allowed_finite_values_in_order() {
-        let v = [0.5, f32::NEG_INFINITY, 2.0, f32::NAN, 2.0, -1.0, 3.0];
-        assert_eq!(top_k(&v, 3, |_| true), [(3.0, 6), (2.0, 2), (2.0, 4)]);
-        assert_eq!(top_k(&v, 3, |i| i != 2), [(3.0, 6), (2.0, 4), (0.5, 0)]);
-        assert_eq!(top_k(&v, 10, |_| true).len(), 5);
-        assert!(top_k(&v, 0, |_| true).is_empty());
     }
 
     #[test]

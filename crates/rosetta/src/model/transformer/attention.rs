@@ -9,7 +9,7 @@ use super::config::Activation;
 use crate::error::Result;
 use crate::kernels;
 use crate::kernels::{
-    Epilogue, PackCache, WeightLayout, gather_rows, linear, step_attention, write_position,
+    Epilogue, KvRows, PackCache, WeightLayout, linear, step_attention, write_position,
 };
 use crate::model::int8::Int8Pinner;
 use crate::model::lora::{FinetuneConfig, Lora, adapted};
@@ -284,81 +284,93 @@ impl<B: Backend> MultiHeadAttention<B> {
         Ok(self)
     }
 
-    /// Projected step queries `[n, d_model]` split into heads and scaled as [`Self::queries`] does:
-    /// `[n, heads, 1, head_dim]` (the fallback where the fused step kernel does not apply).
-    fn step_heads(&self, q: Tensor<B, 2>) -> Tensor<B, 4> {
-        let [n, d] = q.dims();
-        let hd = d / self.heads;
-        q.reshape([n, 1, self.heads, hd])
-            .swap_dims(1, 2)
-            .mul_scalar((hd as f64).powf(-0.5))
+    /// Keys or values of the encoder output `x` `[batch, src_len, d_model]` for search steps,
+    /// laid out in order and not split into heads: `[batch, src_len, d_model]`.
+    pub fn step_memory(&self, x: Tensor<B, 3>) -> (Tensor<B, 3>, Tensor<B, 3>) {
+        let project = |layer, lora: Option<&Lora<B>>, pack, x| {
+            kernels::contiguous(projected(layer, lora, pack, x, None))
+        };
+        (
+            project(
+                &self.k_proj,
+                self.k_lora.as_ref(),
+                &self.packs[1],
+                x.clone(),
+            ),
+            project(&self.v_proj, self.v_lora.as_ref(), &self.packs[2], x),
+        )
     }
 
-    /// Self-attention of a search step: `x` `[n, 1, d_model]` joins `cache` and reads every cached
-    /// position. Returns `[n, 1, d_model]`.
-    pub fn step_self(&self, x: Tensor<B, 3>, cache: &mut KvCache<B>) -> Tensor<B, 3> {
+    /// Self-attention of a search step: `x` `[n, 1, d_model]` is written to `cache` at position
+    /// `len − 1` and reads positions `0..len`, position `p` of row `i` from the cache row
+    /// `ancestry[i · len + p]` (`[n, len]`). Returns `[n, 1, d_model]`.
+    pub fn step_self(
+        &self,
+        x: Tensor<B, 3>,
+        cache: &mut KvCache<B>,
+        ancestry: &[u32],
+        len: usize,
+    ) -> Tensor<B, 3> {
         let [n, _, d] = x.dims();
-        let (heads, hd) = (self.heads, d / self.heads);
         let x = x.reshape([n, d]);
         let q = packed_linear(&self.q_proj, &self.packs[0], x.clone());
-        let k = packed_linear(&self.k_proj, &self.packs[1], x.clone()).reshape([n, heads, 1, hd]);
-        let v = packed_linear(&self.v_proj, &self.packs[2], x).reshape([n, heads, 1, hd]);
-        let (keys, values, len) = cache.push_buffers(k, v);
-        let context = match step_attention(q.clone(), keys.clone(), values.clone(), len, None) {
-            Some((context, _)) => context,
-            None => {
-                let q = self.step_heads(q);
-                let (keys, values) = (keys.narrow(2, 0, len), values.narrow(2, 0, len));
-                return self.attend(q, keys, values, None).0;
-            }
-        };
+        let k = packed_linear(&self.k_proj, &self.packs[1], x.clone());
+        let v = packed_linear(&self.v_proj, &self.packs[2], x);
+        cache.push(k, v, len - 1);
+        let (keys, values) = cache.buffers();
+        let (context, _) = step_attention(
+            q,
+            (keys, values),
+            self.heads,
+            len,
+            KvRows::PerPosition(ancestry),
+            None,
+        );
         packed_linear(&self.out_proj, &self.packs[3], context).reshape([n, 1, d])
     }
 
-    /// Cross-attention of a search step: `x` `[n, 1, d_model]` reads the source's `keys`/`values`
-    /// `[n, heads, src_len, head_dim]`. Returns `[n, 1, d_model]` and the weights
+    /// Cross-attention of a search step: `x` `[n, 1, d_model]` reads the source keys/values
+    /// `[batch, src_len, d_model]` of its sentence, `sentences[i]` for row `i`, with the padding
+    /// bias `pad_bias` `[batch, src_len]`. Returns `[n, 1, d_model]` and the weights
     /// `[n, heads, 1, src_len]`.
     pub fn step_cross(
         &self,
         x: Tensor<B, 3>,
-        keys: &Tensor<B, 4>,
-        values: &Tensor<B, 4>,
-        pad_bias: &Tensor<B, 4>,
+        (keys, values): (&Tensor<B, 3>, &Tensor<B, 3>),
+        sentences: &[u32],
+        pad_bias: &Tensor<B, 2>,
     ) -> (Tensor<B, 3>, Tensor<B, 4>) {
         let [n, _, d] = x.dims();
-        let heads = self.heads;
-        let src_len = keys.dims()[2];
+        let src_len = keys.dims()[1];
         let q = packed_linear(&self.q_proj, &self.packs[0], x.reshape([n, d]));
-        match step_attention(
-            q.clone(),
-            keys.clone(),
-            values.clone(),
+        let (context, weights) = step_attention(
+            q,
+            (keys, values),
+            self.heads,
             src_len,
-            Some(pad_bias.clone()),
-        ) {
-            Some((context, weights)) => (
-                packed_linear(&self.out_proj, &self.packs[3], context).reshape([n, 1, d]),
-                weights.reshape([n, heads, 1, src_len]),
-            ),
-            None => {
-                let q = self.step_heads(q);
-                self.attend(q, keys.clone(), values.clone(), Some(pad_bias.clone()))
-            }
-        }
+            KvRows::PerRow(sentences),
+            Some(pad_bias),
+        );
+        (
+            packed_linear(&self.out_proj, &self.packs[3], context).reshape([n, 1, d]),
+            weights.reshape([n, self.heads, 1, src_len]),
+        )
     }
 }
 
-/// Keys and values of the target positions decoded so far, for one decoder layer.
+/// Keys and values of the target positions decoded so far, for one decoder layer:
+/// `[width, capacity, d_model]` buffers in which position `p` of live hypothesis `i` is row
+/// `ancestry[i][p]` (see [`KvRows::PerPosition`]).
 ///
-/// Stored in a buffer `[n, heads, capacity, head_dim]` that doubles when full, and written in place
-/// ([`write_position`]): appending a step costs the step, not the whole cache, unlike a `cat` per
-/// step (quadratic, what made candle's T5 spend 75 % of decoding in concatenation). Reordering
-/// copies only the positions in use ([`gather_rows`]).
+/// Each step writes its `n` rows at the new position in place ([`write_position`]): appending costs
+/// the step, not the whole cache, unlike a `cat` per step (quadratic, what made candle's T5 spend
+/// 75 % of decoding in concatenation). Reordering or dropping hypotheses copies nothing here: it
+/// permutes the ancestry, which the decoding state keeps once for all layers. The buffers double
+/// when full.
 #[derive(Debug, Clone)]
 pub struct KvCache<B: Backend> {
-    keys: Option<Tensor<B, 4>>,
-    values: Option<Tensor<B, 4>>,
-    len: usize,
+    keys: Option<Tensor<B, 3>>,
+    values: Option<Tensor<B, 3>>,
 }
 
 impl<B: Backend> Default for KvCache<B> {
@@ -366,7 +378,6 @@ impl<B: Backend> Default for KvCache<B> {
         KvCache {
             keys: None,
             values: None,
-            len: 0,
         }
     }
 }
@@ -374,57 +385,47 @@ impl<B: Backend> Default for KvCache<B> {
 /// First capacity of a cache, in positions.
 const FIRST_CAPACITY: usize = 16;
 
-fn append<B: Backend>(buffer: Option<Tensor<B, 4>>, len: usize, new: Tensor<B, 4>) -> Tensor<B, 4> {
-    let [n, heads, _, hd] = new.dims();
+/// `buffer` with `new` `[n, d]` written at position `pos` of rows `0..n`, first grown (a copy of
+/// positions `0..pos`) when it has too few rows or positions.
+fn append<B: Backend>(buffer: Option<Tensor<B, 3>>, pos: usize, new: Tensor<B, 2>) -> Tensor<B, 3> {
+    let [n, d] = new.dims();
     let buffer = match buffer {
-        Some(b) if b.dims()[2] > len => b,
+        Some(b) if b.dims()[0] >= n && b.dims()[1] > pos => b,
         old => {
-            let capacity = (2 * len).max(FIRST_CAPACITY);
-            let fresh = Tensor::zeros([n, heads, capacity, hd], &new.device());
+            let [width, capacity, _] = old.as_ref().map_or([0, 0, d], Tensor::dims);
+            let capacity = if capacity > pos {
+                capacity
+            } else {
+                (2 * pos).max(FIRST_CAPACITY)
+            };
+            let fresh = Tensor::zeros([width.max(n), capacity, d], &new.device());
             match old {
-                Some(old) if len > 0 => {
-                    fresh.slice_assign([0..n, 0..heads, 0..len, 0..hd], old.narrow(2, 0, len))
+                Some(old) if pos > 0 && width > 0 => {
+                    fresh.slice_assign([0..width, 0..pos, 0..d], old.narrow(1, 0, pos))
                 }
                 _ => fresh,
             }
         }
     };
-    write_position(buffer, len, new)
+    write_position(buffer, pos, new)
 }
 
 impl<B: Backend> KvCache<B> {
-    /// Positions cached.
-    pub fn len(&self) -> usize {
-        self.len
+    /// Writes the keys and values `[n, d_model]` of `n` hypotheses at position `pos`, rows `0..n`.
+    pub fn push(&mut self, k: Tensor<B, 2>, v: Tensor<B, 2>, pos: usize) {
+        self.keys = Some(append(self.keys.take(), pos, k));
+        self.values = Some(append(self.values.take(), pos, v));
     }
 
-    /// Whether nothing is cached yet.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Appends one position (`[n, heads, 1, head_dim]` each) and returns the whole buffers
-    /// `[n, heads, capacity, head_dim]` with the number of positions in use. Drop the returned
-    /// handles before the next push, which then writes in place.
-    pub fn push_buffers(
-        &mut self,
-        k: Tensor<B, 4>,
-        v: Tensor<B, 4>,
-    ) -> (Tensor<B, 4>, Tensor<B, 4>, usize) {
-        let keys = append(self.keys.take(), self.len, k);
-        let values = append(self.values.take(), self.len, v);
-        self.len += 1;
-        self.keys = Some(keys.clone());
-        self.values = Some(values.clone());
-        (keys, values, self.len)
-    }
-
-    /// Keeps rows `indices` (`[m]`, repeats allowed).
-    pub fn select(self, indices: Tensor<B, 1, Int>) -> Self {
-        KvCache {
-            keys: self.keys.map(|k| gather_rows(k, indices.clone(), self.len)),
-            values: self.values.map(|v| gather_rows(v, indices, self.len)),
-            len: self.len,
+    /// The key and value buffers `[width, capacity, d_model]` (borrowed, so that the next
+    /// [`Self::push`] still writes in place).
+    ///
+    /// # Panics
+    /// Before the first push (a step always pushes before it reads).
+    pub fn buffers(&self) -> (&Tensor<B, 3>, &Tensor<B, 3>) {
+        match (&self.keys, &self.values) {
+            (Some(k), Some(v)) => (k, v),
+            _ => unreachable!("a step pushes its position before reading the cache"),
         }
     }
 }

@@ -241,15 +241,37 @@ pub struct CrossMemory<B: Backend> {
     pub values: Tensor<B, 4>,
 }
 
-impl<B: Backend> CrossMemory<B> {
-    /// Keeps rows `indices`.
-    pub fn select(self, indices: Tensor<B, 1, Int>) -> Self {
-        CrossMemory {
-            keys: self.keys.select(0, indices.clone()),
-            values: self.values.select(0, indices),
-        }
+/// The source as one decoder layer's search steps read it: keys and values
+/// `[batch, src_len, d_model]`, one row per sentence, whichever hypotheses read it.
+#[derive(Debug, Clone)]
+pub struct StepMemory<B: Backend> {
+    /// `[batch, src_len, d_model]`.
+    pub keys: Tensor<B, 3>,
+    /// `[batch, src_len, d_model]`.
+    pub values: Tensor<B, 3>,
+}
+
+/// What every decoder layer of one search step reads besides its own cache and memory.
+#[derive(Debug)]
+pub struct StepRows<'a, B: Backend> {
+    /// `[n, len]`: the cache row holding position `p` of hypothesis `i` (see
+    /// [`crate::kernels::KvRows::PerPosition`]).
+    pub ancestry: &'a [u32],
+    /// Target positions, the new one included.
+    pub len: usize,
+    /// `[n]`: the source row (sentence) each hypothesis reads.
+    pub sentences: &'a [u32],
+    /// `[batch, src_len]`: −∞ on source padding.
+    pub pad_bias: &'a Tensor<B, 2>,
+}
+
+// Derived `Clone`/`Copy` would ask the same of `B`; only references are copied.
+impl<B: Backend> Clone for StepRows<'_, B> {
+    fn clone(&self) -> Self {
+        *self
     }
 }
+impl<B: Backend> Copy for StepRows<'_, B> {}
 
 impl<B: Backend> DecoderLayer<B> {
     /// Keeps every dense layer in 8-bit integers only, named under `prefix` (see
@@ -323,6 +345,12 @@ impl<B: Backend> DecoderLayer<B> {
     pub fn cross_memory(&self, encoded: Tensor<B, 3>) -> CrossMemory<B> {
         let (keys, values) = self.encoder_attn.keys_values(encoded);
         CrossMemory { keys, values }
+    }
+
+    /// [`Self::cross_memory`] laid out for search steps.
+    pub fn step_memory(&self, encoded: Tensor<B, 3>) -> StepMemory<B> {
+        let (keys, values) = self.encoder_attn.step_memory(encoded);
+        StepMemory { keys, values }
     }
 
     /// The cross-attention and feed-forward sublayers, shared by the full and the incremental pass.
@@ -402,15 +430,15 @@ impl<B: Backend> DecoderLayer<B> {
         &self,
         x: Tensor<B, 3>,
         cache: &mut KvCache<B>,
-        memory: &CrossMemory<B>,
-        pad_bias: &Tensor<B, 4>,
+        memory: &StepMemory<B>,
+        rows: StepRows<'_, B>,
     ) -> (Tensor<B, 3>, Tensor<B, 4>) {
         let x = residual(
             self.norm,
             (&self.self_attn_layer_norm, self.self_attn_adapter.as_ref()),
             &self.dropout,
             x,
-            |h| self.self_attn.step_self(h, cache),
+            |h| self.self_attn.step_self(h, cache, rows.ancestry, rows.len),
         );
         let mut weights = None;
         let x = residual(
@@ -422,9 +450,12 @@ impl<B: Backend> DecoderLayer<B> {
             &self.dropout,
             x,
             |h| {
-                let (out, w) =
-                    self.encoder_attn
-                        .step_cross(h, &memory.keys, &memory.values, pad_bias);
+                let (out, w) = self.encoder_attn.step_cross(
+                    h,
+                    (&memory.keys, &memory.values),
+                    rows.sentences,
+                    rows.pad_bias,
+                );
                 weights = Some(w);
                 out
             },

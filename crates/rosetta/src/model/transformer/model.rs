@@ -3,7 +3,7 @@
 
 use super::attention::{KvCache, causal_bias, padding_bias};
 use super::config::{NormPosition, PositionKind, TransformerConfig};
-use super::layers::{CrossMemory, DecoderLayer, EncoderLayer};
+use super::layers::{DecoderLayer, EncoderLayer, StepMemory, StepRows};
 use super::norm::LayerNorm;
 use super::positions::{learned_table, positions};
 use crate::error::{Error, Result};
@@ -86,14 +86,34 @@ pub struct Transformer<B: Backend> {
 }
 
 /// Everything incremental decoding carries from one step to the next.
+///
+/// Selecting or reordering hypotheses moves no tensor: each hypothesis names the source row it
+/// reads (`sentences`) and, per target position, the cache row that holds it (`ancestry`).
 #[derive(Debug, Clone)]
 pub struct TransformerState<B: Backend> {
-    /// Per decoder layer, the source's cross-attention keys and values (computed once).
-    memory: Vec<CrossMemory<B>>,
-    /// `[n, 1, 1, src_len]`: −∞ on source padding.
-    pad_bias: Tensor<B, 4>,
+    /// Per decoder layer, the source's cross-attention keys and values, one row per sentence of
+    /// the batch (computed once).
+    memory: Vec<StepMemory<B>>,
+    /// `[batch, src_len]`: −∞ on source padding.
+    pad_bias: Tensor<B, 2>,
+    /// `[n]`: the sentence of each live hypothesis (its row of `memory` and `pad_bias`).
+    sentences: Vec<u32>,
+    /// `[n, len]`: the cache row holding position `p` of hypothesis `i`, the same in every layer.
+    ancestry: Vec<u32>,
+    /// Target positions decoded so far.
+    len: usize,
     /// Per decoder layer, the self-attention keys and values of the positions decoded so far.
     caches: Vec<KvCache<B>>,
+}
+
+/// `indices` `[m]` as row numbers.
+fn row_indices<B: Backend>(indices: Tensor<B, 1, Int>) -> Vec<usize> {
+    indices
+        .into_data()
+        .convert::<i64>()
+        .iter::<i64>()
+        .map(|i| usize::try_from(i).unwrap_or(usize::MAX))
+        .collect()
 }
 
 impl<B: Backend> Transformer<B> {
@@ -416,21 +436,18 @@ impl<B: Backend> Scorer<B> for Transformer<B> {
 
     fn start(&self, src: &SourceBatch<B>) -> Self::State {
         let (encoded, pad_bias) = self.encode(src);
+        let [batch, _, _, src_len] = pad_bias.dims();
         TransformerState {
-            // Laid out in order once, as every step reads them (the head split leaves a view).
             memory: self
                 .decoder
                 .layers
                 .iter()
-                .map(|layer| {
-                    let m = layer.cross_memory(encoded.clone());
-                    CrossMemory {
-                        keys: kernels::contiguous(m.keys),
-                        values: kernels::contiguous(m.values),
-                    }
-                })
+                .map(|layer| layer.step_memory(encoded.clone()))
                 .collect(),
-            pad_bias,
+            pad_bias: pad_bias.reshape([batch, src_len]),
+            sentences: (0..batch as u32).collect(),
+            ancestry: Vec::new(),
+            len: 0,
             caches: vec![KvCache::default(); self.decoder.layers.len()],
         }
     }
@@ -439,7 +456,19 @@ impl<B: Backend> Scorer<B> for Transformer<B> {
     /// equal to position `t` of [`Transformer::forward`].
     fn step(&self, prev: Tensor<B, 1, Int>, mut state: Self::State) -> Step<B, Self::State> {
         let [n] = prev.dims();
-        let t = state.caches.first().map_or(0, KvCache::len);
+        let t = state.len;
+        // Hypothesis `i` writes position `t` in cache row `i`.
+        let mut ancestry = Vec::with_capacity(n * (t + 1));
+        for i in 0..n {
+            ancestry.extend_from_slice(&state.ancestry[i * t..(i + 1) * t]);
+            ancestry.push(i as u32);
+        }
+        let rows = StepRows {
+            ancestry: &ancestry,
+            len: t + 1,
+            sentences: &state.sentences,
+            pad_bias: &state.pad_bias,
+        };
         let mut y = self.embed(&self.decoder, prev.reshape([n, 1]), t, None); // [n, 1, d_model]
         let mut attention = None;
         let report = self.config.alignment_layer_index();
@@ -450,7 +479,7 @@ impl<B: Backend> Scorer<B> for Transformer<B> {
             .zip(state.caches.iter_mut().zip(&state.memory))
             .enumerate()
         {
-            let (out, weights) = layer.step(y, cache, memory, &state.pad_bias);
+            let (out, weights) = layer.step(y, cache, memory, rows);
             y = out;
             if i == report {
                 let src_len = weights.dims()[3];
@@ -460,6 +489,8 @@ impl<B: Backend> Scorer<B> for Transformer<B> {
         if let Some(norm) = &self.decoder.layer_norm {
             y = norm.forward(y);
         }
+        state.ancestry = ancestry;
+        state.len = t + 1;
         let d = self.config.d_model;
         Step {
             logits: self.project_step(y.reshape([n, d])),
@@ -468,37 +499,24 @@ impl<B: Backend> Scorer<B> for Transformer<B> {
         }
     }
 
-    fn select(&self, state: Self::State, indices: Tensor<B, 1, Int>) -> Self::State {
-        TransformerState {
-            memory: state
-                .memory
-                .into_iter()
-                .map(|m| m.select(indices.clone()))
-                .collect(),
-            pad_bias: state.pad_bias.select(0, indices.clone()),
-            caches: state
-                .caches
-                .into_iter()
-                .map(|c| c.select(indices.clone()))
-                .collect(),
-        }
+    /// Copies no tensor: the kept hypotheses carry their sentence and ancestry along.
+    fn select(&self, mut state: Self::State, indices: Tensor<B, 1, Int>) -> Self::State {
+        let len = state.len;
+        let kept = row_indices(indices);
+        // The search only names live rows; an index past them would be a search bug.
+        let sentences = kept.iter().map(|&i| state.sentences[i]).collect();
+        let ancestry = kept
+            .iter()
+            .flat_map(|&i| &state.ancestry[i * len..(i + 1) * len])
+            .copied()
+            .collect();
+        state.sentences = sentences;
+        state.ancestry = ancestry;
+        state
     }
 
     /// Target positions the model has (`model.max_positions`).
     fn max_len(&self) -> usize {
         self.config.max_positions
-    }
-
-    /// Beams of one sentence read the same source: the cross-attention memory stays in place.
-    fn reorder(&self, state: Self::State, indices: Tensor<B, 1, Int>) -> Self::State {
-        TransformerState {
-            memory: state.memory,
-            pad_bias: state.pad_bias,
-            caches: state
-                .caches
-                .into_iter()
-                .map(|c| c.select(indices.clone()))
-                .collect(),
-        }
     }
 }
