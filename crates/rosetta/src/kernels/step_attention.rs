@@ -78,10 +78,10 @@ impl HeadDots {
     fn detect(hd: usize) -> Self {
         #[cfg(target_arch = "x86_64")]
         {
-            if hd % 16 == 0 && std::arch::is_x86_feature_detected!("avx512f") {
+            if hd.is_multiple_of(16) && std::arch::is_x86_feature_detected!("avx512f") {
                 return HeadDots::Avx512;
             }
-            if hd % 8 == 0
+            if hd.is_multiple_of(8)
                 && std::arch::is_x86_feature_detected!("avx2")
                 && std::arch::is_x86_feature_detected!("fma")
             {
