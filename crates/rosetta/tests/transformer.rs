@@ -106,7 +106,7 @@ fn incremental_decoding_equals_the_full_forward_at_every_step_of_a_padded_batch(
     let _guard = serial();
     for (k, config) in all_variants().into_iter().enumerate() {
         let m = model(&config, 10 + k as u64);
-        assert_incremental_equals_full(&m, &format!("{config:?}"));
+        assert_incremental_equals_full(&m, &format!("{config:?}"), 1e-4);
     }
 }
 
@@ -136,13 +136,18 @@ fn an_int8_model_drops_its_float_weights_and_decodes_as_its_full_forward() {
             rms(&diff),
             rms(&float)
         );
-        assert_incremental_equals_full(&q, &format!("int8 {config:?}"));
+        // Activations are quantized per row at run time: a last-bit difference between the step
+        // attention (fused, FMA) and the full pass (matrix products) can round one activation to
+        // the neighbouring integer, which moves logits of this 32-wide model by up to 2-3 % (a
+        // cache or position bug moves them by far more).
+        assert_incremental_equals_full(&q, &format!("int8 {config:?}"), 5e-2);
     }
 }
 
 /// Step `t` of incremental decoding gives the logits and attention of position `t` of the
-/// teacher-forced forward, for every row of a padded batch.
-fn assert_incremental_equals_full(m: &Transformer<Flex>, what: &str) {
+/// teacher-forced forward, for every row of a padded batch, within `tol` (relative to `1 + |y|`;
+/// the attention within `tol / 10`).
+fn assert_incremental_equals_full(m: &Transformer<Flex>, what: &str, tol: f32) {
     {
         let (src, tgt) = padded_batch(PAD as i32);
         let (logits, attention) = m.forward(&src, tgt.clone());
@@ -162,14 +167,14 @@ fn assert_incremental_equals_full(m: &Transformer<Flex>, what: &str) {
                 assert_close(
                     &got[row * vocab..(row + 1) * vocab],
                     &full[at..at + vocab],
-                    1e-4,
+                    tol,
                     &format!("{what}: logits of row {row} at step {t}"),
                 );
                 let at = (row * len + t) * src_len;
                 assert_close(
                     &got_attention[row * src_len..(row + 1) * src_len],
                     &full_attention[at..at + src_len],
-                    1e-5,
+                    tol / 10.0,
                     &format!("attention of row {row} at step {t}"),
                 );
             }

@@ -21,6 +21,8 @@
 //! per-column weight scales and VNNI dispatch in pure Rust (`gemm` has no integer products; fbgemm and
 //! oneDNN are C++ libraries).
 
+use super::simd_math::dispatch;
+
 /// Columns per packed panel: two 512-bit registers of 32-bit sums.
 const NR: usize = 32;
 /// Rows per register tile (VNNI: 16 accumulators and 2 weight registers of 32).
@@ -97,15 +99,19 @@ impl Int8Kernel {
 /// `x`'s symmetric scale and quantized values: `s = max |x| / 127` (1 for an all-zero row, whose
 /// values all quantize to 0), `q = round(x / s)` (half to even) clamped to `[−127, 127]`. Non-finite
 /// values are clamped too (a NaN becomes 0), so a bad input gives bad numbers, never undefined
-/// behaviour. Written over blocks of 16 so that the compiler vectorizes it (a search step quantizes
-/// every input row of every layer).
+/// behaviour. Written over blocks of 16, without branches, and inlined into [`dispatch`]ed code so
+/// that it runs on AVX-512 or AVX2 (a search step quantizes every input row of every layer; built
+/// for the baseline with `max` and `clamp`, it was 16 % of a batch-32 int8 decode).
+#[inline(always)]
 fn quantize(x: &[f32], q: &mut [i8]) -> f32 {
     let mut block = [0f32; 16];
     let chunks = x.chunks_exact(16);
     let tail = chunks.remainder();
     for chunk in chunks {
         for (m, v) in block.iter_mut().zip(chunk) {
-            *m = m.max(v.abs());
+            let a = v.abs();
+            // NaN compares false and is skipped, as `f32::max` skips it.
+            *m = if a > *m { a } else { *m };
         }
     }
     let max = tail
@@ -122,9 +128,16 @@ fn quantize(x: &[f32], q: &mut [i8]) -> f32 {
     // Adding and taking away 1.5 · 2²³ rounds a float below 2²² to the nearest integer, ties to
     // even, in two vectorizable operations (`f32::round` is a library call per element).
     const ROUND: f32 = 12_582_912.0;
+    const ROUND_BITS: i32 = 0x4B40_0000;
     for (q, &v) in q.iter_mut().zip(x) {
-        // `as` saturates and maps NaN to 0.
-        *q = (((v * inv).clamp(-127.0, 127.0) + ROUND) - ROUND) as i32 as i8;
+        let y = v * inv;
+        // The bounds of `clamp` and NaN → 0, as selects; then the rounded integer is read from
+        // the mantissa bits (a saturating `as i32` stayed scalar, with two branches per element).
+        let y = if y > 127.0 { 127.0 } else { y };
+        let y = if y < -127.0 { -127.0 } else { y };
+        #[allow(clippy::eq_op)] // `y == y` is false only for NaN
+        let y = if y == y { y } else { 0.0 };
+        *q = ((y + ROUND).to_bits() as i32 - ROUND_BITS) as i8;
     }
     scale
 }
@@ -274,13 +287,18 @@ impl Int8Weight {
         let kp = self.groups * G;
         let mut qx = vec![0i8; rows * kp];
         let mut sx = vec![0f32; rows];
-        for r in 0..rows {
-            sx[r] = quantize(&x[r * k..(r + 1) * k], &mut qx[r * kp..r * kp + k]);
-        }
-        if kernel == Int8Kernel::Vnni {
-            // q + 128 as an unsigned byte is q's bit pattern with the top bit flipped.
-            qx.iter_mut().for_each(|v| *v ^= i8::MIN);
-        }
+        dispatch(
+            #[inline(always)]
+            || {
+                for r in 0..rows {
+                    sx[r] = quantize(&x[r * k..(r + 1) * k], &mut qx[r * kp..r * kp + k]);
+                }
+                if kernel == Int8Kernel::Vnni {
+                    // q + 128 as an unsigned byte is q's bit pattern with the top bit flipped.
+                    qx.iter_mut().for_each(|v| *v ^= i8::MIN);
+                }
+            },
+        );
         let mut out: Vec<f32> = Vec::with_capacity(rows * n);
         if rows == 0 || n == 0 {
             out.resize(rows * n, 0.0);
@@ -353,18 +371,27 @@ impl Int8Weight {
                 _ => &[0; NR][..],
             };
             let (scales, bias_tile) = (&self.scales[j0..j0 + NR], bias.map(|b| &b[j0..j0 + width]));
-            for (rr, row_sums) in sums.iter().enumerate().take(r) {
-                // SAFETY: row i + rr < rows; columns j0 .. j0 + width belong to this panel, which
-                // only this call writes (caller's guarantee), so the slice aliases nothing.
-                let y = unsafe { std::slice::from_raw_parts_mut(dst.at((i + rr) * n + j0), width) };
-                let sx = sx[i + rr];
-                for (((y, &s), &sh), &sc) in y.iter_mut().zip(row_sums).zip(shift).zip(scales) {
-                    *y = (s - sh) as f32 * (sx * sc);
-                }
-                if let Some(b) = bias_tile {
-                    y.iter_mut().zip(b).for_each(|(y, b)| *y += b);
-                }
-            }
+            // The epilogue on AVX-512 or AVX2: built for the baseline it was 9 % of an int8 decode.
+            dispatch(
+                #[inline(always)]
+                || {
+                    for (rr, row_sums) in sums.iter().enumerate().take(r) {
+                        // SAFETY: row i + rr < rows; columns j0 .. j0 + width belong to this
+                        // panel, which only this call writes (caller's guarantee), so the slice
+                        // aliases nothing.
+                        let y = unsafe {
+                            std::slice::from_raw_parts_mut(dst.at((i + rr) * n + j0), width)
+                        };
+                        let sx = sx[i + rr];
+                        let b = bias_tile.unwrap_or(&[0.0; NR][..width]);
+                        for ((((y, &s), &sh), &sc), &b) in
+                            y.iter_mut().zip(row_sums).zip(shift).zip(scales).zip(b)
+                        {
+                            *y = (s - sh) as f32 * (sx * sc) + b;
+                        }
+                    }
+                },
+            );
             i += r;
         }
     }

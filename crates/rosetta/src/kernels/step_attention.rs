@@ -393,7 +393,17 @@ mod tests {
     /// plain path is what a CPU without AVX2 runs: forced here).
     #[test]
     fn head_dots_agree_on_every_path_the_cpu_has() {
-        let (heads, hd) = (3, 64);
+        for (heads, hd) in [(3, 64), (4, 8), (2, 16)] {
+            check_head_dots(heads, hd);
+        }
+        assert_eq!(
+            HeadDots::detect(20),
+            HeadDots::Plain,
+            "20 fits no vector width"
+        );
+    }
+
+    fn check_head_dots(heads: usize, hd: usize) {
         let q: Vec<f32> = (0..heads * hd)
             .map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0)
             .collect();
