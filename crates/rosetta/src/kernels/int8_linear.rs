@@ -162,28 +162,54 @@ impl Int8Weight {
     /// Quantizes `w`, `[d_in, d_out]` row-major (`out_in`: `[d_out, d_in]`, a tied embedding table).
     pub fn new(w: &[f32], d_in: usize, d_out: usize, out_in: bool) -> Self {
         assert_eq!(w.len(), d_in * d_out, "weight of {d_in} × {d_out}");
-        Self::packed(d_in, d_out, |j, q| {
-            let column: Vec<f32> = (0..d_in)
-                .map(|l| {
-                    if out_in {
-                        w[j * d_in + l]
-                    } else {
-                        w[l * d_out + j]
-                    }
-                })
-                .collect();
-            quantize(&column, q)
-        })
+        let quantized = Self::packed(d_in, d_out, |cols, q, s| {
+            for ((j, q), s) in cols.zip(q.chunks_exact_mut(d_in.max(1))).zip(s) {
+                let column: Vec<f32> = (0..d_in)
+                    .map(|l| {
+                        if out_in {
+                            w[j * d_in + l]
+                        } else {
+                            w[l * d_out + j]
+                        }
+                    })
+                    .collect();
+                *s = quantize(&column, q);
+            }
+            Ok::<(), std::convert::Infallible>(())
+        });
+        match quantized {
+            Ok(w) => w,
+            Err(never) => match never {},
+        }
     }
 
     /// A weight stored quantized: `q` `[d_out, d_in]` row-major (column `j` of the weight is row
     /// `j`), `scales` `[d_out]`, as [`Int8Weight::to_stored`] gives them.
     pub fn from_stored(q: &[i8], scales: &[f32], d_in: usize, d_out: usize) -> Self {
         assert_eq!(q.len(), d_in * d_out, "weight of {d_in} × {d_out}");
+        let rows = |cols: std::ops::Range<usize>, out: &mut [i8]| {
+            out.copy_from_slice(&q[cols.start * d_in..cols.end * d_in]);
+            Ok::<(), std::convert::Infallible>(())
+        };
+        match Self::from_stored_rows(rows, scales, d_in, d_out) {
+            Ok(w) => w,
+            Err(never) => match never {},
+        }
+    }
+
+    /// [`Self::from_stored`] reading the stored rows a panel at a time: `read(cols, out)` fills
+    /// `out` with rows `cols` of `q` (`cols.len() · d_in` values), so that no copy of the whole
+    /// stored weight is held beside the packed one. The first error of `read` is returned.
+    pub fn from_stored_rows<E: Send>(
+        read: impl Fn(std::ops::Range<usize>, &mut [i8]) -> Result<(), E> + Sync,
+        scales: &[f32],
+        d_in: usize,
+        d_out: usize,
+    ) -> Result<Self, E> {
         assert_eq!(scales.len(), d_out, "{d_out} scales");
-        Self::packed(d_in, d_out, |j, column| {
-            column.copy_from_slice(&q[j * d_in..(j + 1) * d_in]);
-            scales[j]
+        Self::packed(d_in, d_out, |cols, q, s| {
+            s.copy_from_slice(&scales[cols.clone()]);
+            read(cols, q)
         })
     }
 
@@ -200,9 +226,14 @@ impl Int8Weight {
         (q, self.scales[..self.d_out].to_vec())
     }
 
-    /// Packs the columns `column(j, q)` writes (quantized values of column `j` into `q`, `[d_in]`,
-    /// returning its scale), panel by panel in parallel.
-    fn packed(d_in: usize, d_out: usize, column: impl Fn(usize, &mut [i8]) -> f32 + Sync) -> Self {
+    /// Packs the columns that `panel(cols, q, s)` writes, panel by panel in parallel: the
+    /// quantized values of columns `cols` into `q` (`cols.len() · d_in`, column after column) and
+    /// their scales into `s`. The first error of `panel` is returned.
+    fn packed<E: Send>(
+        d_in: usize,
+        d_out: usize,
+        panel: impl Fn(std::ops::Range<usize>, &mut [i8], &mut [f32]) -> Result<(), E> + Sync,
+    ) -> Result<Self, E> {
         let groups = d_in.div_ceil(G);
         let n_panels = d_out.div_ceil(NR);
         let mut panels = vec![0i8; n_panels * groups * NR * G];
@@ -215,25 +246,28 @@ impl Int8Weight {
                 .zip(scales.par_chunks_mut(NR))
                 .zip(shift.par_chunks_mut(NR))
                 .enumerate()
-                .for_each(|(p, ((panel, scales), shift))| {
-                    let mut q = vec![0i8; d_in];
-                    for c in 0..NR.min(d_out - p * NR) {
-                        scales[c] = column(p * NR + c, &mut q);
+                .try_for_each(|(p, ((packed, scales), shift))| {
+                    let cols = p * NR..(p * NR + NR).min(d_out);
+                    let width = cols.len();
+                    let mut q = vec![0i8; width * d_in];
+                    panel(cols, &mut q, &mut scales[..width])?;
+                    for (c, q) in q.chunks_exact(d_in.max(1)).enumerate().take(width) {
                         shift[c] = 128 * q.iter().map(|&v| i32::from(v)).sum::<i32>();
                         for (l, &v) in q.iter().enumerate() {
-                            panel[((l / G) * NR + c) * G + l % G] = v;
+                            packed[((l / G) * NR + c) * G + l % G] = v;
                         }
                     }
-                });
+                    Ok(())
+                })?;
         }
-        Int8Weight {
+        Ok(Int8Weight {
             d_in,
             d_out,
             groups,
             panels,
             scales,
             shift,
-        }
+        })
     }
 
     /// Columns `ids` dequantized (`q_w[·, j] · s_w[j]`), `[ids.len(), d_in]` row-major: the rows of

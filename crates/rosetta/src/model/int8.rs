@@ -117,20 +117,25 @@ fn read_weight(file: &Header, name: &str) -> Result<Int8Weight> {
         path: file.path().to_path_buf(),
         message,
     };
-    let values = file.tensor(&format!("{name}{VALUES}"))?.ok_or_else(|| {
+    let values = format!("{name}{VALUES}");
+    let (shape, dtype) = file.describe(&values)?.ok_or_else(|| {
         corrupt(format!(
             "{name}{VALUES} is missing: not this model's int8 file"
         ))
     })?;
+    if dtype != burn::tensor::DType::I8 {
+        return Err(corrupt(format!(
+            "{name}{VALUES} holds {dtype:?} values, not 8-bit integers"
+        )));
+    }
     let scales = file.tensor(&format!("{name}{SCALES}"))?.ok_or_else(|| {
         corrupt(format!(
             "{name}{SCALES} is missing: not this model's int8 file"
         ))
     })?;
-    let [d_out, d_in] = values.shape[..] else {
+    let [d_out, d_in] = shape[..] else {
         return Err(corrupt(format!(
-            "{name}{VALUES} has shape {:?}, not [d_out, d_in]",
-            values.shape
+            "{name}{VALUES} has shape {shape:?}, not [d_out, d_in]"
         )));
     };
     if scales.shape[..] != [d_out] {
@@ -139,10 +144,22 @@ fn read_weight(file: &Header, name: &str) -> Result<Int8Weight> {
             scales.shape
         )));
     }
-    let fail = |e| corrupt(format!("{name}: {e:?}"));
-    let q: Vec<i8> = values.into_vec::<i8>().map_err(fail)?;
-    let s: Vec<f32> = scales.into_vec::<f32>().map_err(fail)?;
-    Ok(Int8Weight::from_stored(&q, &s, d_in, d_out))
+    let s: Vec<f32> = scales
+        .into_vec::<f32>()
+        .map_err(|e| corrupt(format!("{name}: {e:?}")))?;
+    // Read a panel of rows at a time (`read_byte_rows` checks the type is one byte wide).
+    Int8Weight::from_stored_rows(
+        |rows, out: &mut [i8]| {
+            // SAFETY: i8 and u8 have the same size and alignment, and every bit pattern is valid
+            // for both.
+            let bytes =
+                unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<u8>(), out.len()) };
+            file.read_byte_rows(&values, rows, bytes)
+        },
+        &s,
+        d_in,
+        d_out,
+    )
 }
 
 /// Loads the int8 weights file `path` into `model` (built from the directory's config, never

@@ -108,6 +108,53 @@ impl Header {
             .map_err(|e| corrupt(&self.path, format!("tensor {name:?}: {e}")))
     }
 
+    /// The shape and type of tensor `name`, checked against the file, without reading it; `None`
+    /// when the file has no such tensor.
+    pub fn describe(&self, name: &str) -> Result<Option<(Vec<usize>, DType)>> {
+        let Some(entry) = self.json.get(name).filter(|_| name != "__metadata__") else {
+            return Ok(None);
+        };
+        let (info, _) = self.locate(name, entry)?;
+        Ok(Some((info.shape, info.dtype)))
+    }
+
+    /// Rows `rows` of the tensor `name` `[rows, …]` of one-byte values, read now into `out` (which
+    /// must hold exactly those rows): a stored int8 weight is packed a panel at a time, so loading
+    /// never holds a whole weight beside its packed copy (30 MB for OPUS-MT base's vocabulary).
+    pub fn read_byte_rows(
+        &self,
+        name: &str,
+        rows: std::ops::Range<usize>,
+        out: &mut [u8],
+    ) -> Result<()> {
+        let entry = self
+            .json
+            .get(name)
+            .filter(|_| name != "__metadata__")
+            .ok_or_else(|| corrupt(&self.path, format!("tensor {name:?} is missing")))?;
+        let (info, begin) = self.locate(name, entry)?;
+        let row: usize = info.shape.iter().skip(1).product();
+        let fits = info.dtype.size() == 1
+            && info
+                .shape
+                .first()
+                .is_some_and(|&n| rows.start <= rows.end && rows.end <= n)
+            && out.len() == rows.len() * row;
+        if !fits {
+            return Err(corrupt(
+                &self.path,
+                format!(
+                    "tensor {name:?} ({:?}, shape {:?}) has no one-byte rows {rows:?} of {} bytes",
+                    info.dtype,
+                    info.shape,
+                    out.len()
+                ),
+            ));
+        }
+        read_at(&self.file, out, begin + (rows.start * row) as u64)
+            .map_err(|e| corrupt(&self.path, format!("tensor {name:?}: {e}")))
+    }
+
     /// A tensor's description and the file offset of its first byte, checked against the file.
     fn locate(&self, name: &str, entry: &serde_json::Value) -> Result<(TensorInfo, u64)> {
         let info = TensorInfo::parse(entry)
