@@ -513,11 +513,7 @@ fn decode<B: Backend, S: Scorer<B> + Sync>(
 ) -> Vec<Vec<Hypothesis>> {
     let search = &options.search;
     let max_out = |n: usize| search.max_output_len(n);
-    // The search runs on a worker of rayon's pool, so that the kernels' parallel loops start on
-    // that worker: called from another thread, every loop was handed to the pool while the caller
-    // slept until it finished (a wake-up and two context switches per loop, dozens per step: 4 %
-    // of a one-thread batch-32 Transformer decode in the kernel's scheduler).
-    rayon::scope(|_| match (&options.sampling, search.beam) {
+    match (&options.sampling, search.beam) {
         (Some(sampling), _) => sample(scorer, src, sampling, sentence_ids, max_out)
             .into_iter()
             .map(|h| vec![h])
@@ -527,7 +523,7 @@ fn decode<B: Backend, S: Scorer<B> + Sync>(
             .map(|h| vec![h])
             .collect(),
         (None, _) => beam_search(scorer, src, search),
-    })
+    }
 }
 
 #[cfg(test)]

@@ -116,8 +116,9 @@ impl<'de> Deserialize<'de> for ModelConfig {
     }
 }
 
-/// What the trainer, the translator, averaging and ensembles need from an architecture.
-pub trait Seq2Seq<B: Backend>: Module<B> + Scorer<B> + std::fmt::Debug + Sized {
+/// What the trainer, the translator, averaging and ensembles need from an architecture. `Sync`:
+/// searches run on a worker of rayon's pool, reading the model from there.
+pub trait Seq2Seq<B: Backend>: Module<B> + Scorer<B> + std::fmt::Debug + Sized + Sync {
     /// A freshly initialized model of `config`'s architecture; an error when `config` describes
     /// another architecture or sizes the model cannot have.
     fn init(

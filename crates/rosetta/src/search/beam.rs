@@ -160,7 +160,16 @@ fn blocked_tokens(tokens: &[u32], n: usize) -> Vec<u32> {
 
 /// Decodes a batch with beam search; returns up to `n_best` hypotheses per sentence, best first,
 /// each with `score` = log-probability / length penalty.
-pub fn beam_search<B: Backend, S: Scorer<B>>(
+pub fn beam_search<B: Backend, S: Scorer<B> + Sync>(
+    scorer: &S,
+    src: &SourceBatch<B>,
+    config: &BeamConfig,
+) -> Vec<Vec<Hypothesis>> {
+    super::on_pool_worker(|| beam_search_here(scorer, src, config))
+}
+
+/// [`beam_search`] on the calling thread.
+fn beam_search_here<B: Backend, S: Scorer<B>>(
     scorer: &S,
     src: &SourceBatch<B>,
     config: &BeamConfig,

@@ -22,7 +22,16 @@ pub struct Hypothesis {
 }
 
 /// Decodes a batch greedily. A sentence ends at `</s>` or after `max_len(src_len)` tokens.
-pub fn greedy<B: Backend, S: Scorer<B>>(
+pub fn greedy<B: Backend, S: Scorer<B> + Sync>(
+    scorer: &S,
+    src: &SourceBatch<B>,
+    max_len: impl Fn(usize) -> usize + Sync,
+) -> Vec<Hypothesis> {
+    super::on_pool_worker(|| greedy_here(scorer, src, &max_len))
+}
+
+/// [`greedy`] on the calling thread.
+fn greedy_here<B: Backend, S: Scorer<B>>(
     scorer: &S,
     src: &SourceBatch<B>,
     max_len: impl Fn(usize) -> usize,

@@ -90,7 +90,18 @@ fn draw(log_probs: &[f32], config: &SamplingConfig, rng: &mut ChaCha8Rng) -> usi
 
 /// Samples one output per sentence. `sentence_ids[i]` identifies row i's sentence in the whole input
 /// (its line number, say), so that a sentence always gets the same generator however it is batched.
-pub fn sample<B: Backend, S: Scorer<B>>(
+pub fn sample<B: Backend, S: Scorer<B> + Sync>(
+    scorer: &S,
+    src: &SourceBatch<B>,
+    config: &SamplingConfig,
+    sentence_ids: &[u64],
+    max_len: impl Fn(usize) -> usize + Sync,
+) -> Vec<Hypothesis> {
+    super::on_pool_worker(|| sample_here(scorer, src, config, sentence_ids, &max_len))
+}
+
+/// [`sample`] on the calling thread.
+fn sample_here<B: Backend, S: Scorer<B>>(
     scorer: &S,
     src: &SourceBatch<B>,
     config: &SamplingConfig,
