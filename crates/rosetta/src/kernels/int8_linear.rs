@@ -162,7 +162,7 @@ impl Int8Weight {
     /// Quantizes `w`, `[d_in, d_out]` row-major (`out_in`: `[d_out, d_in]`, a tied embedding table).
     pub fn new(w: &[f32], d_in: usize, d_out: usize, out_in: bool) -> Self {
         assert_eq!(w.len(), d_in * d_out, "weight of {d_in} × {d_out}");
-        let quantized = Self::packed(d_in, d_out, |cols, q, s| {
+        let Ok(quantized) = Self::packed(d_in, d_out, |cols, q, s| {
             for ((j, q), s) in cols.zip(q.chunks_exact_mut(d_in.max(1))).zip(s) {
                 let column: Vec<f32> = (0..d_in)
                     .map(|l| {
@@ -177,10 +177,7 @@ impl Int8Weight {
             }
             Ok::<(), std::convert::Infallible>(())
         });
-        match quantized {
-            Ok(w) => w,
-            Err(never) => match never {},
-        }
+        quantized
     }
 
     /// A weight stored quantized: `q` `[d_out, d_in]` row-major (column `j` of the weight is row
@@ -191,10 +188,8 @@ impl Int8Weight {
             out.copy_from_slice(&q[cols.start * d_in..cols.end * d_in]);
             Ok::<(), std::convert::Infallible>(())
         };
-        match Self::from_stored_rows(rows, scales, d_in, d_out) {
-            Ok(w) => w,
-            Err(never) => match never {},
-        }
+        let Ok(weight) = Self::from_stored_rows(rows, scales, d_in, d_out);
+        weight
     }
 
     /// [`Self::from_stored`] reading the stored rows a panel at a time: `read(cols, out)` fills

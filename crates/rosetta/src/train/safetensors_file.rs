@@ -99,7 +99,7 @@ impl Header {
 
     /// The tensor `name`, read now; `None` when the file has no such tensor.
     pub fn tensor(&self, name: &str) -> Result<Option<TensorData>> {
-        let Some(entry) = self.json.get(name).filter(|_| name != "__metadata__") else {
+        let Some(entry) = self.entry(name) else {
             return Ok(None);
         };
         let (info, begin) = self.locate(name, entry)?;
@@ -111,7 +111,7 @@ impl Header {
     /// The shape and type of tensor `name`, checked against the file, without reading it; `None`
     /// when the file has no such tensor.
     pub fn describe(&self, name: &str) -> Result<Option<(Vec<usize>, DType)>> {
-        let Some(entry) = self.json.get(name).filter(|_| name != "__metadata__") else {
+        let Some(entry) = self.entry(name) else {
             return Ok(None);
         };
         let (info, _) = self.locate(name, entry)?;
@@ -128,9 +128,7 @@ impl Header {
         out: &mut [u8],
     ) -> Result<()> {
         let entry = self
-            .json
-            .get(name)
-            .filter(|_| name != "__metadata__")
+            .entry(name)
             .ok_or_else(|| corrupt(&self.path, format!("tensor {name:?} is missing")))?;
         let (info, begin) = self.locate(name, entry)?;
         let row: usize = info.shape.iter().skip(1).product();
@@ -153,6 +151,11 @@ impl Header {
         }
         read_at(&self.file, out, begin + (rows.start * row) as u64)
             .map_err(|e| corrupt(&self.path, format!("tensor {name:?}: {e}")))
+    }
+
+    /// The header's entry for tensor `name` (`__metadata__` is not a tensor).
+    fn entry(&self, name: &str) -> Option<&serde_json::Value> {
+        self.json.get(name).filter(|_| name != "__metadata__")
     }
 
     /// A tensor's description and the file offset of its first byte, checked against the file.
