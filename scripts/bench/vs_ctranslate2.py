@@ -54,7 +54,7 @@ def rosetta_side(a, mode, threads, batch, src, out):
     if a.fixed_len:
         cmd += ["--min-len", str(a.fixed_len), "--max-len-a", "0", "--max-len-b", str(a.fixed_len)]
     else:
-        cmd += ["--max-len-a", "0", "--max-len-b", str(a.max_len), "--beam-rule", "hugging-face",
+        cmd += ["--max-len-a", "0", "--max-len-b", str(a.max_len), "--beam-rule", "ctranslate2",
                 "--length-penalty", str(a.length_penalty)]
     if mode == "int8" and not a.rosetta_int8_model:
         cmd += ["--quantize", "int8"]

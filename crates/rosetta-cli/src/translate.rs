@@ -33,7 +33,8 @@ pub struct DecodeArgs {
     #[arg(long, default_value_t = BeamConfig::default().no_repeat_ngram)]
     no_repeat_ngram: usize,
     /// Beam scoring and stopping: `gnmt` (GNMT length penalty, fairseq's stopping) or
-    /// `hugging-face` (`transformers`' generate). Default: the model's own (`[decode] beam_rule`).
+    /// `hugging-face` (`transformers`' generate) or `ctranslate2` (CTranslate2's). Default: the
+    /// model's own (`[decode] beam_rule`).
     #[arg(long)]
     beam_rule: Option<BeamRule>,
     /// Sample instead of beam search.

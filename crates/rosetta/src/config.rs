@@ -276,8 +276,8 @@ impl TrainConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DecodeConfig {
-    /// Beam scoring and stopping: `gnmt` (Rosetta's models) or `hugging-face` (imported OPUS-MT
-    /// models, so that they translate as `transformers` does).
+    /// Beam scoring and stopping: `gnmt` (Rosetta's models), `hugging-face` (imported OPUS-MT
+    /// models, so that they translate as `transformers` does) or `ctranslate2`.
     pub beam_rule: crate::search::BeamRule,
     /// Default maximum output length `max_len_a · source length + max_len_b`. Training sets it
     /// from the training data (see [`derive_max_len`]) unless given; models without it use

@@ -544,8 +544,8 @@ fn the_layer_stack_matches_pytorch_with_the_same_weights() {
     }
 }
 
-/// Past the cache's first capacity (16 positions, then 32) and across a reordering of rows, step
-/// `t` still equals position `t` of the full forward pass.
+/// Past the cache's first capacity (16 positions, then 32), across a reordering of rows and after
+/// the caches shrink to the rows left, step `t` still equals position `t` of the full forward pass.
 #[test]
 fn incremental_decoding_survives_cache_growth_and_reordering() {
     let _guard = serial();
@@ -575,8 +575,15 @@ fn incremental_decoding_survives_cache_growth_and_reordering() {
     let full = values(full);
     // Row r of the state holds sentence order[r]. After step 20 the rows are permuted, after 30
     // one is repeated and one dropped (as beam search does), after 35 one more is dropped: the
-    // cache rows written before stay where they are and are read through the ancestry.
-    let reorders: [(usize, &[usize]); 3] = [(20, &[2, 0, 1]), (30, &[2, 2, 0]), (35, &[1, 2])];
+    // cache rows written before stay where they are and are read through the ancestry, until the
+    // growth at step 32 gathers them into place. After 37 one row of three is left, and the caches
+    // shrink to it.
+    let reorders: [(usize, &[usize]); 4] = [
+        (20, &[2, 0, 1]),
+        (30, &[2, 2, 0]),
+        (35, &[1, 2]),
+        (37, &[1]),
+    ];
     let mut order: Vec<usize> = (0..batch).collect();
     let mut state = m.start(&src);
     for t in 0..len {

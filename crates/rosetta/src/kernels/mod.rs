@@ -24,6 +24,7 @@ mod packed_linear;
 pub mod simd_math;
 mod step_attention;
 mod step_linear;
+mod tanh;
 mod time_steps;
 
 pub use additive_energy::additive_energy;
@@ -39,6 +40,7 @@ pub use log_softmax::{best_tokens, log_softmax, log_sum_exp, mixture_of_logits, 
 pub use packed_linear::{Epilogue, PackCache, WeightLayout, quantize_tensor};
 pub use step_attention::{KvRows, contiguous, step_attention};
 pub use step_linear::StepLinear;
+pub use tanh::tanh;
 pub use time_steps::time_steps;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;

@@ -20,7 +20,6 @@ use crate::model::lora::{FinetuneConfig, Lora, adapted};
 use burn::module::Param;
 use burn::nn::{Dropout, DropoutConfig, Embedding, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::tanh;
 
 /// Sizes and options of a decoder.
 #[derive(Debug, Clone)]
@@ -406,7 +405,9 @@ impl<B: Backend> Decoder<B> {
         }
         let joined = Tensor::cat(parts, D - 1);
         match &self.pre_output {
-            Some(layer) => tanh(adapted(layer, self.pre_output_lora.as_ref(), joined)),
+            Some(layer) => {
+                crate::kernels::tanh(adapted(layer, self.pre_output_lora.as_ref(), joined))
+            }
             None => joined,
         }
     }

@@ -13,6 +13,7 @@
 //! `log P(Y) / |Y|^α`; the best `beam` finished ones are kept and may be displaced by better ones
 //! later; a sentence stops once `beam` have finished and the best live hypothesis, scored at its
 //! current length, cannot beat the worst of them (`early_stopping=False`).
+//! [`BeamRule::Ctranslate2`] stops as CTranslate2 does: as soon as `beam` hypotheses have finished.
 
 use super::greedy::Hypothesis;
 use super::scorer::Scorer;
@@ -31,6 +32,10 @@ pub enum BeamRule {
     /// `transformers`' beam search: `log P / |Y|^α`, best `beam` finished kept, stop when the best
     /// live hypothesis cannot improve on them.
     HuggingFace,
+    /// CTranslate2's (`patience` 1): a sentence is done as soon as `beam` hypotheses have finished;
+    /// they score `log P / |Y|^α`, |Y| counting `</s>`. Translates as CTranslate2 does, so the two
+    /// can be compared output for output (README "Rosetta against CTranslate2").
+    Ctranslate2,
 }
 
 impl std::str::FromStr for BeamRule {
@@ -39,8 +44,9 @@ impl std::str::FromStr for BeamRule {
         match s {
             "gnmt" => Ok(BeamRule::Gnmt),
             "hugging-face" | "huggingface" | "hf" => Ok(BeamRule::HuggingFace),
+            "ctranslate2" | "ct2" => Ok(BeamRule::Ctranslate2),
             other => Err(Error::Config(format!(
-                "unknown beam rule \"{other}\"; choose gnmt or hugging-face"
+                "unknown beam rule \"{other}\"; choose gnmt, hugging-face or ctranslate2"
             ))),
         }
     }
@@ -142,7 +148,43 @@ struct Live {
     sentence: usize,
     tokens: Vec<u32>,
     log_prob: f32,
-    attention: Vec<Vec<f32>>,
+    /// Its last attention row in the [`Traces`] (none before the first step, or without attention).
+    trace: Option<u32>,
+}
+
+/// The attention of every hypothesis, kept once: each step's attention matrix, and one node per
+/// kept expansion naming its row there and its parent. Copying each hypothesis's attention history
+/// into its successors cost `O(length)` allocations per hypothesis and step (5 % of a batched RNN
+/// decode in malloc and free); here a step adds one node per hypothesis and a finished one walks
+/// its chain back once.
+#[derive(Default)]
+struct Traces {
+    /// Per step, `[n, src_len]` attention of the rows scored at that step.
+    steps: Vec<Vec<f32>>,
+    /// `(parent, step, row)` per node.
+    nodes: Vec<(Option<u32>, u32, u32)>,
+}
+
+impl Traces {
+    /// A node for row `row` of the latest step, extending `parent`.
+    fn extend(&mut self, parent: Option<u32>, row: usize) -> Option<u32> {
+        let step = self.steps.len().checked_sub(1)?;
+        self.nodes.push((parent, step as u32, row as u32));
+        u32::try_from(self.nodes.len() - 1).ok()
+    }
+
+    /// The attention rows (`len` source positions each) of the chain ending at `last`, in order.
+    fn collect(&self, mut last: Option<u32>, src_len: usize, len: usize) -> Vec<Vec<f32>> {
+        let mut rows = Vec::new();
+        while let Some(node) = last {
+            let (parent, step, row) = self.nodes[node as usize];
+            let at = row as usize * src_len;
+            rows.push(self.steps[step as usize][at..at + len].to_vec());
+            last = parent;
+        }
+        rows.reverse();
+        rows
+    }
 }
 
 /// Tokens that would repeat an n-gram already in `tokens` if appended (none when `n` is 0).
@@ -189,27 +231,29 @@ fn beam_search_here<B: Backend, S: Scorer<B>>(
             sentence,
             tokens: Vec::new(),
             log_prob: 0.0,
-            attention: Vec::new(),
+            trace: None,
         })
         .collect();
+    let mut traces = Traces::default();
     let (bos, eos, pad) = (src.specials.bos, src.specials.eos, src.specials.pad);
     let mut state = scorer.start(src);
     let hf = config.rule == Some(BeamRule::HuggingFace);
+    let ct2 = config.rule == Some(BeamRule::Ctranslate2);
     let normalize = |log_prob: f32, len: usize| -> f32 {
-        let penalty = if hf {
+        let penalty = if hf || ct2 {
             (len.max(1) as f64).powf(config.length_penalty)
         } else {
             length_penalty(len, config.length_penalty)
         };
         (f64::from(log_prob) / penalty) as f32
     };
-    let finish = |h: &Live, log_prob: f32, with_eos: bool| {
+    let finish = |traces: &Traces, h: &Live, log_prob: f32, with_eos: bool| {
         let len = h.tokens.len() + usize::from(with_eos);
         Hypothesis {
             tokens: h.tokens.clone(),
             log_prob,
             score: normalize(log_prob, len),
-            attention: h.attention.clone(),
+            attention: traces.collect(h.trace, src_len, src.lengths[h.sentence]),
             hit_max_len: !with_eos,
         }
     };
@@ -262,9 +306,10 @@ fn beam_search_here<B: Backend, S: Scorer<B>>(
                 })
             })
             .collect();
-        let attention: Option<Vec<f32>> = step
-            .attention
-            .map(|a| a.into_data().iter::<f32>().collect());
+        let attended = step.attention.is_some();
+        if let Some(a) = step.attention {
+            traces.steps.push(a.into_data().iter::<f32>().collect());
+        }
 
         // Candidates per sentence: (score, live row, token).
         let mut next_live: Vec<Live> = Vec::new();
@@ -302,18 +347,9 @@ fn beam_search_here<B: Backend, S: Scorer<B>>(
                     continue;
                 }
                 let h = &live[row];
-                let mut attn = h.attention.clone();
-                if let Some(a) = &attention {
-                    let offset = row * src_len;
-                    attn.push(a[offset..offset + src.lengths[sentence]].to_vec());
-                }
                 if token == eos {
-                    attn.pop();
-                    let done = Live {
-                        attention: attn,
-                        ..h.clone()
-                    };
-                    let hyp = finish(&done, log_prob, true);
+                    // The step that chose `</s>` adds no attention row.
+                    let hyp = finish(&traces, h, log_prob, true);
                     if hf {
                         keep_best(&mut finished[sentence], hyp);
                     } else {
@@ -327,10 +363,14 @@ fn beam_search_here<B: Backend, S: Scorer<B>>(
                     sentence,
                     tokens,
                     log_prob,
-                    attention: attn,
+                    trace: if attended {
+                        traces.extend(h.trace, row)
+                    } else {
+                        h.trace
+                    },
                 };
                 if extended.tokens.len() >= limits[sentence] {
-                    let hyp = finish(&extended, log_prob, false);
+                    let hyp = finish(&traces, &extended, log_prob, false);
                     if hf {
                         keep_best(&mut finished[sentence], hyp);
                     } else {
@@ -345,7 +385,9 @@ fn beam_search_here<B: Backend, S: Scorer<B>>(
             // Done sentences drop their live hypotheses. Hugging Face's rule: done once `beam`
             // have finished and the best live hypothesis, scored at its current length, is no
             // better than the worst finished one.
-            let done = if hf {
+            let done = if ct2 {
+                finished[sentence].len() >= beam
+            } else if hf {
                 let best_live = next_live
                     .iter()
                     .rev()

@@ -383,7 +383,7 @@ impl<B: Backend> Default for KvCache<B> {
 }
 
 /// First capacity of a cache, in positions.
-const FIRST_CAPACITY: usize = 16;
+pub const FIRST_CAPACITY: usize = 16;
 
 /// `buffer` with `new` `[n, d]` written at position `pos` of rows `0..n`, first grown (a copy of
 /// positions `0..pos`) when it has too few rows or positions.
@@ -410,11 +410,59 @@ fn append<B: Backend>(buffer: Option<Tensor<B, 3>>, pos: usize, new: Tensor<B, 2
     write_position(buffer, pos, new)
 }
 
+/// See [`KvCache::compact`]. Positions from `len` on are left holding whatever row 0 held: they
+/// are written before they are read.
+fn gather<B: Backend>(
+    buffer: Tensor<B, 3>,
+    ancestry: &[u32],
+    n: usize,
+    len: usize,
+    capacity: usize,
+) -> Tensor<B, 3> {
+    let [width, old_capacity, d] = buffer.dims();
+    let device = buffer.device();
+    let index: Vec<i64> = (0..n)
+        .flat_map(|i| {
+            (0..capacity).map(move |p| match ancestry.get(i * len + p) {
+                Some(&row) if p < len => (row as usize * old_capacity + p) as i64,
+                _ => 0,
+            })
+        })
+        .collect();
+    buffer
+        .reshape([width * old_capacity, d])
+        .select(
+            0,
+            Tensor::from_data(TensorData::new(index, [n * capacity]), &device),
+        )
+        .reshape([n, capacity, d])
+}
+
 impl<B: Backend> KvCache<B> {
     /// Writes the keys and values `[n, d_model]` of `n` hypotheses at position `pos`, rows `0..n`.
     pub fn push(&mut self, k: Tensor<B, 2>, v: Tensor<B, 2>, pos: usize) {
         self.keys = Some(append(self.keys.take(), pos, k));
         self.values = Some(append(self.values.take(), pos, v));
+    }
+
+    /// Rows and positions the buffers hold, `(width, capacity)`; `(0, 0)` before the first push.
+    pub fn shape(&self) -> (usize, usize) {
+        self.keys
+            .as_ref()
+            .map_or((0, 0), |k| (k.dims()[0], k.dims()[1]))
+    }
+
+    /// Rebuilds both buffers with one row per live hypothesis and room for `capacity` positions:
+    /// row `i` holds at position `p < len` what row `ancestry[i · len + p]` held.
+    pub fn compact(&mut self, ancestry: &[u32], n: usize, len: usize, capacity: usize) {
+        self.keys = self
+            .keys
+            .take()
+            .map(|b| gather(b, ancestry, n, len, capacity));
+        self.values = self
+            .values
+            .take()
+            .map(|b| gather(b, ancestry, n, len, capacity));
     }
 
     /// The key and value buffers `[width, capacity, d_model]` (borrowed, so that the next

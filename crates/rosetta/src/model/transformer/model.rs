@@ -106,6 +106,34 @@ pub struct TransformerState<B: Backend> {
     caches: Vec<KvCache<B>>,
 }
 
+impl<B: Backend> TransformerState<B> {
+    /// Before the step of `n` live hypotheses: when the caches are full, or hold at least twice as
+    /// many rows as there are hypotheses (sentences finished), rebuilds them with one row per
+    /// hypothesis (and, when full, twice the positions). Otherwise a batch whose last sentence
+    /// runs to the length limit keeps the rows of every finished one, growing them all: on
+    /// test_2016_flickr at batch 32 with a limit of 256 pieces, 449 MiB peak against 204 MiB with a
+    /// limit of 64. Each rebuild copies at most the live part of the caches, and happens when the
+    /// rows halve or the positions double, so it costs a constant share of the steps.
+    fn compact_caches(&mut self, n: usize) {
+        let t = self.len;
+        let (width, capacity) = self.caches.first().map_or((0, 0), KvCache::shape);
+        if t == 0 || (capacity > t && 2 * n > width) {
+            return;
+        }
+        let capacity = if capacity > t {
+            capacity
+        } else {
+            (2 * t).max(super::attention::FIRST_CAPACITY)
+        };
+        for cache in &mut self.caches {
+            cache.compact(&self.ancestry, n, t, capacity);
+        }
+        self.ancestry = (0..n as u32)
+            .flat_map(|i| std::iter::repeat_n(i, t))
+            .collect();
+    }
+}
+
 /// `indices` `[m]` as row numbers.
 fn row_indices<B: Backend>(indices: Tensor<B, 1, Int>) -> Vec<usize> {
     indices
@@ -457,6 +485,7 @@ impl<B: Backend> Scorer<B> for Transformer<B> {
     fn step(&self, prev: Tensor<B, 1, Int>, mut state: Self::State) -> Step<B, Self::State> {
         let [n] = prev.dims();
         let t = state.len;
+        state.compact_caches(n);
         // Hypothesis `i` writes position `t` in cache row `i`.
         let mut ancestry = Vec::with_capacity(n * (t + 1));
         for i in 0..n {
