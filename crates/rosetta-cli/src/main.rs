@@ -19,6 +19,7 @@ mod train;
 mod translate;
 
 use clap::{Parser, Subcommand};
+use rosetta::device::Workload;
 use std::process::ExitCode;
 
 /// Rosetta: train, evaluate, and run sequence-to-sequence models.
@@ -61,7 +62,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    rosetta::device::init_cpu_runtime();
+    let cli = Cli::parse_from(score::rewrite_sacrebleu_flags(std::env::args()));
+    let workload = match cli.command {
+        Command::Quickstart(_) | Command::Train(_) | Command::Sweep(_) => Workload::Training,
+        _ => Workload::Decoding,
+    };
+    rosetta::device::init_cpu_runtime(workload);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
@@ -69,7 +75,6 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse_from(score::rewrite_sacrebleu_flags(std::env::args()));
     let result = match cli.command {
         Command::Quickstart(args) => quickstart::run(args),
         Command::Train(args) => train::run(args),

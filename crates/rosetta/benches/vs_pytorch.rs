@@ -419,7 +419,11 @@ fn run_theirs(
 
 fn main() {
     // As the `rosetta` binary does.
-    rosetta::device::init_cpu_runtime();
+    let child = std::env::var("ROSETTA_BENCH_CHILD");
+    rosetta::device::init_cpu_runtime(match child.as_deref() {
+        Ok("train") => rosetta::device::Workload::Training,
+        _ => rosetta::device::Workload::Decoding,
+    });
     let threads = std::env::var("ROSETTA_BENCH_THREADS").unwrap_or_else(|_| "2".into());
     let device_name = std::env::var("ROSETTA_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into());
     if let Ok(mode) = std::env::var("ROSETTA_BENCH_CHILD") {

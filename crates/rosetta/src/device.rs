@@ -63,6 +63,15 @@ impl std::fmt::Display for Resolved {
     }
 }
 
+/// What a process mostly does, which sets how [`init_cpu_runtime`] tunes the allocator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// Training (and anything that trains: sweeps, the quickstart).
+    Training,
+    /// Translating, evaluating, serving, converting.
+    Decoding,
+}
+
 /// Keeps freed tensor memory inside the process (glibc only; elsewhere it does nothing).
 ///
 /// glibc serves every allocation above a threshold (at most 32 MB) with a fresh `mmap` and unmaps it
@@ -70,13 +79,26 @@ impl std::fmt::Display for Resolved {
 /// megabytes hundreds of times, so every op would refault and zero its pages: 15 % of a step on the
 /// reference model. With mmap off and trimming disabled the pages are reused; peak RSS stays the
 /// peak working set. Process-wide, so only binaries call it (through [`init_cpu_runtime`]).
-fn keep_freed_memory() {
+///
+/// Decoding uses one arena for all threads: with glibc's default of one per thread, each rayon
+/// worker kept the memory it freed for itself, and the peak RSS of the same decode varied from run
+/// to run with how the work fell on the threads (int8 Transformer, test_2016_flickr at batch 32 on
+/// two threads: 93 MiB in three runs of four, 121 MiB in the fourth; 95–97 MiB in each of four with
+/// one arena, at the same speed). Training keeps the arenas per thread: with one, a Transformer
+/// training run on two threads made 39–40 steps in 42 s against 41 (within noise, not worth the
+/// risk on more cores, where its threads allocate far more often).
+fn keep_freed_memory(workload: Workload) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator tunables; it is called before other threads exist.
     unsafe {
         libc::mallopt(libc::M_MMAP_MAX, 0);
         libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        if workload == Workload::Decoding {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+        }
     }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = workload;
 }
 
 /// Treats subnormal floats as zero on this thread (x86-64: the FTZ and DAZ bits of MXCSR).
@@ -103,8 +125,8 @@ pub fn flush_subnormals() {
 /// Prepares the CPU runtime: subnormals flushed on this thread and on every thread of the global
 /// rayon pool (which burn's CPU backend and its GEMM use), and freed memory kept in the process.
 /// Call once at start-up, before any other thread exists; the binaries do, the library never does.
-pub fn init_cpu_runtime() {
-    keep_freed_memory();
+pub fn init_cpu_runtime(workload: Workload) {
+    keep_freed_memory(workload);
     flush_subnormals();
     // Fails only when the global pool already exists; its threads then keep their settings.
     let _ = rayon::ThreadPoolBuilder::new()

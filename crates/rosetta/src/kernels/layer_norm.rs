@@ -7,6 +7,7 @@
 //! backward one pass per row plus the column sums of the gain and shift gradients, recomputing the
 //! normalized input from `x`.
 
+use super::simd_math::{dispatch, sum};
 use burn::backend::flex::FlexTensor;
 use burn::prelude::*;
 use burn::tensor::{TensorMetadata, TensorPrimitive};
@@ -73,12 +74,30 @@ fn dims(x: &FlexTensor, w: &FlexTensor, b: &FlexTensor) -> [usize; 2] {
     [xs[0], xs[1]]
 }
 
-/// Mean and 1/√(σ² + ε) of one row.
+/// Mean and 1/√(σ² + ε) of one row, summed in eight lanes: one running sum is a chain of
+/// dependent additions that no compiler may reorder (2 × 256 of them per row of a d_model 256
+/// Transformer); eight lanes in a fixed order vectorize and give the same bits on every
+/// instruction set. The forward pass went from 2.7 % to 1.3 % of a beam search (perf, batch 32).
 #[inline(always)]
 fn stats(x: &[f32], eps: f32) -> (f32, f32) {
     let d = x.len() as f32;
-    let mean = x.iter().sum::<f32>() / d;
-    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d;
+    let mean = sum(x) / d;
+    let mut lanes = [0f32; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l += (v - mean) * (v - mean);
+        }
+    }
+    let tail: f32 = chunks
+        .remainder()
+        .iter()
+        .map(|v| (v - mean) * (v - mean))
+        .sum();
+    let var = (((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
+        + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
+        + tail)
+        / d;
     (mean, 1.0 / (var + eps).sqrt())
 }
 
@@ -90,12 +109,17 @@ fn forward_flex<const EPS: u32>(x: &FlexTensor, w: &FlexTensor, b: &FlexTensor) 
     out.par_chunks_mut(ROWS_PER_TASK * d.max(1))
         .zip(xs.par_chunks(ROWS_PER_TASK * d.max(1)))
         .for_each(|(out, x)| {
-            for (o, x) in out.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
-                let (mean, rstd) = stats(x, eps);
-                for (((o, &v), &w), &b) in o.iter_mut().zip(x).zip(ws).zip(bs) {
-                    *o = (v - mean) * rstd * w + b;
-                }
-            }
+            dispatch(
+                #[inline(always)]
+                || {
+                    for (o, x) in out.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
+                        let (mean, rstd) = stats(x, eps);
+                        for (((o, &v), &w), &b) in o.iter_mut().zip(x).zip(ws).zip(bs) {
+                            *o = (v - mean) * rstd * w + b;
+                        }
+                    }
+                },
+            )
         });
     FlexTensor::from_data(TensorData::new(out, [rows, d]))
 }
