@@ -65,6 +65,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse_from(score::rewrite_sacrebleu_flags(std::env::args()));
     let workload = match cli.command {
         Command::Quickstart(_) | Command::Train(_) | Command::Sweep(_) => Workload::Training,
+        Command::Serve(_) => Workload::Serving,
         _ => Workload::Decoding,
     };
     rosetta::device::init_cpu_runtime(workload);

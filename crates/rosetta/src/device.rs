@@ -68,8 +68,10 @@ impl std::fmt::Display for Resolved {
 pub enum Workload {
     /// Training (and anything that trains: sweeps, the quickstart).
     Training,
-    /// Translating, evaluating, serving, converting.
+    /// Translating, evaluating, converting: one pipeline of work at a time.
     Decoding,
+    /// The HTTP server: many threads (tokio's, the decoding threads, rayon's) allocating at once.
+    Serving,
 }
 
 /// Keeps freed tensor memory inside the process (glibc only; elsewhere it does nothing).
@@ -84,9 +86,10 @@ pub enum Workload {
 /// worker kept the memory it freed for itself, and the peak RSS of the same decode varied from run
 /// to run with how the work fell on the threads (int8 Transformer, test_2016_flickr at batch 32 on
 /// two threads: 93 MiB in three runs of four, 121 MiB in the fourth; 95–97 MiB in each of four with
-/// one arena, at the same speed). Training keeps the arenas per thread: with one, a Transformer
-/// training run on two threads made 39–40 steps in 42 s against 41 (within noise, not worth the
-/// risk on more cores, where its threads allocate far more often).
+/// one arena, at the same speed). Training and serving keep the arenas per thread: with one, a
+/// Transformer training run on two threads made 39–40 steps in 42 s against 41 (within noise), and
+/// the server's batch-of-one load test (quickstart model, 200 clients) fell from 1,911 to 771
+/// sentences/s, its threads queueing for the one arena.
 fn keep_freed_memory(workload: Workload) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator tunables; it is called before other threads exist.
