@@ -174,22 +174,23 @@ impl AppState {
                 options.search.beam, limits.max_beam
             )));
         }
-        let (a, b) = model.engine.max_len(&options);
-        let longest =
-            rosetta::search::max_output_len(a, b, model.engine.max_source_len(), usize::MAX)
-                .max(options.search.min_len);
-        if longest > limits.max_output_len {
-            return Err(ApiError::bad_request(format!(
-                "the output length asked for (max_len_a · {} + max_len_b = {longest}, or min_len) is above this server's limit of {} pieces",
-                model.engine.max_source_len(),
-                limits.max_output_len
-            )));
-        }
         let tokens = texts
             .iter()
             .map(|t| model.engine.source_len(t))
             .collect::<rosetta::Result<Vec<usize>>>()
             .map_err(|e| ApiError::bad_request(format!("cannot read the text: {e}")))?;
+        // The request's own longest source, not the longest the model could read: an imported
+        // OPUS-MT model (511 source pieces, max_len_a 2) asked 1,032 pieces of every request.
+        let source = tokens.iter().copied().max().unwrap_or(0);
+        let (a, b) = model.engine.max_len(&options);
+        let longest =
+            rosetta::search::max_output_len(a, b, source, usize::MAX).max(options.search.min_len);
+        if longest > limits.max_output_len {
+            return Err(ApiError::bad_request(format!(
+                "the output length asked for (max_len_a · {source} + max_len_b = {longest}, or min_len) is above this server's limit of {} pieces",
+                limits.max_output_len
+            )));
+        }
         let (reply, answer) = oneshot::channel();
         let cancelled = Arc::new(AtomicBool::new(false));
         // A client that goes away (or times out) drops this future: its job is then skipped if it

@@ -148,6 +148,39 @@ async fn concurrent_requests_each_get_their_own_answer() {
     server.stop().await;
 }
 
+/// Regression: the output-length limit was checked against the longest source the model can read
+/// (`max_len_a · 511 + max_len_b` = 1,032 pieces for a trained OPUS-MT-shaped model), so under the
+/// default limit of 1,024 that model refused every request. It is the request's own longest text
+/// that counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_output_limit_reads_the_request_not_the_longest_source_the_model_takes() {
+    let mut c = config(&["de-en"]);
+    // 1.5 · 64 + 10 = 106 pieces for the model's longest source; 1.5 · 13 + 10 = 29 for this date.
+    c.limits.max_output_len = 50;
+    let server = start(c).await;
+    let short = post_json(
+        server.addr,
+        "/v1/translate",
+        &json!({ "text": "3. März 2021" }),
+    )
+    .await;
+    assert_eq!(short.status, 200, "{}", short.text());
+    assert_eq!(short.json()["translations"][0]["text"], "2021-03-03");
+    let long = post_json(
+        server.addr,
+        "/v1/translate",
+        &json!({ "text": "3. März 2021, 4. März 2021, 5. März 2021, 6. März 2021" }),
+    )
+    .await;
+    assert_eq!(long.status, 400);
+    assert!(
+        long.text().contains("limit of 50 pieces"),
+        "{}",
+        long.text()
+    );
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn native_api_returns_candidates_alignments_attention_and_timing() {
     let mut c = config(&["de-en", "en-de"]);
