@@ -159,6 +159,32 @@ fn search_source(pipeline: &TextPipeline, r: &Value) -> rosetta::model::input::S
     source_batch::<Flex>(&padded, specials, &Default::default())
 }
 
+/// Each sentence's `n_best` hypotheses equal the reference's tokens (row `i · n_best + k` of
+/// `expected` and `scores`), with scores that `close(got, expected)` accepts.
+fn assert_beams(
+    name: &str,
+    hyps: &[Vec<rosetta::search::Hypothesis>],
+    n_best: usize,
+    expected: &[Vec<u32>],
+    scores: &Value,
+    close: impl Fn(f32, f32) -> bool,
+) {
+    let scores = scores.as_array().unwrap();
+    for (i, sentence) in hyps.iter().enumerate() {
+        assert_eq!(sentence.len(), n_best, "{name}, sentence {i}");
+        for (k, hyp) in sentence.iter().enumerate() {
+            let row = i * n_best + k;
+            assert_eq!(hyp.tokens, expected[row], "{name}, sentence {i}, rank {k}");
+            let want = scores[row].as_f64().unwrap() as f32;
+            assert!(
+                close(hyp.score, want),
+                "{name}, sentence {i}, rank {k}: score {} vs {want}",
+                hyp.score
+            );
+        }
+    }
+}
+
 #[test]
 fn greedy_and_beam_outputs_equal_generate() {
     let dir = imported();
@@ -200,24 +226,15 @@ fn greedy_and_beam_outputs_equal_generate() {
                 ..BeamConfig::default()
             },
         );
-        let scores = search["scores"].as_array().unwrap();
-        for (i, sentence) in hyps.iter().enumerate() {
-            assert_eq!(sentence.len(), n_best, "{name}, sentence {i}");
-            for (k, hyp) in sentence.iter().enumerate() {
-                let row = i * n_best + k;
-                assert_eq!(
-                    hyp.tokens,
-                    strip(&outputs[row]),
-                    "{name}, sentence {i}, rank {k}"
-                );
-                let expected = scores[row].as_f64().unwrap() as f32;
-                assert!(
-                    (hyp.score - expected).abs() < 1e-4,
-                    "{name}, sentence {i}, rank {k}: score {} vs {expected}",
-                    hyp.score
-                );
-            }
-        }
+        let expected: Vec<Vec<u32>> = outputs.iter().map(strip).collect();
+        assert_beams(
+            name,
+            &hyps,
+            n_best,
+            &expected,
+            &search["scores"],
+            |got, want| (got - want).abs() < 1e-4,
+        );
     }
 }
 
@@ -253,27 +270,20 @@ fn beam_rule_ctranslate2_equals_ctranslate2() {
                 ..BeamConfig::default()
             },
         );
-        let (outputs, scores) = (
-            search["outputs"].as_array().unwrap(),
-            search["scores"].as_array().unwrap(),
+        let expected: Vec<Vec<u32>> = search["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(ids)
+            .collect();
+        assert_beams(
+            name,
+            &hyps,
+            n_best,
+            &expected,
+            &search["scores"],
+            |got, want| (got - want).abs() < 1e-2 * want.abs(),
         );
-        for (i, sentence) in hyps.iter().enumerate() {
-            assert_eq!(sentence.len(), n_best, "{name}, sentence {i}");
-            for (k, hyp) in sentence.iter().enumerate() {
-                let row = i * n_best + k;
-                assert_eq!(
-                    hyp.tokens,
-                    ids(&outputs[row]),
-                    "{name}, sentence {i}, rank {k}"
-                );
-                let expected = scores[row].as_f64().unwrap() as f32;
-                assert!(
-                    (hyp.score - expected).abs() < 1e-2 * expected.abs(),
-                    "{name}, sentence {i}, rank {k}: score {} vs {expected}",
-                    hyp.score
-                );
-            }
-        }
     }
 }
 

@@ -7,7 +7,7 @@
 //! backward one pass per row plus the column sums of the gain and shift gradients, recomputing the
 //! normalized input from `x`.
 
-use super::simd_math::{dispatch, sum};
+use super::simd_math::{dispatch, sum, sum_of};
 use burn::backend::flex::FlexTensor;
 use burn::prelude::*;
 use burn::tensor::{TensorMetadata, TensorPrimitive};
@@ -82,22 +82,7 @@ fn dims(x: &FlexTensor, w: &FlexTensor, b: &FlexTensor) -> [usize; 2] {
 fn stats(x: &[f32], eps: f32) -> (f32, f32) {
     let d = x.len() as f32;
     let mean = sum(x) / d;
-    let mut lanes = [0f32; 8];
-    let mut chunks = x.chunks_exact(8);
-    for c in &mut chunks {
-        for (l, &v) in lanes.iter_mut().zip(c) {
-            *l += (v - mean) * (v - mean);
-        }
-    }
-    let tail: f32 = chunks
-        .remainder()
-        .iter()
-        .map(|v| (v - mean) * (v - mean))
-        .sum();
-    let var = (((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
-        + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
-        + tail)
-        / d;
+    let var = sum_of(x, |v| (v - mean) * (v - mean)) / d;
     (mean, 1.0 / (var + eps).sqrt())
 }
 

@@ -152,17 +152,23 @@ unsafe fn with_avx2<R>(body: impl FnOnce() -> R) -> R {
 /// fixed, so the result does not depend on the instruction set.
 #[inline(always)]
 pub fn sum(xs: &[f32]) -> f32 {
+    sum_of(xs, |x| x)
+}
+
+/// `Σ f(x)` over a slice, in the lanes and order of [`sum`].
+#[inline(always)]
+pub fn sum_of(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut lanes = [0f32; 8];
     let mut chunks = xs.chunks_exact(8);
     for c in &mut chunks {
-        for (l, x) in lanes.iter_mut().zip(c) {
-            *l += x;
+        for (l, &x) in lanes.iter_mut().zip(c) {
+            *l += f(x);
         }
     }
     let mut total = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
         + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
-    for x in chunks.remainder() {
-        total += x;
+    for &x in chunks.remainder() {
+        total += f(x);
     }
     total
 }
