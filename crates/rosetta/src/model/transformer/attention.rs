@@ -383,7 +383,12 @@ impl<B: Backend> Default for KvCache<B> {
 }
 
 /// First capacity of a cache, in positions.
-pub const FIRST_CAPACITY: usize = 16;
+const FIRST_CAPACITY: usize = 16;
+
+/// The capacity a cache grows to when position `pos` does not fit: twice as many positions.
+pub fn grown_capacity(pos: usize) -> usize {
+    (2 * pos).max(FIRST_CAPACITY)
+}
 
 /// `buffer` with `new` `[n, d]` written at position `pos` of rows `0..n`, first grown (a copy of
 /// positions `0..pos`) when it has too few rows or positions.
@@ -396,7 +401,7 @@ fn append<B: Backend>(buffer: Option<Tensor<B, 3>>, pos: usize, new: Tensor<B, 2
             let capacity = if capacity > pos {
                 capacity
             } else {
-                (2 * pos).max(FIRST_CAPACITY)
+                grown_capacity(pos)
             };
             let fresh = Tensor::zeros([width.max(n), capacity, d], &new.device());
             match old {

@@ -123,7 +123,7 @@ impl<B: Backend> TransformerState<B> {
         let capacity = if capacity > t {
             capacity
         } else {
-            (2 * t).max(super::attention::FIRST_CAPACITY)
+            super::attention::grown_capacity(t)
         };
         for cache in &mut self.caches {
             cache.compact(&self.ancestry, n, t, capacity);
