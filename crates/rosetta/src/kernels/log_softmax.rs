@@ -4,11 +4,11 @@
 //!
 //! Every search step normalizes a `[hypotheses, vocab]` matrix of logits. burn's `log_softmax` is
 //! five tensor operations (max, subtract, exp, sum, log and subtract again), each writing a new
-//! matrix; here each row is read twice and written once, rows in parallel. Greedy search needs one
+//! matrix; here each row is read twice (normalizer, then output) and written once, rows in parallel. Greedy search needs one
 //! number per row, so it writes no matrix at all. Inference only: the training loss has its own
 //! fused kernel.
 
-use super::simd_math::{dispatch, max_wide, sum_exp_wide};
+use super::simd_math::{LSE_BLOCK, RunningLse, WIDE, dispatch};
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
 use burn::prelude::*;
@@ -109,8 +109,7 @@ pub fn log_sum_exp(row: &[f32]) -> f32 {
 /// `(max, log Σ e^x)` of one row; inline into a [`dispatch`]ed body.
 #[inline(always)]
 fn row_max_lse(row: &[f32]) -> (f32, f32) {
-    let m = max_wide(row);
-    (m, m + sum_exp_wide(row, m).ln())
+    RunningLse::of(row)
 }
 
 #[inline(always)]
@@ -122,29 +121,38 @@ fn row_lse(row: &[f32]) -> f32 {
 /// log-probabilities, best first (among equal values the lower id first); infinities and NaN are
 /// never candidates. The normalizer runs over the whole row, disallowed tokens included.
 ///
-/// Beam search calls this for every hypothesis at every step. One pass finds the candidates: a
-/// block of 64 logits whose maximum cannot enter the current best `k` is skipped after a vector
-/// maximum, so the per-token comparisons and the `allowed` test run only on the few blocks that
-/// can, instead of on all 58,000 logits of an OPUS-MT row.
+/// Beam search calls this for every hypothesis at every step. One pass over the row finds the
+/// candidates and the normalizer ([`RunningLse`]): a block of 64 logits none of whose lane maxima
+/// beats the current `k`-th best is skipped, and in the others only the entries above it (a
+/// vector comparison turned into a bit mask) are compared one by one and tested with `allowed`,
+/// instead of all 58,000 logits of an OPUS-MT row. Batch-32 beam-5 decode of a 7,708-piece
+/// vocabulary: 1.10 → 0.59 s of 10.7 s.
 pub fn top_log_probs(row: &[f32], k: usize, allowed: impl Fn(usize) -> bool) -> Vec<(f32, usize)> {
-    const BLOCK: usize = 64;
     dispatch(
         #[inline(always)]
         || {
             let mut best: Vec<(f32, usize)> = Vec::with_capacity(k + 1);
-            if k == 0 {
-                return best;
-            }
-            for (b, block) in row.chunks(BLOCK).enumerate() {
-                // NaN makes the block's maximum NaN, which compares false: the block is scanned.
-                if best.len() == k && max_wide(block) <= best[k - 1].0 {
-                    continue;
-                }
+            let mut lse = RunningLse::default();
+            let consider = |best: &mut Vec<(f32, usize)>, start: usize, block: &[f32]| {
+                // The entries above the current bar as a bit mask (a vector comparison), then only
+                // those, re-checked as the bar rises.
+                let bar = if best.len() == k {
+                    best[k - 1].0
+                } else {
+                    f32::NEG_INFINITY
+                };
+                let mut above: u64 = 0;
                 for (j, &v) in block.iter().enumerate() {
+                    above |= u64::from(v > bar) << j;
+                }
+                while above != 0 {
+                    let j = above.trailing_zeros() as usize;
+                    above &= above - 1;
+                    let v = block[j];
                     if !v.is_finite() || (best.len() == k && v <= best[k - 1].0) {
                         continue;
                     }
-                    let i = b * BLOCK + j;
+                    let i = start + j;
                     if !allowed(i) {
                         continue;
                     }
@@ -152,8 +160,31 @@ pub fn top_log_probs(row: &[f32], k: usize, allowed: impl Fn(usize) -> bool) -> 
                     best.insert(at, (v, i));
                     best.truncate(k);
                 }
+            };
+            let mut blocks = row.chunks_exact(LSE_BLOCK);
+            for (b, block) in (&mut blocks).enumerate() {
+                let top = lse.block(block);
+                if k == 0 {
+                    continue;
+                }
+                // NaN never enters a lane maximum; the normalizer turns NaN and the NaN entry is
+                // skipped below like an infinity.
+                let mut open = best.len() < k;
+                if !open {
+                    let bar = best[k - 1].0;
+                    for &t in top.iter().take(WIDE) {
+                        open |= t > bar;
+                    }
+                }
+                if open {
+                    consider(&mut best, b * LSE_BLOCK, block);
+                }
             }
-            let lse = row_lse(row);
+            let tail = blocks.remainder();
+            if k > 0 {
+                consider(&mut best, row.len() - tail.len(), tail);
+            }
+            let (_, lse) = lse.finish(tail);
             for (value, _) in &mut best {
                 *value -= lse;
             }

@@ -134,6 +134,25 @@ pub enum Epilogue {
 }
 
 impl Epilogue {
+    /// The nonlinearity over a whole inference tensor, in place where its storage is not shared:
+    /// `Err(x)` untouched on other backends and dtypes, and under autodiff (training keeps burn's
+    /// operation and its backward). The encoder's feed-forward at inference had run burn's `silu`,
+    /// libm's `expf` one element at a time: 2.5 % of a batch-32 beam-5 decode.
+    pub fn on_tensor<B: Backend, const D: usize>(
+        self,
+        x: Tensor<B, D>,
+    ) -> Result<Tensor<B, D>, Tensor<B, D>> {
+        if x.dtype() != DType::F32 {
+            return Err(x);
+        }
+        let x = super::cast::<_, Tensor<Flex, D>>(x)?;
+        let mut t = super::kv_cache::whole(x.into_primitive().tensor());
+        self.apply(t.storage_mut::<f32>());
+        Ok(super::cast_back(Tensor::<Flex, D>::from_primitive(
+            TensorPrimitive::Float(t),
+        )))
+    }
+
     fn apply(self, y: &mut [f32]) {
         use super::simd_math::{dispatch, sigmoid};
         match self {

@@ -195,13 +195,16 @@ pub fn max(xs: &[f32]) -> f32 {
     if nan { f32::NAN } else { m }
 }
 
-/// Lanes of the decoding reductions over a vocabulary ([`max_wide`], [`sum_exp_wide`]): one
-/// AVX-512 register (two AVX2 ones, four SSE ones). The eight lanes of [`sum`] and [`max`] left half
-/// of an AVX-512 register idle, and the search's log-softmax normalizer over every hypothesis's row
-/// was a tenth of a beam-search step.
-const WIDE: usize = 16;
+/// Lanes of the decoding reductions over a vocabulary ([`RunningLse`]): one AVX-512 register (two
+/// AVX2 ones, four SSE ones). The eight lanes of [`sum`] and [`max`] left half of an AVX-512
+/// register idle, and the search's log-softmax normalizer over every hypothesis's row was a tenth of
+/// a beam-search step.
+pub const WIDE: usize = 16;
 
-/// Sums sixteen lanes pairwise in a fixed order.
+/// Values a [`RunningLse`] takes per [`RunningLse::block`]: four registers of [`WIDE`] lanes.
+pub const LSE_BLOCK: usize = 4 * WIDE;
+
+/// Folds sixteen lanes pairwise in a fixed order.
 #[inline(always)]
 fn fold_wide(l: [f32; WIDE], f: impl Fn(f32, f32) -> f32) -> f32 {
     let mut half = [0f32; WIDE / 2];
@@ -217,48 +220,113 @@ fn fold_wide(l: [f32; WIDE], f: impl Fn(f32, f32) -> f32) -> f32 {
     f(f(q[0], q[2]), f(q[1], q[3]))
 }
 
+/// The larger of two values, `b` when either is NaN (so NaN never becomes a maximum).
 #[inline(always)]
 fn larger(a: f32, b: f32) -> f32 {
     if a > b { a } else { b }
 }
 
-/// [`max`] with sixteen lanes (NaN if any element is NaN).
-#[inline(always)]
-pub fn max_wide(xs: &[f32]) -> f32 {
-    let mut lanes = [f32::NEG_INFINITY; WIDE];
-    let mut nan = [false; WIDE];
-    let mut chunks = xs.chunks_exact(WIDE);
-    for c in &mut chunks {
-        for i in 0..WIDE {
-            nan[i] |= c[i].is_nan();
-            lanes[i] = larger(c[i], lanes[i]);
-        }
-    }
-    let mut m = fold_wide(lanes, larger);
-    let mut any_nan = nan.iter().any(|&n| n);
-    for &x in chunks.remainder() {
-        any_nan |= x.is_nan();
-        m = larger(x, m);
-    }
-    if any_nan { f32::NAN } else { m }
+/// `log Σ e^x` of a row read once: per lane, the running maximum `m` and `Σ e^{x − m}`, rescaled
+/// when a block raises the maximum (the "online softmax" of Milakov & Gimelshein 2018).
+///
+/// The search's normalizer had read each row of logits three times (the top-k's block maxima, the
+/// maximum, the sum of exponentials), the rows just written by the vocabulary product and beyond
+/// L2: 1.9 ns per logit, 10 % of a batch-32 beam-5 decode. Read once, with each block's
+/// exponentials computed while the next one loads, the normalizer costs 0.77 ns per logit from
+/// memory and 0.43 from cache ([160, 7,708] rows, one AVX-512 core). The lanes and the order of
+/// operations are fixed, so every instruction-set path gives the same bits; a NaN makes the sum
+/// NaN, an all-−∞ row gives −∞.
+#[derive(Debug, Clone, Copy)]
+pub struct RunningLse {
+    max: [f32; WIDE],
+    sum: [f32; WIDE],
 }
 
-/// `Σ e^{x − shift}` with sixteen lanes in a fixed order, so that the result does not depend on the
-/// instruction set.
-#[inline(always)]
-pub fn sum_exp_wide(xs: &[f32], shift: f32) -> f32 {
-    let mut lanes = [0f32; WIDE];
-    let mut chunks = xs.chunks_exact(WIDE);
-    for c in &mut chunks {
-        for i in 0..WIDE {
-            lanes[i] += exp(c[i] - shift);
+impl Default for RunningLse {
+    fn default() -> Self {
+        // A finite start, so that a lane that has only seen −∞ rescales by e^0 rather than
+        // e^(−∞ − (−∞)) = NaN.
+        RunningLse {
+            max: [f32::MIN; WIDE],
+            sum: [0.0; WIDE],
         }
     }
-    let mut total = fold_wide(lanes, |a, b| a + b);
-    for &x in chunks.remainder() {
-        total += exp(x - shift);
+}
+
+// Lane-indexed loops over several fixed arrays at once, as the vectorizer sees them best.
+#[allow(clippy::needless_range_loop)]
+impl RunningLse {
+    /// Adds a block of [`LSE_BLOCK`] values; returns its lane maxima (for callers that skip blocks
+    /// by their maximum).
+    #[inline(always)]
+    pub fn block(&mut self, block: &[f32]) -> [f32; WIDE] {
+        let block: &[f32; LSE_BLOCK] = match block.try_into() {
+            Ok(b) => b,
+            // Callers pass `chunks_exact(LSE_BLOCK)`.
+            Err(_) => unreachable!("RunningLse::block takes LSE_BLOCK values"),
+        };
+        let mut top = [f32::MIN; WIDE];
+        for c in 0..4 {
+            for i in 0..WIDE {
+                top[i] = larger(block[c * WIDE + i], top[i]);
+            }
+        }
+        let mut raised = false;
+        for i in 0..WIDE {
+            raised |= top[i] > self.max[i];
+        }
+        if raised {
+            for i in 0..WIDE {
+                let m = larger(top[i], self.max[i]);
+                self.sum[i] *= exp(self.max[i] - m);
+                self.max[i] = m;
+            }
+        }
+        for c in 0..4 {
+            for i in 0..WIDE {
+                self.sum[i] += exp(block[c * WIDE + i] - self.max[i]);
+            }
+        }
+        top
     }
-    total
+
+    /// `(max, log Σ e^x)` over the blocks and `tail` (fewer than [`LSE_BLOCK`] values). The maximum
+    /// ignores NaN; it is −∞ for a row of −∞.
+    #[inline(always)]
+    pub fn finish(self, tail: &[f32]) -> (f32, f32) {
+        let mut m = fold_wide(self.max, larger);
+        for &x in tail {
+            m = larger(x, m);
+        }
+        let mut lanes = [0f32; WIDE];
+        for i in 0..WIDE {
+            lanes[i] = self.sum[i] * exp(self.max[i] - m);
+        }
+        let mut total = fold_wide(lanes, |a, b| a + b);
+        for &x in tail {
+            total += exp(x - m);
+        }
+        if m == f32::MIN {
+            // Only −∞ (or nothing) was seen, unless the row holds f32::MIN itself.
+            return if total > 0.0 || total.is_nan() {
+                (m, m + total.ln())
+            } else {
+                (f32::NEG_INFINITY, f32::NEG_INFINITY)
+            };
+        }
+        (m, m + total.ln())
+    }
+
+    /// `(max, log Σ e^x)` of a whole row.
+    #[inline(always)]
+    pub fn of(row: &[f32]) -> (f32, f32) {
+        let mut lse = RunningLse::default();
+        let mut blocks = row.chunks_exact(LSE_BLOCK);
+        for b in &mut blocks {
+            lse.block(b);
+        }
+        lse.finish(blocks.remainder())
+    }
 }
 
 #[cfg(test)]
@@ -313,19 +381,44 @@ mod tests {
         assert!(max(&with_nan).is_nan());
         assert!(sum(&with_nan).is_nan());
         assert_eq!(max(&[]), f32::NEG_INFINITY);
-        for len in [0, 5, 16, 37, 200] {
-            let xs = &xs.iter().cycle().take(len).copied().collect::<Vec<_>>();
-            let plain = xs.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-            assert_eq!(max_wide(xs), plain);
-            let want: f64 = xs.iter().map(|&x| f64::from(x - 50.0).exp()).sum();
-            let got = f64::from(sum_exp_wide(xs, 50.0));
-            assert!(
-                (got - want).abs() <= 1e-6 * want.max(1e-30),
-                "{got} vs {want}"
-            );
+    }
+
+    /// Against a plain two-pass log-sum-exp in f64, over lengths around the block size, rows whose
+    /// maximum rises late (the rescaling), −∞ entries, NaN and all-−∞ rows.
+    #[test]
+    fn running_lse_matches_two_passes() {
+        for len in [1, 5, 16, 63, 64, 65, 200, 1_000] {
+            for rising in [false, true] {
+                let xs: Vec<f32> = (0..len)
+                    .map(|i| {
+                        let x = ((i * 7919) % 101) as f32 / 5.0 - 10.0;
+                        let x = if rising { x + i as f32 / 10.0 } else { x };
+                        if i % 9 == 4 { f32::NEG_INFINITY } else { x }
+                    })
+                    .collect();
+                let m = xs.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                let want = f64::from(m)
+                    + xs.iter()
+                        .map(|&x| (f64::from(x) - f64::from(m)).exp())
+                        .sum::<f64>()
+                        .ln();
+                let (got_max, got) = RunningLse::of(&xs);
+                assert_eq!(got_max, m, "len {len}");
+                assert!(
+                    (f64::from(got) - want).abs() <= 1e-6 * want.abs().max(1.0),
+                    "len {len}, rising {rising}: {got} vs {want}"
+                );
+                let mut with_nan = xs.clone();
+                with_nan[len / 2] = f32::NAN;
+                assert!(RunningLse::of(&with_nan).1.is_nan(), "len {len}");
+            }
         }
-        assert!(max_wide(&with_nan).is_nan());
-        assert!(sum_exp_wide(&with_nan, 0.0).is_nan());
+        let all_masked = vec![f32::NEG_INFINITY; 100];
+        assert_eq!(
+            RunningLse::of(&all_masked),
+            (f32::NEG_INFINITY, f32::NEG_INFINITY)
+        );
+        assert_eq!(RunningLse::of(&[]), (f32::NEG_INFINITY, f32::NEG_INFINITY));
     }
 
     #[test]
@@ -337,7 +430,7 @@ mod tests {
         );
         let base: Vec<f32> = xs.iter().map(|&x| tanh(x)).collect();
         assert_eq!(fast, base);
-        let wide = |xs: &[f32]| (max_wide(xs), sum_exp_wide(xs, 3.0));
+        let wide = |xs: &[f32]| RunningLse::of(xs);
         let fast = dispatch(
             #[inline(always)]
             || wide(&xs),

@@ -17,7 +17,7 @@
 //! wrote each one (an ancestry table of `u32`s, updated per step at the cost of `n · len` integers).
 //! Other backends (CUDA) gather the rows with `select` and use tensor operations.
 
-use super::simd_math::{dispatch, exp};
+use super::simd_math::{dispatch, exp, sum};
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
 use burn::prelude::*;
@@ -214,6 +214,9 @@ pub fn step_attention<B: Backend>(
     )
 }
 
+/// Heads whose scores a row keeps in a stack array (more take a heap buffer).
+const MAX_HEADS_ON_STACK: usize = 32;
+
 fn forward_flex(
     (q, keys, values): (&FlexTensor, &FlexTensor, &FlexTensor),
     heads: usize,
@@ -240,24 +243,31 @@ fn forward_flex(
             || {
                 let qi = &q[i * d..(i + 1) * d];
                 // Scores `w` `[heads, len]`: each position's keys read once, all heads together.
-                let mut s = vec![0.0f32; heads];
+                let mut scores = [0.0f32; MAX_HEADS_ON_STACK];
+                let mut spilled = Vec::new();
+                let s: &mut [f32] = if heads <= MAX_HEADS_ON_STACK {
+                    &mut scores[..heads]
+                } else {
+                    spilled.resize(heads, 0.0);
+                    &mut spilled
+                };
                 for p in 0..len {
                     let r = rows.row(i, p, len);
                     let k = &keys[(r * capacity + p) * d..][..d];
                     let b = bias.map_or(0.0, |b| b[rows.row(i, 0, len) * len + p]);
-                    dots.run(qi, k, hd, &mut s);
+                    dots.run(qi, k, hd, s);
                     for (h, &s) in s.iter().enumerate() {
                         w[h * len + p] = s * scale + b;
                     }
                 }
                 for wh in w.chunks_exact_mut(len.max(1)) {
                     let max = wh.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-                    let mut sum = 0.0f32;
+                    // Exponentials in a loop of their own (it vectorizes), then a lane sum: one
+                    // loop doing both stayed scalar, a sequential float sum.
                     for s in wh.iter_mut() {
                         *s = exp(*s - max);
-                        sum += *s;
                     }
-                    let inv = 1.0 / sum;
+                    let inv = 1.0 / sum(wh);
                     for s in wh.iter_mut() {
                         *s *= inv;
                     }

@@ -403,13 +403,7 @@ fn append<B: Backend>(buffer: Option<Tensor<B, 3>>, pos: usize, new: Tensor<B, 2
             } else {
                 grown_capacity(pos)
             };
-            let fresh = Tensor::zeros([width.max(n), capacity, d], &new.device());
-            match old {
-                Some(old) if pos > 0 && width > 0 => {
-                    fresh.slice_assign([0..width, 0..pos, 0..d], old.narrow(1, 0, pos))
-                }
-                _ => fresh,
-            }
+            kernels::grown(old, pos, [width.max(n), capacity, d], &new.device())
         }
     };
     write_position(buffer, pos, new)

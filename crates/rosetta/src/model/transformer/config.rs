@@ -58,16 +58,18 @@ pub enum Activation {
 }
 
 impl Activation {
-    /// Applies the nonlinearity element-wise.
+    /// Applies the nonlinearity element-wise (relu and swish of an inference tensor on the CPU with
+    /// the vectorized kernel, [`crate::kernels::Epilogue::on_tensor`]).
     pub fn apply<B: burn::prelude::Backend, const D: usize>(
         self,
         x: burn::prelude::Tensor<B, D>,
     ) -> burn::prelude::Tensor<B, D> {
+        use crate::kernels::Epilogue;
         use burn::tensor::activation::{gelu, relu, silu};
         match self {
-            Activation::Relu => relu(x),
+            Activation::Relu => Epilogue::Relu.on_tensor(x).unwrap_or_else(relu),
             Activation::Gelu => gelu(x),
-            Activation::Swish => silu(x),
+            Activation::Swish => Epilogue::Swish.on_tensor(x).unwrap_or_else(silu),
         }
     }
 }
