@@ -133,6 +133,75 @@ unsafe fn head_dots_avx512(q: &[f32], k: &[f32], hd: usize, out: &mut [f32]) {
     }
 }
 
+/// `w[h · len + first + j] = q_h · k[j]_h` for every head `h` and the four positions `j < 4`: four
+/// independent chains of fused multiply-adds per head and one shuffle tree that reduces the four
+/// sums together. One position at a time, each head's short chain waited on its own horizontal
+/// sum (`perf`: the reductions and the dependent multiply-adds were most of the step attention).
+///
+/// # Safety
+/// AVX-512F; `hd` a multiple of 16; `q` and each `k[j]` hold `heads · hd` elements with
+/// `heads = w.len() / len`; `first + 4 ≤ len`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn head_dots4_avx512(
+    q: &[f32],
+    k: [&[f32]; 4],
+    hd: usize,
+    w: &mut [f32],
+    len: usize,
+    first: usize,
+) {
+    use std::arch::x86_64::*;
+    let heads = w.len() / len.max(1);
+    let d = heads * hd;
+    assert!(q.len() >= d && k.iter().all(|k| k.len() >= d) && first + 4 <= len);
+    for h in 0..heads {
+        let mut acc = [_mm512_setzero_ps(); 4];
+        for c in (h * hd..(h + 1) * hd).step_by(16) {
+            // SAFETY: c + 16 ≤ d ≤ the lengths of `q` and every `k[j]` (checked above).
+            unsafe {
+                let x = _mm512_loadu_ps(q.as_ptr().add(c));
+                for j in 0..4 {
+                    acc[j] = _mm512_fmadd_ps(x, _mm512_loadu_ps(k[j].as_ptr().add(c)), acc[j]);
+                }
+            }
+        }
+        // Per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3], the same for c and d, then [a, b, c, d].
+        let ab = _mm512_add_ps(
+            _mm512_unpacklo_ps(acc[0], acc[1]),
+            _mm512_unpackhi_ps(acc[0], acc[1]),
+        );
+        let cd = _mm512_add_ps(
+            _mm512_unpacklo_ps(acc[2], acc[3]),
+            _mm512_unpackhi_ps(acc[2], acc[3]),
+        );
+        let abcd = _mm512_add_ps(
+            _mm512_shuffle_ps::<0x44>(ab, cd),
+            _mm512_shuffle_ps::<0xEE>(ab, cd),
+        );
+        // Sum the four 128-bit lanes.
+        let halves = _mm512_add_ps(abcd, _mm512_shuffle_f32x4::<0x4E>(abcd, abcd));
+        let all = _mm512_add_ps(halves, _mm512_shuffle_f32x4::<0xB1>(halves, halves));
+        let mut sums = [0f32; 4];
+        // SAFETY: `sums` holds four floats.
+        unsafe { _mm_storeu_ps(sums.as_mut_ptr(), _mm512_castps512_ps128(all)) };
+        w[h * len + first..h * len + first + 4].copy_from_slice(&sums);
+    }
+}
+
+/// Never called off x86-64 (`HeadDots::Avx512` needs it).
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn head_dots4_avx512(
+    _: &[f32],
+    _: [&[f32]; 4],
+    _: usize,
+    _: &mut [f32],
+    _: usize,
+    _: usize,
+) {
+    unreachable!("AVX-512 scores run only on x86-64")
+}
+
 /// # Safety
 /// AVX2 and FMA; `hd` a multiple of 8; `q` and `k` hold `out.len() · hd` elements.
 #[cfg(target_arch = "x86_64")]
@@ -214,6 +283,94 @@ pub fn step_attention<B: Backend>(
     )
 }
 
+/// Elements of the context one pass of [`context_avx512`] keeps in registers (sixteen AVX-512
+/// accumulators).
+const CONTEXT_CHUNK: usize = 256;
+
+/// `ctx = Σ_p w[h, p] · v_p` for one row, `ctx` `[d]` in chunks of [`CONTEXT_CHUNK`] held in
+/// registers over all positions, one fused multiply-add per vector. The loop it replaces loaded,
+/// multiplied, added and stored the context for every position (a third of the step attention's
+/// samples, perf).
+///
+/// # Safety
+/// AVX-512F; `ctx.len()` a multiple of [`CONTEXT_CHUNK`]; `hd` 16, 32, 64, 128 or 256; `w` holds
+/// `ctx.len() / hd · len` weights `[heads, len]`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn context_avx512(
+    w: &[f32],
+    len: usize,
+    hd: usize,
+    values: &[f32],
+    value_at: impl Fn(usize) -> usize,
+    ctx: &mut [f32],
+) {
+    // SAFETY (all arms): as this function's contract.
+    unsafe {
+        match hd {
+            16 => context_chunks::<1>(w, len, values, value_at, ctx),
+            32 => context_chunks::<2>(w, len, values, value_at, ctx),
+            64 => context_chunks::<4>(w, len, values, value_at, ctx),
+            128 => context_chunks::<8>(w, len, values, value_at, ctx),
+            _ => context_chunks::<16>(w, len, values, value_at, ctx),
+        }
+    }
+}
+
+/// [`context_avx512`] for heads of `VH` vectors (`hd = 16 · VH`).
+///
+/// # Safety
+/// As [`context_avx512`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn context_chunks<const VH: usize>(
+    w: &[f32],
+    len: usize,
+    values: &[f32],
+    value_at: impl Fn(usize) -> usize,
+    ctx: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    const V: usize = CONTEXT_CHUNK / 16;
+    let hd = 16 * VH;
+    let d = ctx.len();
+    assert!(d.is_multiple_of(CONTEXT_CHUNK) && w.len() >= d / hd * len);
+    for chunk in (0..d).step_by(CONTEXT_CHUNK) {
+        let first_head = chunk / hd;
+        let mut acc = [_mm512_setzero_ps(); V];
+        for p in 0..len {
+            let at = value_at(p) + chunk;
+            assert!(at + CONTEXT_CHUNK <= values.len());
+            for hh in 0..V / VH {
+                let wp = _mm512_set1_ps(w[(first_head + hh) * len + p]);
+                for jj in 0..VH {
+                    let j = hh * VH + jj;
+                    // SAFETY: at + 16·j + 16 ≤ at + CONTEXT_CHUNK ≤ values.len() (checked above).
+                    let v = unsafe { _mm512_loadu_ps(values.as_ptr().add(at + 16 * j)) };
+                    acc[j] = _mm512_fmadd_ps(wp, v, acc[j]);
+                }
+            }
+        }
+        for (j, a) in acc.iter().enumerate() {
+            // SAFETY: chunk + 16·j + 16 ≤ d = ctx.len().
+            unsafe { _mm512_storeu_ps(ctx.as_mut_ptr().add(chunk + 16 * j), *a) };
+        }
+    }
+}
+
+/// Never called off x86-64 (`fast_context` needs AVX-512).
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn context_avx512(
+    _: &[f32],
+    _: usize,
+    _: usize,
+    _: &[f32],
+    _: impl Fn(usize) -> usize,
+    _: &mut [f32],
+) {
+    unreachable!("the AVX-512 context runs only on x86-64")
+}
+
 /// Heads whose scores a row keeps in a stack array (more take a heap buffer).
 const MAX_HEADS_ON_STACK: usize = 32;
 
@@ -235,6 +392,10 @@ fn forward_flex(
     let hd = d / heads.max(1);
     let scale = (hd as f32).powf(-0.5);
     let dots = HeadDots::detect(hd);
+    let fast_context = dots == HeadDots::Avx512 && d.is_multiple_of(CONTEXT_CHUNK) && {
+        let vectors_per_head = hd / 16;
+        CONTEXT_CHUNK.is_multiple_of(hd) && [1, 2, 4, 8, 16].contains(&vectors_per_head)
+    };
     let mut context = vec![0.0f32; n * d];
     let mut weights = vec![0.0f32; n * heads * len];
     let row = |(i, (ctx, w)): (usize, (&mut [f32], &mut [f32]))| {
@@ -251,7 +412,28 @@ fn forward_flex(
                     spilled.resize(heads, 0.0);
                     &mut spilled
                 };
-                for p in 0..len {
+                let mut first = 0;
+                if dots == HeadDots::Avx512 {
+                    while first + 4 <= len {
+                        let ks = [0, 1, 2, 3].map(|j| {
+                            let p = first + j;
+                            &keys[(rows.row(i, p, len) * capacity + p) * d..][..d]
+                        });
+                        // SAFETY: `HeadDots::Avx512` was detected (AVX-512F, hd a multiple of
+                        // 16); `qi` and every `ks[j]` hold d = heads · hd elements, and `w` holds
+                        // heads · len ≥ heads · (first + 4) scores.
+                        unsafe { head_dots4_avx512(qi, ks, hd, w, len, first) };
+                        for p in first..first + 4 {
+                            let b = bias.map_or(0.0, |b| b[rows.row(i, 0, len) * len + p]);
+                            for h in 0..heads {
+                                let x = &mut w[h * len + p];
+                                *x = *x * scale + b;
+                            }
+                        }
+                        first += 4;
+                    }
+                }
+                for p in first..len {
                     let r = rows.row(i, p, len);
                     let k = &keys[(r * capacity + p) * d..][..d];
                     let b = bias.map_or(0.0, |b| b[rows.row(i, 0, len) * len + p]);
@@ -271,6 +453,14 @@ fn forward_flex(
                     for s in wh.iter_mut() {
                         *s *= inv;
                     }
+                }
+                if fast_context {
+                    let value_at = |p: usize| (rows.row(i, p, len) * capacity + p) * d;
+                    // SAFETY: `fast_context` holds only with AVX-512F, `hd` one of the sizes
+                    // `context_avx512` takes and `d` a multiple of 256; `w` holds heads · len
+                    // weights, `ctx` d elements, and every value row `d` elements (checked there).
+                    unsafe { context_avx512(w, len, hd, values, value_at, ctx) };
+                    return;
                 }
                 for p in 0..len {
                     let r = rows.row(i, p, len);
@@ -357,7 +547,8 @@ mod tests {
     #[test]
     fn fused_step_attention_equals_the_gathered_tensor_operations() {
         Flex::seed(&Default::default(), 11);
-        for hd in [20, 32] {
+        // 128: two heads of 128 make d = 256, the AVX-512 context path.
+        for hd in [20, 32, 128] {
             check_against_composite(hd);
         }
     }
