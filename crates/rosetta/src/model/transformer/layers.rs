@@ -168,11 +168,7 @@ impl<B: Backend> EncoderLayer<B> {
             (&self.self_attn_layer_norm, self.self_attn_adapter.as_ref()),
             &self.dropout,
             x,
-            |h| {
-                self.self_attn
-                    .forward(h.clone(), h, Some(pad_bias.clone()))
-                    .0
-            },
+            |h| self.self_attn.self_attend(h, pad_bias),
         );
         residual(
             self.norm,
