@@ -527,11 +527,16 @@ impl Packed {
         if let Some(b) = bias {
             bias_tile[..width].copy_from_slice(&b[j0..j0 + width]);
         }
-        let tile_args = TileArgs {
+        // The first row tile also pulls the next panel into L2, so that it does not wait on
+        // memory for it: weights beyond L2 (every layer's, in a decode step) ran 10–15 % slower
+        // than cached ones (`[160, 256] × [256, 7,708]`: 119 against 137 GFLOP/s).
+        let next = self.panels.get((q + 1) * k * NR..(q + 2) * k * NR);
+        let mut tile_args = TileArgs {
             b: self.panels[q * k * NR..(q + 1) * k * NR].as_ptr(),
             k,
             width,
             bias: bias.map(|_| &bias_tile),
+            prefetch: next.map_or(std::ptr::null(), <[f32]>::as_ptr),
         };
         let mut i = 0;
         while i < rows {
@@ -552,6 +557,7 @@ impl Packed {
                     _ => tile::<1>(a, c, n, &tile_args),
                 }
             }
+            tile_args.prefetch = std::ptr::null();
             i += r;
         }
     }
@@ -580,6 +586,8 @@ struct TileArgs<'a> {
     width: usize,
     /// The bias of the panel's columns, zero-padded.
     bias: Option<&'a [f32; NR]>,
+    /// A panel `[k, NR]` to bring into L2 while this tile runs, or null.
+    prefetch: *const f32,
 }
 
 /// `c[r, ..width] = a[r, ..k] × panel (+ bias)` for `R` rows: `a` rows `k` apart, `c` rows `ldc`
@@ -599,7 +607,13 @@ unsafe fn tile<const R: usize>(a: *const f32, c: *mut f32, ldc: usize, args: &Ti
     // SAFETY: every offset stays inside `a` (r < R, l < k) and the panel (l · NR + 32 ≤ k · NR),
     // as the caller guarantees.
     unsafe {
+        let prefetch = !args.prefetch.is_null();
         for l in 0..k {
+            if prefetch {
+                // Row l of the next panel: its two cache lines, one step of the loop each.
+                _mm_prefetch::<_MM_HINT_T1>(args.prefetch.add(l * NR).cast());
+                _mm_prefetch::<_MM_HINT_T1>(args.prefetch.add(l * NR + 16).cast());
+            }
             let b0 = _mm512_loadu_ps(b.add(l * NR));
             let b1 = _mm512_loadu_ps(b.add(l * NR + 16));
             for r in 0..R {
