@@ -82,8 +82,8 @@ pub fn grown<B: Backend>(
         let [old_width, old_capacity, _] = old.dims();
         let old = old.into_primitive().tensor().to_contiguous();
         let src = old.storage::<f32>();
+        let n = pos.min(old_capacity).min(capacity) * d;
         for row in 0..old_width.min(width) {
-            let n = pos.min(old_capacity).min(capacity) * d;
             let (from, to) = (row * old_capacity * d, row * capacity * d);
             out[to..to + n].copy_from_slice(&src[from..from + n]);
         }

@@ -8,7 +8,7 @@
 //! number per row, so it writes no matrix at all. Inference only: the training loss has its own
 //! fused kernel.
 
-use super::simd_math::{LSE_BLOCK, RunningLse, WIDE, dispatch};
+use super::simd_math::{LSE_BLOCK, RunningLse, dispatch};
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
 use burn::prelude::*;
@@ -133,14 +133,18 @@ pub fn top_log_probs(row: &[f32], k: usize, allowed: impl Fn(usize) -> bool) -> 
         || {
             let mut best: Vec<(f32, usize)> = Vec::with_capacity(k + 1);
             let mut lse = RunningLse::default();
-            let consider = |best: &mut Vec<(f32, usize)>, start: usize, block: &[f32]| {
-                // The entries above the current bar as a bit mask (a vector comparison), then only
-                // those, re-checked as the bar rises.
-                let bar = if best.len() == k {
+            // What an entry must beat to enter the best `k`.
+            let bar = |best: &Vec<(f32, usize)>| {
+                if best.len() == k {
                     best[k - 1].0
                 } else {
                     f32::NEG_INFINITY
-                };
+                }
+            };
+            let consider = |best: &mut Vec<(f32, usize)>, start: usize, block: &[f32]| {
+                // The entries above the current bar as a bit mask (a vector comparison), then only
+                // those, re-checked as the bar rises.
+                let bar = bar(best);
                 let mut above: u64 = 0;
                 for (j, &v) in block.iter().enumerate() {
                     above |= u64::from(v > bar) << j;
@@ -168,13 +172,12 @@ pub fn top_log_probs(row: &[f32], k: usize, allowed: impl Fn(usize) -> bool) -> 
                     continue;
                 }
                 // NaN never enters a lane maximum; the normalizer turns NaN and the NaN entry is
-                // skipped below like an infinity.
-                let mut open = best.len() < k;
-                if !open {
-                    let bar = best[k - 1].0;
-                    for &t in top.iter().take(WIDE) {
-                        open |= t > bar;
-                    }
+                // skipped below like an infinity. Before `k` entries are in, every lane beats the
+                // bar (−∞; a lane starts at f32::MIN).
+                let bar = bar(&best);
+                let mut open = false;
+                for &t in &top {
+                    open |= t > bar;
                 }
                 if open {
                     consider(&mut best, b * LSE_BLOCK, block);

@@ -306,13 +306,9 @@ impl RunningLse {
         for &x in tail {
             total += exp(x - m);
         }
-        if m == f32::MIN {
-            // Only −∞ (or nothing) was seen, unless the row holds f32::MIN itself.
-            return if total > 0.0 || total.is_nan() {
-                (m, m + total.ln())
-            } else {
-                (f32::NEG_INFINITY, f32::NEG_INFINITY)
-            };
+        if m == f32::MIN && total == 0.0 {
+            // Only −∞ (or nothing) was seen: the lanes' finite start is no value of the row.
+            return (f32::NEG_INFINITY, f32::NEG_INFINITY);
         }
         (m, m + total.ln())
     }

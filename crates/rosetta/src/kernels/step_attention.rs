@@ -412,34 +412,32 @@ fn forward_flex(
                     spilled.resize(heads, 0.0);
                     &mut spilled
                 };
+                // Where position `p`'s key and value rows start in their buffers.
+                let at = |p: usize| (rows.row(i, p, len) * capacity + p) * d;
+                // Raw dot products first (four positions at a time where AVX-512 runs them), then
+                // the scale and the bias over all positions.
                 let mut first = 0;
                 if dots == HeadDots::Avx512 {
                     while first + 4 <= len {
-                        let ks = [0, 1, 2, 3].map(|j| {
-                            let p = first + j;
-                            &keys[(rows.row(i, p, len) * capacity + p) * d..][..d]
-                        });
+                        let ks = [0, 1, 2, 3].map(|j| &keys[at(first + j)..][..d]);
                         // SAFETY: `HeadDots::Avx512` was detected (AVX-512F, hd a multiple of
                         // 16); `qi` and every `ks[j]` hold d = heads · hd elements, and `w` holds
                         // heads · len ≥ heads · (first + 4) scores.
                         unsafe { head_dots4_avx512(qi, ks, hd, w, len, first) };
-                        for p in first..first + 4 {
-                            let b = bias.map_or(0.0, |b| b[rows.row(i, 0, len) * len + p]);
-                            for h in 0..heads {
-                                let x = &mut w[h * len + p];
-                                *x = *x * scale + b;
-                            }
-                        }
                         first += 4;
                     }
                 }
                 for p in first..len {
-                    let r = rows.row(i, p, len);
-                    let k = &keys[(r * capacity + p) * d..][..d];
-                    let b = bias.map_or(0.0, |b| b[rows.row(i, 0, len) * len + p]);
-                    dots.run(qi, k, hd, s);
+                    dots.run(qi, &keys[at(p)..][..d], hd, s);
                     for (h, &s) in s.iter().enumerate() {
-                        w[h * len + p] = s * scale + b;
+                        w[h * len + p] = s;
+                    }
+                }
+                for p in 0..len {
+                    let b = bias.map_or(0.0, |b| b[rows.row(i, 0, len) * len + p]);
+                    for h in 0..heads {
+                        let x = &mut w[h * len + p];
+                        *x = *x * scale + b;
                     }
                 }
                 for wh in w.chunks_exact_mut(len.max(1)) {
@@ -455,16 +453,14 @@ fn forward_flex(
                     }
                 }
                 if fast_context {
-                    let value_at = |p: usize| (rows.row(i, p, len) * capacity + p) * d;
                     // SAFETY: `fast_context` holds only with AVX-512F, `hd` one of the sizes
                     // `context_avx512` takes and `d` a multiple of 256; `w` holds heads · len
                     // weights, `ctx` d elements, and every value row `d` elements (checked there).
-                    unsafe { context_avx512(w, len, hd, values, value_at, ctx) };
+                    unsafe { context_avx512(w, len, hd, values, at, ctx) };
                     return;
                 }
                 for p in 0..len {
-                    let r = rows.row(i, p, len);
-                    let v = &values[(r * capacity + p) * d..][..d];
+                    let v = &values[at(p)..][..d];
                     for h in 0..heads {
                         let wp = w[h * len + p];
                         let (c, x) = (&mut ctx[h * hd..(h + 1) * hd], &v[h * hd..(h + 1) * hd]);
