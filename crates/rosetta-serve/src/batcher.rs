@@ -112,17 +112,32 @@ impl Batcher {
             config,
             metrics,
         });
+        let workers = workers.max(1);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = (cores / workers).max(1);
         let mut handles = Vec::with_capacity(workers);
-        for i in 0..workers.max(1) {
+        for i in 0..workers {
             let shared = Arc::clone(&shared);
+            // Each worker decodes inside its own pool of `cores / workers` threads. Through the
+            // global pool, two workers' parallel sections queued behind each other and every
+            // kernel paid a hand-off between threads; with a pool of one the whole batch runs on
+            // the worker's own thread.
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(move |t| format!("rosetta-decode-{i}-{t}"))
+                .start_handler(|_| rosetta::device::flush_subnormals())
+                .build()
+                .map_err(std::io::Error::other)?;
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("rosetta-decode-{i}"))
                     .spawn(move || {
-                        rosetta::device::flush_subnormals();
-                        while let Some(batch) = next_batch(&shared) {
-                            decode(batch, &shared.metrics);
-                        }
+                        pool.install(|| {
+                            rosetta::device::flush_subnormals();
+                            while let Some(batch) = next_batch(&shared) {
+                                decode(batch, &shared.metrics);
+                            }
+                        })
                     })?,
             );
         }
@@ -347,5 +362,80 @@ fn decode(batch: Vec<Job>, metrics: &Metrics) {
             decoding,
             batch_texts,
         }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers every line with an empty translation and records the decoding pool's size.
+    struct PoolProbe(Mutex<Vec<usize>>);
+
+    impl Engine for PoolProbe {
+        fn translate(
+            &self,
+            lines: &[&str],
+            _: &TranslateOptions,
+            _: &[u64],
+        ) -> rosetta::Result<Vec<Translation>> {
+            lock(&self.0).push(rayon::current_num_threads());
+            Ok(lines
+                .iter()
+                .map(|_| Translation {
+                    source_pieces: Vec::new(),
+                    truncated: false,
+                    candidates: Vec::new(),
+                })
+                .collect())
+        }
+        fn source_len(&self, line: &str) -> rosetta::Result<usize> {
+            Ok(line.len())
+        }
+        fn max_source_len(&self) -> usize {
+            100
+        }
+        fn ensemble_size(&self) -> usize {
+            1
+        }
+        fn arch(&self) -> &'static str {
+            "rnn"
+        }
+    }
+
+    #[test]
+    fn each_worker_decodes_in_its_share_of_the_cores() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        for workers in [1, cores, 2 * cores] {
+            let probe = Arc::new(PoolProbe(Mutex::new(Vec::new())));
+            let batcher = Batcher::start(
+                workers,
+                16,
+                BatchConfig::default(),
+                Arc::new(Metrics::default()),
+            )
+            .expect("start");
+            let (reply, answer) = oneshot::channel();
+            let job = Job {
+                model: Arc::clone(&probe) as Arc<dyn Engine>,
+                model_index: 0,
+                texts: vec!["a".into(), "b".into()],
+                tokens: vec![1, 1],
+                options: TranslateOptions::default(),
+                sentence_ids: vec![0, 1],
+                cancelled: Arc::new(AtomicBool::new(false)),
+                reply,
+                enqueued: Instant::now(),
+            };
+            assert!(batcher.submit(job).is_ok());
+            let finished = answer.blocking_recv().expect("answered").expect("decoded");
+            assert_eq!(finished.translations.len(), 2);
+            batcher.shutdown();
+            assert_eq!(
+                *lock(&probe.0),
+                vec![(cores / workers).max(1)],
+                "{workers} workers"
+            );
+        }
     }
 }
