@@ -501,3 +501,47 @@ fn beam_search_does_not_stop_at_improbable_early_ends_while_a_better_hypothesis_
         }
     }
 }
+
+#[test]
+fn a_batch_split_across_threads_decodes_like_one_piece() {
+    let t = translator();
+    let letters = ["a", "b", "c", "d", "e", "f", "g", "h"];
+    // Lengths 4 and 5 alternate, so that the 80 lines form one batch (padding under a fifth),
+    // which two threads split.
+    let lines: Vec<String> = (0..80)
+        .map(|i| {
+            (0..4 + i % 2)
+                .map(|j| letters[(i * 3 + j * 5) % 8])
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let sampling = TranslateOptions {
+        sampling: Some(SamplingConfig {
+            temperature: 1.5,
+            seed: 3,
+            ..Default::default()
+        }),
+        ..options(1, 1)
+    };
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let two = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    for opts in [options(1, 1), options(4, 2), sampling] {
+        let whole = one.install(|| t.translate(&lines, &opts)).unwrap();
+        let split = two.install(|| t.translate(&lines, &opts)).unwrap();
+        for (line, (w, s)) in lines.iter().zip(whole.iter().zip(&split)) {
+            assert_eq!(w.candidates.len(), s.candidates.len(), "{line}");
+            for (x, y) in w.candidates.iter().zip(&s.candidates) {
+                assert_eq!(x.text, y.text, "{line}: {opts:?}");
+                assert!((x.score - y.score).abs() < 1e-4, "{line}");
+            }
+        }
+    }
+}

@@ -207,7 +207,9 @@ pub fn beam_search<B: Backend, S: Scorer<B> + Sync>(
     src: &SourceBatch<B>,
     config: &BeamConfig,
 ) -> Vec<Vec<Hypothesis>> {
-    super::on_pool_worker(|| beam_search_here(scorer, src, config))
+    super::split_across_threads(src, config.beam, |part, _| {
+        beam_search_here(scorer, part, config)
+    })
 }
 
 /// [`beam_search`] on the calling thread.

@@ -27,7 +27,7 @@ pub fn greedy<B: Backend, S: Scorer<B> + Sync>(
     src: &SourceBatch<B>,
     max_len: impl Fn(usize) -> usize + Sync,
 ) -> Vec<Hypothesis> {
-    super::on_pool_worker(|| greedy_here(scorer, src, &max_len))
+    super::split_across_threads(src, 1, |part, _| greedy_here(scorer, part, &max_len))
 }
 
 /// [`greedy`] on the calling thread.

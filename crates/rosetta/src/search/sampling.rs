@@ -97,7 +97,14 @@ pub fn sample<B: Backend, S: Scorer<B> + Sync>(
     sentence_ids: &[u64],
     max_len: impl Fn(usize) -> usize + Sync,
 ) -> Vec<Hypothesis> {
-    super::on_pool_worker(|| sample_here(scorer, src, config, sentence_ids, &max_len))
+    super::split_across_threads(src, 1, |part, rows| {
+        // `translate` checks that every row has an id; a row without one keeps its own index.
+        let ids: Vec<u64> = rows
+            .iter()
+            .map(|&i| sentence_ids.get(i).copied().unwrap_or(i as u64))
+            .collect();
+        sample_here(scorer, part, config, &ids, &max_len)
+    })
 }
 
 /// [`sample`] on the calling thread.
