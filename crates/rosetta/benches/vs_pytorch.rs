@@ -24,7 +24,6 @@
 //! still printed. This is a benchmark, not a test: CI does not run it.
 
 use burn::module::AutodiffModule;
-use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use rosetta::device::{DeviceChoice, Job, resolve, run_on};
@@ -40,7 +39,7 @@ use rosetta::model::transformer::config::{Activation, NormPosition, PositionKind
 use rosetta::search::beam::{BeamConfig, beam_search};
 use rosetta::search::greedy::greedy;
 use rosetta::search::scorer::{Scorer, Step};
-use rosetta::train::loss::cross_entropy;
+use rosetta::train::gradients::{TeacherForced, batch_gradients, parts_for};
 use rosetta::train::optim::{AnyOptimizer, OptimizerKind, OptimizerSettings, grad_norm};
 use rosetta::train::trainer::count_parameters;
 use rosetta_text::vocab::EOS;
@@ -230,12 +229,32 @@ impl<B: AutodiffBackend> TrainableJob<B> for ModeJob<B> {
             });
             for i in 0..this.runs + warmup {
                 let t0 = Instant::now();
-                // The trainer's step: loss, backward, gradient norm (for clipping), Adam.
-                let (logits, _) = model.forward(&src, tgt_in.clone());
-                let sums = cross_entropy(logits, tgt_out.clone(), 0.0, rosetta_text::vocab::PAD);
-                let loss = sums.smoothed.div_scalar((BATCH * TGT_LEN) as f64);
-                let value: f32 = loss.clone().into_scalar().elem();
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                // The trainer's step: loss and gradients (one part per thread on the CPU),
+                // gradient norm (for clipping), Adam.
+                let parts = parts_for::<B>(BATCH);
+                let pieces = (0..parts)
+                    .map(|p| {
+                        let rows: Vec<i64> = (p..BATCH).step_by(parts).map(|r| r as i64).collect();
+                        let n = rows.len();
+                        let index = Tensor::<B, 1, Int>::from_data(
+                            TensorData::new(rows.clone(), [n]),
+                            &device,
+                        );
+                        TeacherForced {
+                            src: SourceBatch {
+                                ids: src.ids.clone().select(0, index.clone()),
+                                lengths: rows.iter().map(|&r| src.lengths[r as usize]).collect(),
+                                specials: src.specials,
+                            },
+                            tgt_in: tgt_in.clone().select(0, index.clone()),
+                            tgt_out: tgt_out.clone().select(0, index),
+                            tokens: n * TGT_LEN,
+                        }
+                    })
+                    .collect();
+                let (value, grads) =
+                    batch_gradients(&model, pieces, 0.0, rosetta_text::vocab::PAD, i as u64)
+                        .expect("finite loss");
                 let norm = grad_norm(&model, &grads);
                 model = optimizer.step(1e-3, model, grads);
                 if i >= warmup {

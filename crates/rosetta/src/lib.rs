@@ -14,6 +14,7 @@ pub mod error;
 pub mod kernels;
 pub mod marian;
 pub mod model;
+pub mod parallel;
 pub mod search;
 pub mod train;
 pub mod translate;

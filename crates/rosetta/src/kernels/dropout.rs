@@ -24,6 +24,21 @@ impl SplitMix64 {
     }
 }
 
+thread_local! {
+    /// This thread's own stream of mask seeds, while [`with_mask_seeds`] runs.
+    static MASK_SEEDS: std::cell::RefCell<Option<SplitMix64>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `work` with the masks of this thread seeded from `seed` instead of the backend's shared
+/// generator: parts of a batch trained side by side draw from their own streams, so the masks do
+/// not depend on which thread reached the shared generator first.
+pub fn with_mask_seeds<R>(seed: u64, work: impl FnOnce() -> R) -> R {
+    let previous = MASK_SEEDS.with(|s| s.replace(Some(SplitMix64(seed))));
+    let result = work();
+    MASK_SEEDS.with(|s| *s.borrow_mut() = previous);
+    result
+}
+
 /// The mask of `n` elements: `1 / (1 − p)` with probability `1 − p`, else 0.
 fn mask(n: usize, p: f64, seed: u64) -> Vec<f32> {
     let keep = 1.0 - p;
@@ -50,13 +65,19 @@ pub fn dropout<B: Backend, const D: usize>(x: Tensor<B, D>, p: f64) -> Tensor<B,
     if p <= 0.0 || !B::ad_enabled(&device) {
         return x;
     }
-    // 2 draws of 2²⁴ values each give the 48-bit seed of this mask.
-    let draws = Tensor::<B, 1>::random([2], Distribution::Uniform(0.0, 16_777_216.0), &device)
-        .into_data()
-        .convert::<f64>();
-    let seed = draws
-        .iter::<f64>()
-        .fold(0u64, |acc, v| (acc << 24) ^ (v as u64));
+    let seed = match MASK_SEEDS.with(|s| s.borrow_mut().as_mut().map(SplitMix64::next)) {
+        Some(seed) => seed,
+        None => {
+            // 2 draws of 2²⁴ values each give the 48-bit seed of this mask.
+            let draws =
+                Tensor::<B, 1>::random([2], Distribution::Uniform(0.0, 16_777_216.0), &device)
+                    .into_data()
+                    .convert::<f64>();
+            draws
+                .iter::<f64>()
+                .fold(0u64, |acc, v| (acc << 24) ^ (v as u64))
+        }
+    };
     let shape = x.shape();
     let values = mask(shape.num_elements(), p, seed);
     x * Tensor::<B, D>::from_data(TensorData::new(values, shape), &device)

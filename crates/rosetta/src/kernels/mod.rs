@@ -30,7 +30,7 @@ mod time_steps;
 pub use additive_energy::additive_energy;
 pub use attend::attend;
 pub use cross_entropy::fused_cross_entropy;
-pub use dropout::dropout;
+pub use dropout::{dropout, with_mask_seeds};
 pub use gru_gates::gru_gates;
 pub use int8_linear::{Int8Kernel, Int8Weight};
 pub use kv_cache::{grown, write_position};

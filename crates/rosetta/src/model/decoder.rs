@@ -360,7 +360,9 @@ impl<B: Backend> Decoder<B> {
         for (l, (cell, prev)) in pass.cells.iter().zip(&state.layers).enumerate() {
             let new = cell.step(x, prev);
             x = match pass.upper.get(l) {
-                Some(next) => next.forward(self.dropout.forward(new.h.clone())),
+                Some(next) => {
+                    next.forward(crate::kernels::dropout(new.h.clone(), self.dropout.prob))
+                }
                 None => new.h.clone(),
             };
             layers.push(new);
@@ -414,13 +416,13 @@ impl<B: Backend> Decoder<B> {
 
     /// Vocabulary logits from attentional vectors: `[n, output] → [n, tgt_vocab]`.
     fn project(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        self.vocabulary(self.dropout.forward(x))
+        self.vocabulary(crate::kernels::dropout(x, self.dropout.prob))
     }
 
     /// [`Self::project`] for one search step: with the weight packed once per model where the CPU
     /// runs that kernel ([`PackCache`]). `[n, output] → [n, tgt_vocab]`.
     fn project_step(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let x = self.dropout.forward(x);
+        let x = crate::kernels::dropout(x, self.dropout.prob);
         if self.output_lora.is_some() {
             // Unmerged (the search merges first): the packed weight lacks the update.
             return self.vocabulary(x);
@@ -466,7 +468,7 @@ impl<B: Backend> Decoder<B> {
         memory: &DecoderMemory<B>,
     ) -> (Tensor<B, 3>, Option<Tensor<B, 3>>) {
         let [batch, len] = tgt_in.dims();
-        let emb = self.dropout.forward(self.embedding.forward(tgt_in)); // [batch, len, emb]
+        let emb = crate::kernels::dropout(self.embedding.forward(tgt_in), self.dropout.prob); // [batch, len, emb]
         // One matmul for the embedding part of every step's input projection, time-major so that
         // each step's slice is contiguous.
         let emb_proj = time_steps(adapted(

@@ -191,9 +191,8 @@ impl<B: Backend> Encoder<B> {
                 .map(|m| m.reshape([batch, 1]).expand([batch, self.hidden]))
                 .collect()
         });
-        let mut x = self
-            .dropout
-            .forward(self.embedding.forward(src.ids.clone())); // [batch, len, emb]
+        let mut x =
+            crate::kernels::dropout(self.embedding.forward(src.ids.clone()), self.dropout.prob); // [batch, len, emb]
         let mut last = None;
         let n_layers = self.layers.len();
         for (i, layer) in self.layers.iter().enumerate() {
@@ -211,7 +210,7 @@ impl<B: Backend> Encoder<B> {
             last = Some(final_h);
             // Dropout between layers, not after the top one (the decoder applies its own).
             x = if i + 1 < n_layers {
-                self.dropout.forward(out)
+                crate::kernels::dropout(out, self.dropout.prob)
             } else {
                 out
             };

@@ -29,9 +29,6 @@ fn on_pool_worker<R: Send>(search: impl FnOnce() -> R + Send) -> R {
 /// Below it, one product over all rows on every thread beats separate products over few rows.
 const MIN_ROWS_PER_PART: usize = 32;
 
-/// One-thread pools the parts of a split batch run in, kept for the next batch.
-static PART_POOLS: std::sync::Mutex<Vec<rayon::ThreadPool>> = std::sync::Mutex::new(Vec::new());
-
 /// Runs `search(part, rows)` on the CPU backend with the batch split into one part per thread of
 /// the current pool (row i in part i mod parts, so every part gets long and short sentences of a
 /// length-sorted batch), each part decoded on a thread of its own with no parallel loops inside,
@@ -42,7 +39,8 @@ static PART_POOLS: std::sync::Mutex<Vec<rayon::ThreadPool>> = std::sync::Mutex::
 /// each pays a hand-off and a wake-up, and those under about 7 M multiply-adds ran on one thread
 /// while the other waited. Greedy decoding of the `vs_pytorch` Transformer batch (64 × 25, two
 /// threads) took 0.185 s in one piece and 0.14 s as two halves side by side, as CTranslate2's
-/// `inter_threads` does. Other backends, small batches and one-thread pools run in one piece.
+/// `inter_threads` does ([`crate::parallel`]). Other backends, small batches and one-thread pools
+/// run in one piece.
 /// Each sentence's output does not depend on the rows decoded beside it (batch invariance).
 fn split_across_threads<B: Backend, R: Send>(
     src: &SourceBatch<B>,
@@ -51,51 +49,25 @@ fn split_across_threads<B: Backend, R: Send>(
 ) -> Vec<R> {
     let batch = src.lengths.len();
     let all: Vec<usize> = (0..batch).collect();
-    let cpu = std::any::TypeId::of::<B>() == std::any::TypeId::of::<burn::backend::Flex>();
     let parts = rayon::current_num_threads()
         .min(batch * rows_per_sentence.max(1) / MIN_ROWS_PER_PART)
         .min(batch);
-    if !cpu || parts < 2 {
+    if !crate::parallel::splits::<B>() || parts < 2 {
         return on_pool_worker(|| search(src, &all));
-    }
-    let mut pools = {
-        let mut kept = PART_POOLS.lock().unwrap_or_else(|p| p.into_inner());
-        let keep = kept.len().saturating_sub(parts);
-        kept.split_off(keep)
-    };
-    while pools.len() < parts {
-        match rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .thread_name(|_| "rosetta-search-part".into())
-            .start_handler(|_| crate::device::flush_subnormals())
-            .build()
-        {
-            Ok(pool) => pools.push(pool),
-            // No thread to be had: decode in one piece.
-            Err(_) => return on_pool_worker(|| search(src, &all)),
-        }
     }
     let pieces: Vec<(Vec<usize>, SourceBatch<B>)> = (0..parts)
         .map(|p| {
             let rows: Vec<usize> = (p..batch).step_by(parts).collect();
-            (rows.clone(), part_of(src, &rows))
+            let part = part_of(src, &rows);
+            (rows, part)
         })
         .collect();
-    let outputs: Vec<Vec<(usize, R)>> = {
-        use rayon::prelude::*;
-        pieces
-            .par_iter()
-            .zip(pools.par_iter())
-            .map(|((rows, part), pool)| {
-                let out = pool.install(|| search(part, rows));
-                rows.iter().copied().zip(out).collect()
-            })
-            .collect()
+    let Some(outputs) = crate::parallel::run_parts(pieces, |(rows, part)| {
+        let out = search(&part, &rows);
+        rows.into_iter().zip(out).collect::<Vec<_>>()
+    }) else {
+        return on_pool_worker(|| search(src, &all));
     };
-    PART_POOLS
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .append(&mut pools);
     let mut merged: Vec<(usize, R)> = outputs.into_iter().flatten().collect();
     merged.sort_unstable_by_key(|(i, _)| *i);
     merged.into_iter().map(|(_, r)| r).collect()
@@ -149,7 +121,7 @@ mod tests {
                     i,
                     ids[r * width],
                     part.lengths[r],
-                    name.as_deref() == Some("rosetta-search-part"),
+                    name.as_deref() == Some("rosetta-part"),
                     rayon::current_num_threads(),
                 )
             })

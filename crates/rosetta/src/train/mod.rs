@@ -3,6 +3,7 @@
 pub mod adam;
 pub mod average;
 pub mod checkpoint;
+pub mod gradients;
 pub mod loss;
 pub mod merge;
 pub mod optim;

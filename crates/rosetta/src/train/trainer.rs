@@ -9,7 +9,8 @@
 //! optimizer moments and schedule state are restored bit for bit from the checkpoint.
 
 use super::checkpoint::{self, WEIGHTS};
-use super::loss::{cross_entropy, teacher_forced_nll};
+use super::gradients::{self, TeacherForced, batch_gradients};
+use super::loss::teacher_forced_nll;
 use super::optim::{AnyOptimizer, grad_norm, params_finite, scale_grads};
 use super::schedule::{Schedule, ScheduleState};
 use super::tensorboard::EventWriter;
@@ -711,43 +712,63 @@ where
         Ok(())
     }
 
+    /// The training batch of examples `indices`.
+    fn batch(&self, indices: &[u32]) -> Batch {
+        Batch::new(
+            &self.train_ids,
+            indices,
+            (
+                &self.pipeline.src_vocab().specials(),
+                &self.pipeline.tgt_vocab().specials(),
+            ),
+        )
+    }
+
+    /// The loss (per target token), target tokens and gradients of the batch of examples
+    /// `indices`, its dropout masks drawn from `seed`; `None` when the loss is not finite. On the
+    /// CPU with several threads, one part of the batch per thread (every other example; see
+    /// [`batch_gradients`]).
+    fn micro_batch(&self, indices: &[u32], seed: u64) -> Option<(f64, usize, GradientsParams)> {
+        let parts = gradients::parts_for::<B>(indices.len());
+        let specials = self.pipeline.tgt_vocab().specials();
+        let device = &self.device;
+        let pieces: Vec<TeacherForced<B>> = (0..parts)
+            .map(|p| {
+                let rows: Vec<u32> = indices.iter().skip(p).step_by(parts).copied().collect();
+                let batch = self.batch(&rows);
+                TeacherForced {
+                    src: source_batch::<B>(&batch.src, specials, device),
+                    tgt_in: ids_tensor(&batch.tgt_in, device),
+                    tgt_out: ids_tensor(&batch.tgt_out, device),
+                    tokens: batch.tgt_out.real_tokens(),
+                }
+            })
+            .collect();
+        let tokens = pieces.iter().map(|p| p.tokens).sum();
+        let (loss, grads) = batch_gradients(
+            self.model(),
+            pieces,
+            self.config.train.label_smoothing,
+            specials.pad,
+            seed,
+        )?;
+        Some((loss, tokens, grads))
+    }
+
     /// One update from the next `accumulate` batches of the epoch's plan; `None` when every batch
     /// was skipped (non-finite loss or gradient).
     fn update(&mut self, observer: &mut dyn Observer) -> Result<Option<Update>> {
         let train_cfg = &self.config.train;
-        let device = self.device.clone();
         let mut accumulator = GradientsAccumulator::<M>::new();
         let (mut micro_batches, mut step_loss, mut step_tokens) = (0usize, 0.0f64, 0usize);
         while micro_batches < train_cfg.accumulate && self.state.batch_in_epoch < self.plan.len() {
-            let specials = self.pipeline.tgt_vocab().specials();
-            let batch = Batch::new(
-                &self.train_ids,
-                &self.plan[self.state.batch_in_epoch],
-                (&self.pipeline.src_vocab().specials(), &specials),
-            );
+            let indices = self.plan[self.state.batch_in_epoch].clone();
             self.state.batch_in_epoch += 1;
-            B::seed(
-                &device,
-                step_seed(train_cfg.seed, self.state.step, micro_batches),
-            );
-            let tokens = batch.tgt_out.real_tokens();
-            let src = source_batch::<B>(&batch.src, specials, &device);
-            let (logits, _) = self
-                .model()
-                .forward(&src, ids_tensor(&batch.tgt_in, &device));
-            let sums = cross_entropy(
-                logits,
-                ids_tensor(&batch.tgt_out, &device),
-                train_cfg.label_smoothing,
-                specials.pad,
-            );
-            let loss = sums.smoothed.div_scalar(tokens.max(1) as f64);
-            let value = f64::from(loss.clone().into_scalar().elem::<f32>());
-            if !value.is_finite() {
+            let seed = step_seed(train_cfg.seed, self.state.step, micro_batches);
+            let Some((value, tokens, grads)) = self.micro_batch(&indices, seed) else {
                 self.bad_batch("a batch with a non-finite loss", observer)?;
                 continue;
-            }
-            let grads = GradientsParams::from_grads(loss.backward(), self.model());
+            };
             accumulator.accumulate(self.model(), grads);
             micro_batches += 1;
             step_loss += value * tokens as f64;
