@@ -208,9 +208,14 @@ impl<B: Backend> MultiHeadAttention<B> {
 
     /// Queries scaled by `1/√head_dim` (§3.2.1), `[batch, heads, tq, head_dim]`.
     pub fn queries(&self, x: Tensor<B, 3>) -> Tensor<B, 4> {
-        let head_dim = x.dims()[2] / self.heads;
-        self.split((&self.q_proj, self.q_lora.as_ref(), &self.packs[0]), x)
+        let [batch, len, d_model] = x.dims();
+        let head_dim = d_model / self.heads;
+        // Scaled before the head split, while contiguous: on the split view the scaling walked
+        // strided indices (burn-flex's generic path), a visible share of a training step.
+        projected(&self.q_proj, self.q_lora.as_ref(), &self.packs[0], x, None)
             .mul_scalar((head_dim as f64).powf(-0.5))
+            .reshape([batch, len, self.heads, head_dim])
+            .swap_dims(1, 2)
     }
 
     /// Keys and values of `x` `[batch, tk, d_model]`, each `[batch, heads, tk, head_dim]`.
