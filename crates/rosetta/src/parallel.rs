@@ -17,22 +17,25 @@ pub fn splits<B: 'static>() -> bool {
 }
 
 /// `work(part)` for every part, side by side, each inside a one-thread rayon pool (so the kernels
-/// see one thread and run in place); the results in the parts' order. `None` when no thread could
-/// be started (the caller then runs in one piece). A panic in a part reaches the caller.
-pub fn run_parts<T: Send, R: Send>(parts: Vec<T>, work: impl Fn(T) -> R + Sync) -> Option<Vec<R>> {
+/// see one thread and run in place); the results in the parts' order. Where no thread can be
+/// started the parts run one after the other on the calling thread. A panic in a part reaches the
+/// caller.
+pub fn run_parts<T: Send, R: Send>(parts: Vec<T>, work: impl Fn(T) -> R + Sync) -> Vec<R> {
     let mut pools = {
         let mut kept = PART_POOLS.lock().unwrap_or_else(|p| p.into_inner());
         let keep = kept.len().saturating_sub(parts.len());
         kept.split_off(keep)
     };
     while pools.len() < parts.len() {
-        let pool = rayon::ThreadPoolBuilder::new()
+        match rayon::ThreadPoolBuilder::new()
             .num_threads(1)
             .thread_name(|_| "rosetta-part".into())
             .start_handler(|_| crate::device::flush_subnormals())
             .build()
-            .ok()?;
-        pools.push(pool);
+        {
+            Ok(pool) => pools.push(pool),
+            Err(_) => return parts.into_iter().map(work).collect(),
+        }
     }
     let results = {
         use rayon::prelude::*;
@@ -46,5 +49,5 @@ pub fn run_parts<T: Send, R: Send>(parts: Vec<T>, work: impl Fn(T) -> R + Sync) 
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .append(&mut pools);
-    Some(results)
+    results
 }

@@ -62,12 +62,10 @@ fn split_across_threads<B: Backend, R: Send>(
             (rows, part)
         })
         .collect();
-    let Some(outputs) = crate::parallel::run_parts(pieces, |(rows, part)| {
+    let outputs = crate::parallel::run_parts(pieces, |(rows, part)| {
         let out = search(&part, &rows);
         rows.into_iter().zip(out).collect::<Vec<_>>()
-    }) else {
-        return on_pool_worker(|| search(src, &all));
-    };
+    });
     let mut merged: Vec<(usize, R)> = outputs.into_iter().flatten().collect();
     merged.sort_unstable_by_key(|(i, _)| *i);
     merged.into_iter().map(|(_, r)| r).collect()

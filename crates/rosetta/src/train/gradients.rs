@@ -86,27 +86,12 @@ where
         .enumerate()
         .map(|(p, part)| (part_seed(seed, p), part))
         .collect();
-    let results = crate::parallel::run_parts(seeded.clone(), |(seed, part)| {
+    let results = crate::parallel::run_parts(seeded, |(seed, part)| {
         crate::kernels::with_mask_seeds(seed, || {
             let copy = model.clone().map(&mut FreshLeaves);
             run(&copy, &part).map(|(value, grads)| (value, grads, param_ids(&copy)))
         })
     });
-    let Some(results) = results else {
-        // No thread to be had: the parts one after the other, on this thread.
-        let mut total = 0.0;
-        let mut merged = GradientsParams::new();
-        for (seed, part) in seeded {
-            let (value, grads) = crate::kernels::with_mask_seeds(seed, || run(model, &part))?;
-            total += value;
-            model.visit(&mut AddGrads {
-                from: grads,
-                ids: param_ids(model).into_iter(),
-                into: &mut merged,
-            });
-        }
-        return Some((total, merged));
-    };
     let mut total = 0.0;
     let mut merged = GradientsParams::new();
     for result in results {
