@@ -232,20 +232,15 @@ impl<B: AutodiffBackend> TrainableJob<B> for ModeJob<B> {
                 // The trainer's step: loss and gradients (one part per thread on the CPU),
                 // gradient norm (for clipping), Adam.
                 let parts = parts_for::<B>(BATCH);
-                let pieces = (0..parts)
-                    .map(|p| {
-                        let rows: Vec<i64> = (p..BATCH).step_by(parts).map(|r| r as i64).collect();
+                let pieces = rosetta::parallel::interleaved(BATCH, parts)
+                    .into_iter()
+                    .map(|rows| {
                         let n = rows.len();
-                        let index = Tensor::<B, 1, Int>::from_data(
-                            TensorData::new(rows.clone(), [n]),
-                            &device,
-                        );
+                        let index = rows.iter().map(|&r| r as i64).collect::<Vec<_>>();
+                        let index =
+                            Tensor::<B, 1, Int>::from_data(TensorData::new(index, [n]), &device);
                         TeacherForced {
-                            src: SourceBatch {
-                                ids: src.ids.clone().select(0, index.clone()),
-                                lengths: rows.iter().map(|&r| src.lengths[r as usize]).collect(),
-                                specials: src.specials,
-                            },
+                            src: src.rows(&rows),
                             tgt_in: tgt_in.clone().select(0, index.clone()),
                             tgt_out: tgt_out.clone().select(0, index),
                             tokens: n * TGT_LEN,

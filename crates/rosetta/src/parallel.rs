@@ -16,6 +16,14 @@ pub fn splits<B: 'static>() -> bool {
     std::any::TypeId::of::<B>() == std::any::TypeId::of::<burn::backend::Flex>()
 }
 
+/// The rows `0..n` dealt into `parts` parts, row i to part i mod parts: every part of a
+/// length-sorted batch gets long and short rows alike.
+pub fn interleaved(n: usize, parts: usize) -> Vec<Vec<usize>> {
+    (0..parts)
+        .map(|p| (p..n).step_by(parts).collect())
+        .collect()
+}
+
 /// `work(part)` for every part, side by side, each inside a one-thread rayon pool (so the kernels
 /// see one thread and run in place); the results in the parts' order. Where no thread can be
 /// started the parts run one after the other on the calling thread. A panic in a part reaches the

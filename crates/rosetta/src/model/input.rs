@@ -34,6 +34,22 @@ impl<B: Backend> SourceBatch<B> {
         let len = self.ids.dims()[1];
         self.lengths.iter().any(|&n| n < len)
     }
+
+    /// Rows `rows` of the batch, in that order, padded only to their own longest.
+    pub fn rows(&self, rows: &[usize]) -> Self {
+        let device = self.ids.device();
+        let lengths: Vec<usize> = rows.iter().map(|&i| self.lengths[i]).collect();
+        let len = lengths.iter().copied().max().unwrap_or(0).max(1);
+        let index: Vec<i64> = rows.iter().map(|&i| i as i64).collect();
+        let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [rows.len()]), &device);
+        let ids = self.ids.clone().select(0, index);
+        let ids = ids.slice([0..rows.len(), 0..len.min(self.ids.dims()[1])]);
+        SourceBatch {
+            ids,
+            lengths,
+            specials: self.specials,
+        }
+    }
 }
 
 /// `[batch, len]` id tensor.

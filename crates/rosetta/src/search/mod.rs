@@ -55,10 +55,10 @@ fn split_across_threads<B: Backend, R: Send>(
     if !crate::parallel::splits::<B>() || parts < 2 {
         return on_pool_worker(|| search(src, &all));
     }
-    let pieces: Vec<(Vec<usize>, SourceBatch<B>)> = (0..parts)
-        .map(|p| {
-            let rows: Vec<usize> = (p..batch).step_by(parts).collect();
-            let part = part_of(src, &rows);
+    let pieces: Vec<(Vec<usize>, SourceBatch<B>)> = crate::parallel::interleaved(batch, parts)
+        .into_iter()
+        .map(|rows| {
+            let part = src.rows(&rows);
             (rows, part)
         })
         .collect();
@@ -69,22 +69,6 @@ fn split_across_threads<B: Backend, R: Send>(
     let mut merged: Vec<(usize, R)> = outputs.into_iter().flatten().collect();
     merged.sort_unstable_by_key(|(i, _)| *i);
     merged.into_iter().map(|(_, r)| r).collect()
-}
-
-/// Rows `rows` of `src`, padded only to their own longest.
-fn part_of<B: Backend>(src: &SourceBatch<B>, rows: &[usize]) -> SourceBatch<B> {
-    let device = src.ids.device();
-    let lengths: Vec<usize> = rows.iter().map(|&i| src.lengths[i]).collect();
-    let len = lengths.iter().copied().max().unwrap_or(0).max(1);
-    let index: Vec<i64> = rows.iter().map(|&i| i as i64).collect();
-    let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [rows.len()]), &device);
-    let ids = src.ids.clone().select(0, index);
-    let ids = ids.slice([0..rows.len(), 0..len.min(src.ids.dims()[1])]);
-    SourceBatch {
-        ids,
-        lengths,
-        specials: src.specials,
-    }
 }
 
 #[cfg(test)]

@@ -732,9 +732,10 @@ where
         let parts = gradients::parts_for::<B>(indices.len());
         let specials = self.pipeline.tgt_vocab().specials();
         let device = &self.device;
-        let pieces: Vec<TeacherForced<B>> = (0..parts)
-            .map(|p| {
-                let rows: Vec<u32> = indices.iter().skip(p).step_by(parts).copied().collect();
+        let pieces: Vec<TeacherForced<B>> = crate::parallel::interleaved(indices.len(), parts)
+            .into_iter()
+            .map(|rows| {
+                let rows: Vec<u32> = rows.into_iter().map(|r| indices[r]).collect();
                 let batch = self.batch(&rows);
                 TeacherForced {
                     src: source_batch::<B>(&batch.src, specials, device),
