@@ -62,15 +62,29 @@ fn mask(n: usize, p: f64, seed: u64) -> Vec<f32> {
 /// training (on an autodiff backend); the identity otherwise, as burn's `Dropout`.
 pub fn dropout<B: Backend, const D: usize>(x: Tensor<B, D>, p: f64) -> Tensor<B, D> {
     let device = x.device();
-    if p <= 0.0 || !B::ad_enabled(&device) {
-        return x;
+    let shape = x.shape();
+    match mask_values::<B>(&shape, p, &device) {
+        Some(values) => x * Tensor::<B, D>::from_data(TensorData::new(values, shape), &device),
+        None => x,
+    }
+}
+
+/// The dropout mask of a tensor of `shape` (`1 / (1 − p)` or 0 per element) while training, `None`
+/// when nothing is dropped: the draws of [`dropout`], for kernels that apply the mask themselves.
+pub(super) fn mask_values<B: Backend>(
+    shape: &Shape,
+    p: f64,
+    device: &B::Device,
+) -> Option<Vec<f32>> {
+    if p <= 0.0 || !B::ad_enabled(device) {
+        return None;
     }
     let seed = match MASK_SEEDS.with(|s| s.borrow_mut().as_mut().map(SplitMix64::next)) {
         Some(seed) => seed,
         None => {
             // 2 draws of 2²⁴ values each give the 48-bit seed of this mask.
             let draws =
-                Tensor::<B, 1>::random([2], Distribution::Uniform(0.0, 16_777_216.0), &device)
+                Tensor::<B, 1>::random([2], Distribution::Uniform(0.0, 16_777_216.0), device)
                     .into_data()
                     .convert::<f64>();
             draws
@@ -78,9 +92,7 @@ pub fn dropout<B: Backend, const D: usize>(x: Tensor<B, D>, p: f64) -> Tensor<B,
                 .fold(0u64, |acc, v| (acc << 24) ^ (v as u64))
         }
     };
-    let shape = x.shape();
-    let values = mask(shape.num_elements(), p, seed);
-    x * Tensor::<B, D>::from_data(TensorData::new(values, shape), &device)
+    Some(mask(shape.num_elements(), p, seed))
 }
 
 #[cfg(test)]

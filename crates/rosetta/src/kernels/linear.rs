@@ -86,7 +86,7 @@ pub(super) fn dims(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor) -> [u
 }
 
 /// A row-major matrix operand for [`product`]: data and (row, column) strides.
-type Operand<'a> = (&'a [f32], isize, isize);
+pub(super) type Operand<'a> = (&'a [f32], isize, isize);
 
 /// Column blocks of a split product start at multiples of this many columns, so that each block
 /// fills whole AVX2/AVX-512 register tiles.
@@ -198,7 +198,7 @@ impl SharedOut {
 /// else reads or writes during the call; the operands' strides must stay inside their slices for
 /// every (i < m, l < k) and (l < k, j < n).
 #[allow(clippy::too_many_arguments)]
-unsafe fn product_into(
+pub(super) unsafe fn product_into(
     m: usize,
     n: usize,
     k: usize,

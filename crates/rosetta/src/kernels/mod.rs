@@ -1,8 +1,8 @@
 //! Fused CPU kernels with their own backward pass, for the operations where burn's general tensor
 //! operations cost the most: dense layers (and the same layer at every step of a recurrence),
 //! splitting a sequence into steps, Bahdanau's energies,
-//! the attention's softmax and context, the GRU gates, the Transformer decoder's key/value cache, the label-smoothed cross-entropy and the
-//! search's log-softmax; and, for search steps, the dense layers with their weights packed once per
+//! the attention's softmax and context, the GRU gates, the Transformer's multi-head attention and
+//! its decoder's key/value cache, the label-smoothed cross-entropy and the search's log-softmax; and, for search steps, the dense layers with their weights packed once per
 //! model, in float32 or quantized to 8-bit integers (inference only, no backward).
 //!
 //! Each entry point is generic over the backend. When the backend is burn's CPU backend (`Flex`,
@@ -20,6 +20,7 @@ mod kv_cache;
 mod layer_norm;
 mod linear;
 mod log_softmax;
+pub(crate) mod multi_head_attention;
 mod packed_linear;
 pub mod simd_math;
 mod step_attention;
@@ -37,6 +38,7 @@ pub use kv_cache::{grown, write_position};
 pub use layer_norm::layer_norm;
 pub use linear::{dense, linear};
 pub use log_softmax::{best_tokens, log_softmax, log_sum_exp, mixture_of_logits, top_log_probs};
+pub use multi_head_attention::{AttentionMask, multi_head_attention};
 pub use packed_linear::{Epilogue, PackCache, WeightLayout, quantize_tensor};
 pub use step_attention::{KvRows, contiguous, step_attention};
 pub use step_linear::StepLinear;

@@ -9,29 +9,19 @@ use super::config::Activation;
 use crate::error::Result;
 use crate::kernels;
 use crate::kernels::{
-    Epilogue, KvRows, PackCache, WeightLayout, linear, step_attention, write_position,
+    AttentionMask, Epilogue, KvRows, PackCache, WeightLayout, linear, step_attention,
+    write_position,
 };
 use crate::model::int8::Int8Pinner;
 use crate::model::lora::{FinetuneConfig, Lora, adapted};
 use burn::module::Param;
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
 
-/// Additive mask `[batch, 1, 1, src_len]` from a padding mask `[batch, src_len]` (true on padding).
-pub fn padding_bias<B: Backend>(pad: Tensor<B, 2, Bool>) -> Tensor<B, 4> {
+/// Additive key mask `[batch, src_len]` from a padding mask `[batch, src_len]` (true on padding).
+pub fn padding_bias<B: Backend>(pad: Tensor<B, 2, Bool>) -> Tensor<B, 2> {
     let [batch, len] = pad.dims();
-    Tensor::<B, 2>::zeros([batch, len], &pad.device())
-        .mask_fill(pad, f32::NEG_INFINITY)
-        .reshape([batch, 1, 1, len])
-}
-
-/// Additive causal mask `[1, 1, len, len]`: position `i` reads positions `0..=i`.
-pub fn causal_bias<B: Backend>(len: usize, device: &B::Device) -> Tensor<B, 4> {
-    let data: Vec<f32> = (0..len)
-        .flat_map(|i| (0..len).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
-    Tensor::<B, 2>::from_data(TensorData::new(data, [len, len]), device).reshape([1, 1, len, len])
+    Tensor::<B, 2>::zeros([batch, len], &pad.device()).mask_fill(pad, f32::NEG_INFINITY)
 }
 
 /// A dense layer initialised as in Vaswani et al.'s reference code (tensor2tensor) and fairseq:
@@ -193,61 +183,40 @@ impl<B: Backend> MultiHeadAttention<B> {
         self
     }
 
-    /// `x` `[batch, len, d_model]` through `layer` (and its LoRA update), split into heads:
-    /// `[batch, heads, len, head_dim]`.
-    fn split(
-        &self,
-        (layer, lora, pack): (&Linear<B>, Option<&Lora<B>>, &PackCache),
-        x: Tensor<B, 3>,
-    ) -> Tensor<B, 4> {
-        let [batch, len, d_model] = x.dims();
-        projected(layer, lora, pack, x, None)
-            .reshape([batch, len, self.heads, d_model / self.heads])
-            .swap_dims(1, 2)
-    }
-
-    /// Queries scaled by `1/√head_dim` (§3.2.1), `[batch, heads, tq, head_dim]`.
-    pub fn queries(&self, x: Tensor<B, 3>) -> Tensor<B, 4> {
-        let [batch, len, d_model] = x.dims();
-        let head_dim = d_model / self.heads;
-        // Scaled before the head split, while contiguous: on the split view the scaling walked
-        // strided indices (burn-flex's generic path), a visible share of a training step.
+    /// Queries scaled by `1/√head_dim` (§3.2.1), `[batch, tq, d_model]`.
+    pub fn queries(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let head_dim = x.dims()[2] / self.heads;
         projected(&self.q_proj, self.q_lora.as_ref(), &self.packs[0], x, None)
             .mul_scalar((head_dim as f64).powf(-0.5))
-            .reshape([batch, len, self.heads, head_dim])
-            .swap_dims(1, 2)
     }
 
-    /// Keys and values of `x` `[batch, tk, d_model]`, each `[batch, heads, tk, head_dim]`.
-    pub fn keys_values(&self, x: Tensor<B, 3>) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    /// Keys and values of `x` `[batch, tk, d_model]`, each `[batch, tk, d_model]` (heads are
+    /// blocks of `head_dim` columns).
+    pub fn keys_values(&self, x: Tensor<B, 3>) -> (Tensor<B, 3>, Tensor<B, 3>) {
         (
-            self.split(
-                (&self.k_proj, self.k_lora.as_ref(), &self.packs[1]),
+            projected(
+                &self.k_proj,
+                self.k_lora.as_ref(),
+                &self.packs[1],
                 x.clone(),
+                None,
             ),
-            self.split((&self.v_proj, self.v_lora.as_ref(), &self.packs[2]), x),
+            projected(&self.v_proj, self.v_lora.as_ref(), &self.packs[2], x, None),
         )
     }
 
-    /// Attends: `q` `[batch, heads, tq, hd]`, `k`/`v` `[batch, heads, tk, hd]`, `bias` broadcast
-    /// to `[batch, heads, tq, tk]`. Returns the output `[batch, tq, d_model]` and the weights
+    /// Attends: `q` `[batch, tq, d_model]`, `k`/`v` `[batch, tk, d_model]`, each query reading the
+    /// keys `mask` allows. Returns the output `[batch, tq, d_model]` and the weights
     /// `[batch, heads, tq, tk]` (before dropout).
     pub fn attend(
         &self,
-        q: Tensor<B, 4>,
-        k: Tensor<B, 4>,
-        v: Tensor<B, 4>,
-        bias: Option<Tensor<B, 4>>,
+        q: Tensor<B, 3>,
+        k: Tensor<B, 3>,
+        v: Tensor<B, 3>,
+        mask: AttentionMask<B>,
     ) -> (Tensor<B, 3>, Tensor<B, 4>) {
-        let [batch, heads, tq, hd] = q.dims();
-        let scores = q.matmul(k.swap_dims(2, 3)); // [batch, heads, tq, tk]
-        let scores = match bias {
-            Some(bias) => scores + bias,
-            None => scores,
-        };
-        let weights = softmax(scores, 3);
-        let context = kernels::dropout(weights.clone(), self.dropout.prob).matmul(v); // [batch, heads, tq, hd]
-        let context = context.swap_dims(1, 2).reshape([batch, tq, heads * hd]);
+        let (context, weights) =
+            kernels::multi_head_attention(q, k, v, self.heads, mask, self.dropout.prob);
         (
             projected(
                 &self.out_proj,
@@ -266,26 +235,26 @@ impl<B: Backend> MultiHeadAttention<B> {
         &self,
         x: Tensor<B, 3>,
         memory: Tensor<B, 3>,
-        bias: Option<Tensor<B, 4>>,
+        mask: AttentionMask<B>,
     ) -> (Tensor<B, 3>, Tensor<B, 4>) {
         let q = self.queries(x);
         let (k, v) = self.keys_values(memory);
-        self.attend(q, k, v, bias)
+        self.attend(q, k, v, mask)
     }
 }
 
 impl<B: Backend> MultiHeadAttention<B> {
     /// Self-attention over a whole padded sequence `x` `[batch, len, d_model]` with the padding bias
-    /// `pad_bias` `[batch, 1, 1, len]`; only the output, `[batch, len, d_model]`.
+    /// `pad_bias` `[batch, len]`; only the output, `[batch, len, d_model]`.
     ///
     /// At inference on the CPU every query position is a row of the search step's fused kernel
     /// ([`step_attention`]) reading its own sentence's keys: no head split or merge (strided
     /// copies), no `[batch, heads, len, len]` scores through four tensor operations. That was 4.7 %
     /// of a batch-32 beam-5 decode (the encoder's attention). Training (autodiff) and other
     /// backends take [`Self::forward`].
-    pub fn self_attend(&self, x: Tensor<B, 3>, pad_bias: &Tensor<B, 4>) -> Tensor<B, 3> {
+    pub fn self_attend(&self, x: Tensor<B, 3>, pad_bias: &Tensor<B, 2>) -> Tensor<B, 3> {
         if std::any::TypeId::of::<B>() != std::any::TypeId::of::<burn::backend::Flex>() {
-            return self.forward(x.clone(), x, Some(pad_bias.clone())).0;
+            return self.forward(x.clone(), x, AttentionMask::Keys(pad_bias)).0;
         }
         let [batch, len, d] = x.dims();
         let project = |i: usize, layer: &Linear<B>, lora: Option<&Lora<B>>, x| {
@@ -301,7 +270,7 @@ impl<B: Backend> MultiHeadAttention<B> {
             self.heads,
             len,
             KvRows::PerRow(&sentences),
-            Some(&pad_bias.clone().reshape([batch, len])),
+            Some(pad_bias),
         );
         projected(
             &self.out_proj,
@@ -543,7 +512,23 @@ mod tests {
             let pad = Tensor::<Flex, 2, Bool>::from_data(TensorData::new(pad, [3, 7]), &device);
             let bias = padding_bias(pad);
             let fused = attention.self_attend(x.clone(), &bias);
-            let (plain, _) = attention.forward(x.clone(), x, Some(bias));
+            let q = attention.queries(x.clone());
+            let (k, v) = attention.keys_values(x);
+            let (context, _) = kernels::multi_head_attention::composite(
+                q,
+                k,
+                v,
+                heads,
+                AttentionMask::Keys(&bias),
+                0.0,
+            );
+            let plain = projected(
+                &attention.out_proj,
+                None,
+                &attention.packs[3],
+                context,
+                None,
+            );
             let (fused, plain): (Vec<f32>, Vec<f32>) = (
                 fused.into_data().to_vec().unwrap(),
                 plain.into_data().to_vec().unwrap(),

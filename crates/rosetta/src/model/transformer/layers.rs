@@ -10,7 +10,7 @@ use super::config::{Activation, NormPosition, TransformerConfig};
 use super::norm::LayerNorm;
 use crate::error::Result;
 use crate::kernels;
-use crate::kernels::PackCache;
+use crate::kernels::{AttentionMask, PackCache};
 use crate::model::adapter::{Adapter, through};
 use crate::model::int8::Int8Pinner;
 use crate::model::lora::{FinetuneConfig, Lora};
@@ -161,8 +161,8 @@ impl<B: Backend> EncoderLayer<B> {
         }
     }
 
-    /// `x` `[batch, src_len, d_model]`, `pad_bias` `[batch, 1, 1, src_len]` → same shape as `x`.
-    pub fn forward(&self, x: Tensor<B, 3>, pad_bias: &Tensor<B, 4>) -> Tensor<B, 3> {
+    /// `x` `[batch, src_len, d_model]`, `pad_bias` `[batch, src_len]` → same shape as `x`.
+    pub fn forward(&self, x: Tensor<B, 3>, pad_bias: &Tensor<B, 2>) -> Tensor<B, 3> {
         let x = residual(
             self.norm,
             (&self.self_attn_layer_norm, self.self_attn_adapter.as_ref()),
@@ -231,10 +231,10 @@ pub struct DecoderLayer<B: Backend> {
 /// sentence.
 #[derive(Debug, Clone)]
 pub struct CrossMemory<B: Backend> {
-    /// `[batch, heads, src_len, head_dim]`.
-    pub keys: Tensor<B, 4>,
-    /// `[batch, heads, src_len, head_dim]`.
-    pub values: Tensor<B, 4>,
+    /// `[batch, src_len, d_model]`.
+    pub keys: Tensor<B, 3>,
+    /// `[batch, src_len, d_model]`.
+    pub values: Tensor<B, 3>,
 }
 
 /// The source as one decoder layer's search steps read it: keys and values
@@ -355,7 +355,7 @@ impl<B: Backend> DecoderLayer<B> {
         &self,
         x: Tensor<B, 3>,
         memory: &CrossMemory<B>,
-        pad_bias: &Tensor<B, 4>,
+        pad_bias: &Tensor<B, 2>,
     ) -> (Tensor<B, 3>, Tensor<B, 4>) {
         let mut weights = None;
         let x = residual(
@@ -372,7 +372,7 @@ impl<B: Backend> DecoderLayer<B> {
                     q,
                     memory.keys.clone(),
                     memory.values.clone(),
-                    Some(pad_bias.clone()),
+                    AttentionMask::Keys(pad_bias),
                 );
                 weights = Some(w);
                 out
@@ -399,21 +399,25 @@ impl<B: Backend> DecoderLayer<B> {
         (x, weights)
     }
 
-    /// Teacher-forced pass: `x` `[batch, tgt_len, d_model]`, `causal` `[1, 1, tgt_len, tgt_len]`.
+    /// Teacher-forced pass: `x` `[batch, tgt_len, d_model]`, each position reading itself and the
+    /// positions before it, and the source `pad_bias` `[batch, src_len]`.
     /// Returns the output and the cross-attention weights `[batch, heads, tgt_len, src_len]`.
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
         memory: &CrossMemory<B>,
-        pad_bias: &Tensor<B, 4>,
-        causal: &Tensor<B, 4>,
+        pad_bias: &Tensor<B, 2>,
     ) -> (Tensor<B, 3>, Tensor<B, 4>) {
         let x = residual(
             self.norm,
             (&self.self_attn_layer_norm, self.self_attn_adapter.as_ref()),
             &self.dropout,
             x,
-            |h| self.self_attn.forward(h.clone(), h, Some(causal.clone())).0,
+            |h| {
+                self.self_attn
+                    .forward(h.clone(), h, AttentionMask::Causal)
+                    .0
+            },
         );
         self.cross_and_ffn(x, memory, pad_bias)
     }

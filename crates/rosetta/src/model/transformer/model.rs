@@ -1,7 +1,7 @@
 //! The Transformer encoder-decoder (Vaswani et al. 2017): embeddings and positions, the two layer
 //! stacks, the vocabulary projection; the teacher-forced forward pass and incremental decoding.
 
-use super::attention::{KvCache, causal_bias, padding_bias};
+use super::attention::{KvCache, padding_bias};
 use super::config::{NormPosition, PositionKind, TransformerConfig};
 use super::layers::{DecoderLayer, EncoderLayer, StepMemory, StepRows};
 use super::norm::LayerNorm;
@@ -353,8 +353,8 @@ impl<B: Backend> Transformer<B> {
         kernels::dropout(tokens + pos, self.dropout.prob)
     }
 
-    /// The encoder output `[batch, src_len, d_model]` and the padding bias `[batch, 1, 1, src_len]`.
-    pub fn encode(&self, src: &SourceBatch<B>) -> (Tensor<B, 3>, Tensor<B, 4>) {
+    /// The encoder output `[batch, src_len, d_model]` and the padding bias `[batch, src_len]`.
+    pub fn encode(&self, src: &SourceBatch<B>) -> (Tensor<B, 3>, Tensor<B, 2>) {
         let pad_bias = padding_bias(src.pad_mask());
         let mut x = self.embed(&self.encoder, src.ids.clone(), 0, Some(src.pad_mask()));
         for layer in &self.encoder.layers {
@@ -433,14 +433,13 @@ impl<B: Backend> Transformer<B> {
     ) -> (Tensor<B, 3>, Option<Tensor<B, 3>>) {
         let (encoded, pad_bias) = self.encode(src);
         let [batch, len] = tgt_in.dims();
-        let causal = causal_bias(len, &encoded.device());
         let pad = tgt_in.clone().equal_elem(i64::from(src.specials.pad));
         let mut y = self.embed(&self.decoder, tgt_in, 0, Some(pad));
         let mut attention = None;
         let report = self.config.alignment_layer_index();
         for (i, layer) in self.decoder.layers.iter().enumerate() {
             let memory = layer.cross_memory(encoded.clone());
-            let (out, weights) = layer.forward(y, &memory, &pad_bias, &causal);
+            let (out, weights) = layer.forward(y, &memory, &pad_bias);
             y = out;
             if i == report {
                 attention = Some(Self::alignment(weights));
@@ -464,7 +463,7 @@ impl<B: Backend> Scorer<B> for Transformer<B> {
 
     fn start(&self, src: &SourceBatch<B>) -> Self::State {
         let (encoded, pad_bias) = self.encode(src);
-        let [batch, _, _, src_len] = pad_bias.dims();
+        let batch = pad_bias.dims()[0];
         TransformerState {
             memory: self
                 .decoder
@@ -472,7 +471,7 @@ impl<B: Backend> Scorer<B> for Transformer<B> {
                 .iter()
                 .map(|layer| layer.step_memory(encoded.clone()))
                 .collect(),
-            pad_bias: pad_bias.reshape([batch, src_len]),
+            pad_bias,
             sentences: (0..batch as u32).collect(),
             ancestry: Vec::new(),
             len: 0,
