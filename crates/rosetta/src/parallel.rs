@@ -28,6 +28,13 @@ pub fn interleaved(n: usize, parts: usize) -> Vec<Vec<usize>> {
 /// see one thread and run in place); the results in the parts' order. Where no thread can be
 /// started the parts run one after the other on the calling thread. A panic in a part reaches the
 /// caller.
+///
+/// The parts are started from threads of their own, not from a parallel loop of the caller's pool:
+/// a loop would park that pool's workers until the parts finish, and a part's backward pass can wait
+/// on a lock that another training in the same process holds while it waits for those very workers
+/// (burn's autodiff cleans every graph after each backward pass): two fine-tuning tests of
+/// `tests/marian.rs` side by side in one process deadlocked that way, with the parts of one waiting
+/// on the other's graph and the other's products waiting on the global pool's parked workers.
 pub fn run_parts<T: Send, R: Send>(parts: Vec<T>, work: impl Fn(T) -> R + Sync) -> Vec<R> {
     let mut pools = {
         let mut kept = PART_POOLS.lock().unwrap_or_else(|p| p.into_inner());
@@ -45,14 +52,35 @@ pub fn run_parts<T: Send, R: Send>(parts: Vec<T>, work: impl Fn(T) -> R + Sync) 
             Err(_) => return parts.into_iter().map(work).collect(),
         }
     }
-    let results = {
-        use rayon::prelude::*;
-        parts
-            .into_par_iter()
-            .zip(pools.par_iter())
-            .map(|(part, pool)| pool.install(|| work(part)))
-            .collect()
+    // Each part waits in a cell, so that a part whose thread cannot be started runs here instead.
+    let cells: Vec<Mutex<Option<T>>> = parts.into_iter().map(|p| Mutex::new(Some(p))).collect();
+    let run = |cell: &Mutex<Option<T>>, pool: &rayon::ThreadPool| {
+        let part = cell.lock().unwrap_or_else(|p| p.into_inner()).take();
+        part.map(|part| pool.install(|| work(part)))
     };
+    let results = std::thread::scope(|scope| {
+        let started: Vec<_> = cells
+            .iter()
+            .zip(&pools)
+            .map(|(cell, pool)| {
+                let handle = std::thread::Builder::new()
+                    .spawn_scoped(scope, move || run(cell, pool))
+                    .ok();
+                (handle, cell, pool)
+            })
+            .collect();
+        // Each cell is taken exactly once, by its thread or here, so no part's result is skipped.
+        started
+            .into_iter()
+            .filter_map(|(handle, cell, pool)| match handle {
+                Some(handle) => match handle.join() {
+                    Ok(result) => result,
+                    Err(panic) => std::panic::resume_unwind(panic),
+                },
+                None => run(cell, pool),
+            })
+            .collect()
+    });
     PART_POOLS
         .lock()
         .unwrap_or_else(|p| p.into_inner())
