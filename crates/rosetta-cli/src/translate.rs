@@ -241,11 +241,10 @@ impl Job for TranslateJob<'_> {
             .options(args.n_best, &translator.search_defaults());
         options.validate()?;
         let (mut reader, interactive): (Box<dyn BufRead>, bool) = match &args.input {
+            // Plain text or gzip, as `evaluate --src` and training data.
             Some(path) => (
-                Box::new(std::io::BufReader::new(
-                    std::fs::File::open(path)
-                        .with_context(|| format!("cannot open {}", path.display()))?,
-                )),
+                rosetta_text::corpus::open_text(path)
+                    .with_context(|| format!("cannot open {}", path.display()))?,
                 false,
             ),
             None => (

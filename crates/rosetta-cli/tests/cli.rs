@@ -523,6 +523,42 @@ fn translate_keeps_one_output_line_per_input_line() {
     );
 }
 
+/// `translate -i FILE.gz` read the compressed bytes as text (a warning per line, garbage out,
+/// exit 0); a gzip input now translates as its plain text does, as `evaluate --src` always did.
+#[test]
+fn translate_reads_a_gzip_input_like_its_plain_text() {
+    use std::io::Write;
+    let model = model_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let lines = "a b c d\nh g f e\n\nzzz qqq\n";
+    let plain = dir.path().join("in.txt");
+    std::fs::write(&plain, lines).unwrap();
+    let gz = dir.path().join("in.txt.gz");
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(lines.as_bytes()).unwrap();
+    std::fs::write(&gz, encoder.finish().unwrap()).unwrap();
+    let translate = |input: &Path| {
+        let output = run(
+            [
+                "translate",
+                "--model",
+                s(&model),
+                "--device",
+                "cpu",
+                "-i",
+                s(input),
+            ],
+            None,
+        );
+        (ok(&output), text(&output.stderr))
+    };
+    let (from_plain, _) = translate(&plain);
+    let (from_gz, warnings) = translate(&gz);
+    assert_eq!(from_gz, from_plain);
+    assert_eq!(from_gz.matches('\n').count(), 4);
+    assert!(!warnings.contains("not valid UTF-8"), "{warnings}");
+}
+
 /// `--quantize int8` translates every line (in the task's symbols), names its kernel, reports
 /// `--timing`, and honours `--max-sentences-per-batch`.
 #[test]
@@ -1360,8 +1396,8 @@ fn translate_keeps_the_old_output_file_until_the_new_one_is_complete() {
     let dir = temp_dir();
     let out = dir.path().join("out.txt");
     std::fs::write(&out, "previous\n").unwrap();
-    // Reading fails after the output was opened (a directory as input): the old file is intact and
-    // no temporary is left beside it.
+    // Reading fails (a directory as input; since gzip inputs are recognised, at its first bytes,
+    // when it is opened): the old file is intact and no temporary is left beside it.
     let stderr = fails(&run(
         [
             "translate",
@@ -1376,7 +1412,7 @@ fn translate_keeps_the_old_output_file_until_the_new_one_is_complete() {
         ],
         None,
     ));
-    assert!(stderr.contains("cannot read input line 1"), "{stderr}");
+    assert!(stderr.contains("Is a directory"), "{stderr}");
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "previous\n");
     let names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()

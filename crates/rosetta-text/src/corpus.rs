@@ -104,6 +104,25 @@ impl std::fmt::Debug for LineReader {
     }
 }
 
+/// `raw` as text: decompressed when it starts with gzip's magic bytes, as it is otherwise.
+pub fn decompressed<R: BufRead + Send + 'static>(
+    mut raw: R,
+) -> std::io::Result<Box<dyn BufRead + Send>> {
+    let magic = raw.fill_buf()?;
+    let gzip = magic.len() >= 2 && magic[0] == 0x1f && magic[1] == 0x8b;
+    Ok(if gzip {
+        Box::new(BufReader::with_capacity(1 << 16, MultiGzDecoder::new(raw)))
+    } else {
+        Box::new(raw)
+    })
+}
+
+/// Opens a text file, plain or gzip (recognised by its first two bytes), for reading lines.
+pub fn open_text(path: &Path) -> Result<Box<dyn BufRead + Send>> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    decompressed(BufReader::with_capacity(1 << 16, file)).map_err(|e| Error::io(path, e))
+}
+
 impl LineReader {
     /// Opens a file; gzip is recognised by its first two bytes.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
@@ -138,20 +157,14 @@ impl LineReader {
         reader: impl Read + Send + 'static,
         count: Arc<AtomicU64>,
     ) -> Result<Self> {
-        let mut raw = BufReader::with_capacity(
+        let raw = BufReader::with_capacity(
             1 << 16,
             CountingReader {
                 inner: reader,
                 count,
             },
         );
-        let magic = raw.fill_buf().map_err(|e| Error::io(&path, e))?;
-        let gzip = magic.len() >= 2 && magic[0] == 0x1f && magic[1] == 0x8b;
-        let reader: Box<dyn BufRead + Send> = if gzip {
-            Box::new(BufReader::with_capacity(1 << 16, MultiGzDecoder::new(raw)))
-        } else {
-            Box::new(raw)
-        };
+        let reader = decompressed(raw).map_err(|e| Error::io(&path, e))?;
         Ok(LineReader {
             path,
             reader,
