@@ -1396,8 +1396,8 @@ fn translate_keeps_the_old_output_file_until_the_new_one_is_complete() {
     let dir = temp_dir();
     let out = dir.path().join("out.txt");
     std::fs::write(&out, "previous\n").unwrap();
-    // Reading fails (a directory as input; since gzip inputs are recognised, at its first bytes,
-    // when it is opened): the old file is intact and no temporary is left beside it.
+    // Reading fails (a directory as input, refused when it is opened, as training data is): the
+    // old file is intact and no temporary is left beside it.
     let stderr = fails(&run(
         [
             "translate",
@@ -1412,7 +1412,7 @@ fn translate_keeps_the_old_output_file_until_the_new_one_is_complete() {
         ],
         None,
     ));
-    assert!(stderr.contains("Is a directory"), "{stderr}");
+    assert!(stderr.contains("is a directory, not a file"), "{stderr}");
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "previous\n");
     let names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()

@@ -119,8 +119,24 @@ pub fn decompressed<R: BufRead + Send + 'static>(
 
 /// Opens a text file, plain or gzip (recognised by its first two bytes), for reading lines.
 pub fn open_text(path: &Path) -> Result<Box<dyn BufRead + Send>> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let file = open_file(path)?;
     decompressed(BufReader::with_capacity(1 << 16, file)).map_err(|e| Error::io(path, e))
+}
+
+/// Opens `path` for reading; a directory is refused by name here rather than failing at the first
+/// read with the system's message.
+fn open_file(path: &Path) -> Result<File> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+        return Err(Error::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "is a directory, not a file",
+            ),
+        ));
+    }
+    Ok(file)
 }
 
 impl LineReader {
@@ -139,16 +155,7 @@ impl LineReader {
     }
 
     fn open_counted(path: &Path, count: Arc<AtomicU64>) -> Result<Self> {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
-            return Err(Error::io(
-                path,
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    "is a directory, not a file",
-                ),
-            ));
-        }
+        let file = open_file(path)?;
         Self::from_reader_counted(path.to_path_buf(), file, count)
     }
 

@@ -7,7 +7,7 @@
 //! batched product of `batch` one-row matrices, each recorded for the backward pass; here it is
 //! one pass per row, rows in parallel, and the backward pass recomputes `α` from its inputs.
 
-use super::simd_math::{dispatch, exp, max};
+use super::simd_math::{dispatch, softmax_in_place};
 use burn::backend::flex::FlexTensor;
 use burn::prelude::*;
 use burn::tensor::TensorMetadata;
@@ -75,16 +75,7 @@ fn row_weights(alpha: &mut [f32], scores: &[f32], mask: &[f32]) {
     for ((a, &s), &m) in alpha.iter_mut().zip(scores).zip(mask) {
         *a = s + m;
     }
-    let top = max(alpha);
-    let mut total = 0.0;
-    for a in alpha.iter_mut() {
-        *a = exp(*a - top);
-        total += *a;
-    }
-    let inv = 1.0 / total;
-    for a in alpha.iter_mut() {
-        *a *= inv;
-    }
+    softmax_in_place(alpha);
 }
 
 fn forward_flex(scores: &FlexTensor, mask: &FlexTensor, values: &FlexTensor) -> FlexTensor {

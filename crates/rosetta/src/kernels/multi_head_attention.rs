@@ -14,7 +14,7 @@
 //! `dV = Pᵀ dC` per head.
 
 use super::linear::product_into;
-use super::simd_math::{dispatch, exp, max};
+use super::simd_math::{dispatch, softmax_in_place};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
@@ -169,15 +169,21 @@ fn softmax_row(row: &mut [f32], pad: Option<&[f32]>, last: Option<usize>) {
             *s = f32::NEG_INFINITY;
         }
     }
-    let top = max(row);
-    let mut total = 0.0;
-    for s in row.iter_mut() {
-        *s = exp(*s - top);
-        total += *s;
-    }
-    let inv = 1.0 / total;
-    for s in row.iter_mut() {
-        *s *= inv;
+    softmax_in_place(row);
+}
+
+/// The weights `p` as the context reads them: times the dropout mask `drop` (written into
+/// `scratch`) when there is one, else `p` itself.
+#[inline]
+fn dropped<'a>(p: &'a [f32], drop: Option<&[f32]>, scratch: &'a mut [f32]) -> &'a [f32] {
+    match drop {
+        Some(m) => {
+            for ((o, &w), &m) in scratch.iter_mut().zip(p).zip(m) {
+                *o = w * m;
+            }
+            scratch
+        }
+        None => p,
     }
 }
 
@@ -200,7 +206,7 @@ fn forward(
             .zip(weights.par_chunks_mut(heads * tq * tk))
             .enumerate()
             .for_each(|(b, (context, weights))| {
-                let mut dropped = vec![0f32; tq * tk];
+                let mut scratch = vec![0f32; tq * tk];
                 for h in 0..heads {
                     let p = &mut weights[h * tq * tk..(h + 1) * tq * tk];
                     let (qo, ko) = (b * tq * d + h * hd, b * tk * d + h * hd);
@@ -228,17 +234,9 @@ fn forward(
                             }
                         },
                     );
-                    let read: &[f32] = match &masking.drop {
-                        Some(m) => {
-                            let first = (b * heads + h) * tq * tk;
-                            let m = &m[first..first + tq * tk];
-                            for ((o, &w), &m) in dropped.iter_mut().zip(p.iter()).zip(m) {
-                                *o = w * m;
-                            }
-                            &dropped
-                        }
-                        None => p,
-                    };
+                    let first = (b * heads + h) * tq * tk;
+                    let drop = masking.drop.as_ref().map(|m| &m[first..first + tq * tk]);
+                    let read = dropped(p, drop, &mut scratch);
                     // SAFETY: `context` holds tq rows of d elements; head h writes hd columns of
                     // each from column h·hd; V_h is tk rows of hd elements d apart from `ko`.
                     unsafe {
@@ -286,21 +284,13 @@ fn backward(
             .zip(gk.par_chunks_mut(tk * d).zip(gv.par_chunks_mut(tk * d)))
             .enumerate()
             .for_each(|(b, (gq, (gk, gv)))| {
-                let mut dropped = vec![0f32; tq * tk];
+                let mut scratch = vec![0f32; tq * tk];
                 let mut ds = vec![0f32; tq * tk];
                 for h in 0..heads {
                     let first = (b * heads + h) * tq * tk;
                     let p = &weights[first..first + tq * tk];
                     let drop = masking.drop.as_ref().map(|m| &m[first..first + tq * tk]);
-                    let read: &[f32] = match drop {
-                        Some(m) => {
-                            for ((o, &w), &m) in dropped.iter_mut().zip(p).zip(m) {
-                                *o = w * m;
-                            }
-                            &dropped
-                        }
-                        None => p,
-                    };
+                    let read = dropped(p, drop, &mut scratch);
                     let (qo, ko) = (b * tq * d + h * hd, b * tk * d + h * hd);
                     // SAFETY (all four products): every operand is a head's block of a contiguous
                     // `[.., d]` input (row stride d from its offset) or a `[tq, tk]` scratch

@@ -173,6 +173,22 @@ pub fn sum_of(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     total
 }
 
+/// `xs ← softmax(xs)` in place: shifted by the maximum, exponentiated, normalized (NaN when every
+/// element is −∞, as the tensor form gives).
+#[inline(always)]
+pub fn softmax_in_place(xs: &mut [f32]) {
+    let top = max(xs);
+    let mut total = 0.0;
+    for x in xs.iter_mut() {
+        *x = exp(*x - top);
+        total += *x;
+    }
+    let inv = 1.0 / total;
+    for x in xs.iter_mut() {
+        *x *= inv;
+    }
+}
+
 /// Maximum of a slice (NaN if any element is NaN), eight lanes as in [`sum`].
 #[inline(always)]
 pub fn max(xs: &[f32]) -> f32 {
