@@ -3,7 +3,8 @@
 #   - PyPI `libretranslatepy` (form-encoded POST /translate, GET /languages with a body, POST /detect),
 #   - npm `libretranslate-ts` (JSON POST /translate, `api_key: null`) and `libretranslate` (GET
 #     /languages first, then JSON with an unknown `apiKey` field),
-#   - the web page in a real headless Chromium (it loads, translates, and shows the result),
+#   - the web page in a real headless Chromium, driven through chromedriver as a user would (type,
+#     Translate, alternatives, heatmap, Copy, a refused request) and opened from a `?text=` link,
 # then SIGTERM, which must stop the server with exit status 0.
 # Packages are installed into a temporary directory; a client whose package or runtime cannot be had
 # (no network, no chromium) is reported as SKIPPED, and any real failure exits non-zero.
@@ -73,12 +74,20 @@ fi
 
 echo "== web page in headless Chromium"
 CHROME=$(command -v chromium || command -v chromium-browser || command -v google-chrome || true)
+DRIVER=$(command -v chromedriver || true)
+if [ -n "$DRIVER" ] && [ -n "$CHROME" ]; then
+  # As a user: type, click Translate, read the result, alternatives, heatmap, Copy, an error.
+  python3 scripts/webdriver_page.py "$DRIVER" "$URL" || FAILED=1
+else
+  echo "SKIPPED: no chromedriver (apt-get install chromium chromium-driver)"
+fi
 if [ -n "$CHROME" ]; then
+  # A link that carries the text (`/?text=…`) translates on load.
   DOM=$("$CHROME" --headless --no-sandbox --disable-gpu --user-data-dir="$WORK/chrome" \
         --virtual-time-budget=15000 --dump-dom "$URL/?text=3.%20M%C3%A4rz%202021" 2> "$WORK/chrome.log" || true)
   if grep -q "<div id=\"output\" aria-live=\"polite\">$EXPECTED</div>" <<< "$DOM" && grep -q 'data-done="1"' <<< "$DOM" \
      && grep -q '<table class="heat">' <<< "$DOM"; then
-    echo "web page OK: translated, alternatives and attention heatmap rendered"
+    echo "web page OK (?text= link): translated, alternatives and attention heatmap rendered"
   else
     echo "FAIL: the page did not show the translation"; grep -o '<div id="output"[^<]*</div>' <<< "$DOM" || true
     grep -o '<p id="error">[^<]*</p>' <<< "$DOM" || true
