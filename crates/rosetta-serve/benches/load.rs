@@ -11,9 +11,12 @@
 //! Settings (environment): ROSETTA_LOAD_MODEL (model directory, required), ROSETTA_LOAD_INPUT (source
 //! lines, plain or .gz; default: dates in the quickstart's formats), ROSETTA_LOAD_CLIENTS (200),
 //! ROSETTA_LOAD_SECONDS (60), ROSETTA_LOAD_WARMUP (5), ROSETTA_BIN (target/release/rosetta),
-//! ROSETTA_LOAD_MODES ("batched,single"), ROSETTA_LOAD_ARGS (extra `rosetta serve` flags).
-//! Each client sends one line per request (the native API, beam 5) on a kept-alive connection,
-//! waits for the answer, and sends the next.
+//! ROSETTA_LOAD_MODES ("batched,single"), ROSETTA_LOAD_ARGS (extra `rosetta serve` flags),
+//! ROSETTA_LOAD_BEAM (the beam each request asks for; default: none, so the model's own `[decode]`
+//! search, which the report names as `GET /v1/models` gives it).
+//! Each client sends one line per request (the native API) on a kept-alive connection, waits for
+//! the answer, and sends the next. The server's RSS is reported at the start and end of the
+//! measured time and every 10 s in between.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -121,6 +124,7 @@ async fn client(
     addr: SocketAddr,
     lines: Arc<Vec<String>>,
     start: usize,
+    beam: Option<usize>,
     stop: Arc<AtomicBool>,
     record: Arc<AtomicBool>,
 ) -> Outcome {
@@ -139,7 +143,11 @@ async fn client(
                 }
             },
         };
-        let body = serde_json::json!({ "text": lines[i % lines.len()] }).to_string();
+        let mut body = serde_json::json!({ "text": lines[i % lines.len()] });
+        if let Some(beam) = beam {
+            body["beam"] = beam.into();
+        }
+        let body = body.to_string();
         i += 7;
         let t = Instant::now();
         let reply = c.post_json("/v1/translate", body.as_bytes()).await;
@@ -177,6 +185,9 @@ fn run_mode(model: &str, batched: bool, lines: Arc<Vec<String>>) -> f64 {
     let clients: usize = env_or("ROSETTA_LOAD_CLIENTS", 200);
     let seconds: f64 = env_or("ROSETTA_LOAD_SECONDS", 60.0);
     let warmup: f64 = env_or("ROSETTA_LOAD_WARMUP", 5.0);
+    let beam: Option<usize> = std::env::var("ROSETTA_LOAD_BEAM")
+        .ok()
+        .and_then(|b| b.parse().ok());
     let mut server = start_server(model, batched);
     let pid = server.child.id();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -197,6 +208,19 @@ fn run_mode(model: &str, batched: bool, lines: Arc<Vec<String>>) -> f64 {
             assert!(Instant::now() < ready_by, "the server did not become ready");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        let search = match beam {
+            Some(b) => format!("beam {b} (ROSETTA_LOAD_BEAM)"),
+            None => {
+                let models = support::send(addr, "GET", "/v1/models", &[], b"")
+                    .await
+                    .map(|r| r.json())
+                    .unwrap_or_default();
+                format!(
+                    "the model's own: beam {}, length penalty {}",
+                    models[0]["beam"], models[0]["length_penalty"]
+                )
+            }
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let record = Arc::new(AtomicBool::new(false));
         let tasks: Vec<_> = (0..clients)
@@ -205,6 +229,7 @@ fn run_mode(model: &str, batched: bool, lines: Arc<Vec<String>>) -> f64 {
                     addr,
                     Arc::clone(&lines),
                     c,
+                    beam,
                     Arc::clone(&stop),
                     Arc::clone(&record),
                 ))
@@ -215,9 +240,14 @@ fn run_mode(model: &str, batched: bool, lines: Arc<Vec<String>>) -> f64 {
         record.store(true, Ordering::Relaxed);
         let started = Instant::now();
         let mut rss_max = rss_start;
+        let mut rss_trace = vec![rss_start];
         while started.elapsed().as_secs_f64() < seconds {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            rss_max = rss_max.max(rss_kib(pid));
+            let rss = rss_kib(pid);
+            rss_max = rss_max.max(rss);
+            if started.elapsed().as_secs_f64() >= 10.0 * rss_trace.len() as f64 {
+                rss_trace.push(rss);
+            }
         }
         let rss_end = rss_kib(pid);
         record.store(false, Ordering::Relaxed);
@@ -232,9 +262,9 @@ fn run_mode(model: &str, batched: bool, lines: Arc<Vec<String>>) -> f64 {
             all.server_errors += o.server_errors;
             all.io_errors += o.io_errors;
         }
-        (all, elapsed, rss_start, rss_end, rss_max)
+        (all, elapsed, rss_start, rss_end, rss_max, rss_trace, search)
     });
-    let (mut all, elapsed, rss_start, rss_end, rss_max) = result;
+    let (mut all, elapsed, rss_start, rss_end, rss_max, rss_trace, search) = result;
     // Graceful shutdown: SIGTERM, then the exit status.
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -256,6 +286,14 @@ fn run_mode(model: &str, batched: bool, lines: Arc<Vec<String>>) -> f64 {
         rss_end as f64 / 1024.0,
         rss_max as f64 / 1024.0,
         status.ok().flatten(),
+    );
+    let trace: Vec<String> = rss_trace
+        .iter()
+        .map(|k| format!("{:.1}", *k as f64 / 1024.0))
+        .collect();
+    println!(
+        "          search: {search}; server RSS every 10 s (MiB): {}",
+        trace.join(" ")
     );
     per_second
 }

@@ -209,30 +209,39 @@ fn compatible(first: &Job, job: &Job) -> bool {
     first.model_index == job.model_index && first.options == job.options
 }
 
-/// Texts and padded tokens the jobs compatible with the oldest one would make, in queue order,
-/// within the limits; the oldest job always fits.
+/// The jobs of the next batch (indices into the queue) and whether it is full: the oldest job,
+/// then the compatible ones closest to its length (ties: the older first), within the limits.
+///
+/// Under load the queue holds more than a batch, and taking jobs in arrival order mixed short and
+/// long sentences: a batch then runs until its longest translation ends, its last steps decoding a
+/// few rows at the cost of many. Choosing by length keeps batches even, and every job still waits
+/// at most until it is the oldest.
 fn plan(q: &Queue, config: &BatchConfig) -> (Vec<usize>, bool) {
     let Some(first) = q.jobs.front() else {
         return (Vec::new(), false);
     };
-    let (mut texts, mut longest, mut chosen) = (0usize, 0usize, Vec::new());
+    let longest = |job: &Job| job.tokens.iter().copied().max().unwrap_or(0);
+    let target = longest(first);
+    // The oldest job always goes (even if its options do not compare equal to themselves).
+    let mut order: Vec<usize> = (1..q.jobs.len())
+        .filter(|&i| compatible(first, &q.jobs[i]))
+        .collect();
+    order.sort_by_key(|&i| (longest(&q.jobs[i]).abs_diff(target), i));
+    let (mut texts, mut long, mut chosen) = (0usize, 0usize, Vec::new());
     let mut full = false;
-    for (i, job) in q.jobs.iter().enumerate() {
-        // The oldest job always goes (even if its options do not compare equal to themselves).
-        if i > 0 && !compatible(first, job) {
-            continue;
-        }
+    for i in std::iter::once(0).chain(order) {
+        let job = &q.jobs[i];
         let n = job.texts.len();
-        let long = job.tokens.iter().copied().max().unwrap_or(0).max(longest);
+        let l = longest(job).max(long);
         // Padded cost, as the translator batches: every row as long as the longest.
-        let cost = (texts + n) * (long + 1);
+        let cost = (texts + n) * (l + 1);
         if !chosen.is_empty() && (texts + n > config.max_texts || cost > config.max_tokens) {
             full = true;
             break;
         }
         chosen.push(i);
         texts += n;
-        longest = long;
+        long = l;
         if texts >= config.max_texts || cost >= config.max_tokens {
             full = true;
             break;
@@ -271,6 +280,8 @@ fn next_batch(shared: &Shared) -> Option<Vec<Job>> {
         let (chosen, full) = plan(&q, &shared.config);
         let now = Instant::now();
         if full || now >= deadline || q.closed {
+            let mut chosen = chosen;
+            chosen.sort_unstable();
             let mut batch = Vec::with_capacity(chosen.len());
             // Highest index first, so the earlier indices stay valid.
             for &i in chosen.iter().rev() {
@@ -401,6 +412,58 @@ mod tests {
         fn arch(&self) -> &'static str {
             "rnn"
         }
+    }
+
+    /// A one-text job of `len` source pieces (its answer goes nowhere).
+    fn job(model: &Arc<dyn Engine>, len: usize, options: &TranslateOptions) -> Job {
+        Job {
+            model: Arc::clone(model),
+            model_index: 0,
+            texts: vec!["x".into()],
+            tokens: vec![len],
+            options: options.clone(),
+            sentence_ids: vec![0],
+            cancelled: Arc::new(AtomicBool::new(false)),
+            reply: oneshot::channel().0,
+            enqueued: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn a_batch_takes_the_oldest_job_then_the_closest_lengths_with_its_options() {
+        let model: Arc<dyn Engine> = Arc::new(PoolProbe(Mutex::new(Vec::new())));
+        let options = TranslateOptions::default();
+        let mut greedy = TranslateOptions::default();
+        greedy.search.beam = 1;
+        let jobs: VecDeque<Job> = [
+            (10, &options),
+            (30, &options),
+            (11, &options),
+            (29, &options),
+            (10, &greedy),
+            (12, &options),
+            (9, &options),
+        ]
+        .into_iter()
+        .map(|(len, o)| job(&model, len, o))
+        .collect();
+        let q = Queue {
+            texts: jobs.len(),
+            jobs,
+            closed: false,
+        };
+        let three = BatchConfig {
+            max_texts: 3,
+            ..BatchConfig::default()
+        };
+        // Lengths 11 and 9 are one piece from the oldest's 10 (the older first); the greedy job
+        // cannot share a beam-search batch.
+        assert_eq!(plan(&q, &three), (vec![0, 2, 6], true));
+        // Room for all: every compatible job, the far ones last.
+        assert_eq!(
+            plan(&q, &BatchConfig::default()),
+            (vec![0, 2, 6, 5, 3, 1], false)
+        );
     }
 
     #[test]

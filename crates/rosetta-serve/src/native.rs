@@ -293,6 +293,10 @@ pub struct ModelInfo {
     pub ensemble: usize,
     /// Longest source read, in pieces.
     pub max_source_len: usize,
+    /// Beam size of a request that names none (the model's `[decode]` default; 1 is greedy).
+    pub beam: usize,
+    /// Length penalty of a request that names none.
+    pub length_penalty: f64,
 }
 
 /// `GET /v1/models`.
@@ -308,6 +312,8 @@ pub async fn models(State(state): State<Shared>) -> Json<Vec<ModelInfo>> {
                 arch: m.engine.arch().to_owned(),
                 ensemble: m.engine.ensemble_size(),
                 max_source_len: m.engine.max_source_len(),
+                beam: m.engine.search_defaults().beam,
+                length_penalty: m.engine.search_defaults().length_penalty,
             })
             .collect(),
     )

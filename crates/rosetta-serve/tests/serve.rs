@@ -242,6 +242,9 @@ async fn native_api_returns_candidates_alignments_attention_and_timing() {
     assert_eq!(models[0]["arch"], "rnn");
     assert_eq!(models[1]["source"], "en");
     assert_eq!(models[2]["ensemble"], 2);
+    // What a request that names no search gets: the library's beam 5, length penalty 1.
+    assert_eq!(models[0]["beam"], 5);
+    assert_eq!(models[0]["length_penalty"], 1.0);
     server.stop().await;
 }
 

@@ -4,7 +4,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::kernels::Int8Kernel;
 use crate::model::architecture::AnyModel;
-use crate::model::input::{SourceBatch, ids_tensor, source_batch};
+use crate::model::input::{SourceBatch, ids_tensor, source_batch, within_padding};
 use crate::search::ensemble::mixture;
 use crate::search::{
     BeamConfig, Ensemble, Hypothesis, SamplingConfig, Scorer, beam_search, greedy, sample,
@@ -158,10 +158,6 @@ pub struct Translator<B: Backend> {
     device: B::Device,
 }
 
-/// Rows a batch takes before padding may end it (see `Translator::batches`): fewer rows per step
-/// cost more than the padding they avoid.
-const PADDING_FREE_ROWS: usize = 16;
-
 impl<B: Backend> Translator<B> {
     /// Loads `config.toml`, the text pipeline and `model.safetensors` from a model directory.
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self> {
@@ -247,14 +243,17 @@ impl<B: Backend> Translator<B> {
     }
 
     /// Groups indices of non-empty sequences (sorted by length) into batches of at most `budget`
-    /// tokens and `max_rows` sequences (0: no limit). A batch of at least [`PADDING_FREE_ROWS`]
-    /// rows also ends where the next row would make its padded size more than 1.2 times its
-    /// tokens: the server's batches mix whatever lengths arrived together, and one batch of 100
-    /// such sentences spent a third of its encoder on padding (greedy, the Multi30k-sized
-    /// Transformer, one thread, `val` in batches of 100 in arrival order: 4.4–4.7 s before, 3.6–4.0
-    /// s after; int8 2.6 → 2.0 s; beam 5 11.7 → 10.6 s; slack 1.1 and 1.5 and a floor of 8 and 32
-    /// rows were slower or equal). Sorted input hardly changes: 2.41 → 2.26 s for the whole set.
-    fn batches(lengths: &[usize], budget: usize, max_rows: usize) -> Vec<Vec<usize>> {
+    /// tokens and `max_rows` sequences (0: no limit). With `split_padding`, a batch also ends
+    /// where padding would pass a fifth of its size ([`within_padding`]), for models whose search
+    /// steps read the padding (an RNN's attention); a Transformer groups its sources by length
+    /// itself ([`SourceBatch::length_groups`]) and decodes the mixed batch together. Sorted input
+    /// hardly changes: 2.41 → 2.26 s for the whole of `val`.
+    fn batches(
+        lengths: &[usize],
+        budget: usize,
+        max_rows: usize,
+        split_padding: bool,
+    ) -> Vec<Vec<usize>> {
         let max_rows = if max_rows == 0 { usize::MAX } else { max_rows };
         let mut order: Vec<usize> = (0..lengths.len()).filter(|&i| lengths[i] > 0).collect();
         order.sort_by_key(|&i| lengths[i]);
@@ -267,9 +266,7 @@ impl<B: Backend> Translator<B> {
             while end < order.len()
                 && end - start < max_rows
                 && (end + 1 - start) * (lengths[order[end]] + 1) <= budget
-                && (end - start < PADDING_FREE_ROWS
-                    || 5 * (end + 1 - start) * (lengths[order[end]] + 1)
-                        <= 6 * (real + lengths[order[end]] + 1))
+                && (!split_padding || within_padding(end - start, real, lengths[order[end]] + 1))
             {
                 real += lengths[order[end]] + 1;
                 end += 1;
@@ -374,7 +371,14 @@ impl<B: Backend> Translator<B> {
         resolved.search.max_len_a.get_or_insert(max_len_a);
         resolved.search.max_len_b.get_or_insert(max_len_b);
         let options = &resolved;
-        for chunk in Self::batches(&lengths, budget, options.max_sentences_per_batch) {
+        // Models that group sources by length themselves decode a mixed batch in one piece.
+        let split_padding = !self.models.iter().all(Scorer::groups_sources);
+        for chunk in Self::batches(
+            &lengths,
+            budget,
+            options.max_sentences_per_batch,
+            split_padding,
+        ) {
             let padded = PaddedIds::new(
                 chunk.iter().map(|&i| ids[i].as_slice()),
                 &self.pipeline.src_vocab().specials(),
@@ -478,7 +482,8 @@ impl<B: Backend> Translator<B> {
             .collect();
         let specials = self.pipeline.tgt_vocab().specials();
         let (mut nll, mut tokens) = (0.0f64, 0usize);
-        for chunk in Self::batches(&lengths, max_tokens.max(2 * max_len + 2), 0) {
+        // Teacher forcing reads every padded position of both sides.
+        for chunk in Self::batches(&lengths, max_tokens.max(2 * max_len + 2), 0, true) {
             let src_specials = self.pipeline.src_vocab().specials();
             let side = |ids: &[Vec<u32>], specials, bos, eos| {
                 PaddedIds::new(chunk.iter().map(|&i| ids[i].as_slice()), specials, bos, eos)
@@ -551,7 +556,7 @@ mod tests {
     fn batches_respect_the_token_and_sentence_limits() {
         let lengths = [3, 0, 7, 1, 5, 5, 2, 9, 4, 6];
         for (budget, max_rows) in [(100, 0), (100, 3), (20, 0), (20, 2), (10, 1)] {
-            let batches = Translator::<Flex>::batches(&lengths, budget, max_rows);
+            let batches = Translator::<Flex>::batches(&lengths, budget, max_rows, true);
             let mut seen: Vec<usize> = batches.iter().flatten().copied().collect();
             seen.sort_unstable();
             assert_eq!(
@@ -568,21 +573,30 @@ mod tests {
                 );
             }
         }
-        assert_eq!(Translator::<Flex>::batches(&lengths, 100, 3).len(), 3);
+        assert_eq!(Translator::<Flex>::batches(&lengths, 100, 3, true).len(), 3);
     }
 
     #[test]
     fn mixed_lengths_split_where_padding_would_pass_a_fifth() {
         // 16 short rows, then 16 long: one batch would be 45 % padding.
         let lengths: Vec<usize> = (0..32).map(|i| if i < 16 { 9 } else { 29 }).collect();
-        let batches = Translator::<Flex>::batches(&lengths, 4000, 0);
+        let batches = Translator::<Flex>::batches(&lengths, 4000, 0, true);
         assert_eq!(batches.len(), 2, "{batches:?}");
         assert!(batches.iter().all(|b| b.len() == 16));
+        // Unless the model groups its sources itself: then only the limits end a batch.
+        assert_eq!(
+            Translator::<Flex>::batches(&lengths, 4000, 0, false).len(),
+            1
+        );
+        assert_eq!(
+            Translator::<Flex>::batches(&lengths, 400, 0, false).len(),
+            3
+        );
         // Below the floor of rows padding never ends a batch.
         let few = [9, 9, 29, 29];
-        assert_eq!(Translator::<Flex>::batches(&few, 4000, 0).len(), 1);
+        assert_eq!(Translator::<Flex>::batches(&few, 4000, 0, true).len(), 1);
         // Lengths within the slack stay together: 15 rows of 10 pieces and 17 of 11.
         let close: Vec<usize> = (0..32).map(|i| if i < 15 { 10 } else { 11 }).collect();
-        assert_eq!(Translator::<Flex>::batches(&close, 4000, 0).len(), 1);
+        assert_eq!(Translator::<Flex>::batches(&close, 4000, 0, true).len(), 1);
     }
 }

@@ -230,6 +230,77 @@ fn a_sentence_translates_the_same_alone_or_in_a_padded_batch() {
     );
 }
 
+/// Sources padded with `PAD` to the longest.
+fn source(rows: &[Vec<i32>]) -> SourceBatch<Flex> {
+    let len = rows.iter().map(Vec::len).max().unwrap_or(1);
+    let flat = rows
+        .iter()
+        .flat_map(|r| {
+            r.iter()
+                .copied()
+                .chain(std::iter::repeat(PAD as i32))
+                .take(len)
+        })
+        .collect();
+    SourceBatch {
+        ids: ids(flat, [rows.len(), len]),
+        lengths: rows.iter().map(Vec::len).collect(),
+        specials: Default::default(),
+    }
+}
+
+#[test]
+fn a_batch_of_mixed_lengths_searches_each_sentence_as_it_would_alone() {
+    let _guard = serial();
+    // Heads of 64 in a d_model of 256: the AVX-512 step attention, which skips source padding.
+    let config = TransformerConfig {
+        d_model: 256,
+        ffn_size: 64,
+        encoder_layers: 1,
+        ..tiny(NormPosition::Pre, PositionKind::SinusoidalHalves)
+    };
+    let m = model(&config, 11);
+    // 18 short and 18 long sources, interleaved: two length groups, neither contiguous.
+    let rows: Vec<Vec<i32>> = (0..36)
+        .map(|i| {
+            let len = if i % 2 == 0 { 3 } else { 14 };
+            (0..len)
+                .map(|j| 4 + (i * 7 + j * 3) % 19)
+                .chain([EOS as i32])
+                .collect()
+        })
+        .collect();
+    let batch = source(&rows);
+    assert_eq!(batch.length_groups().len(), 2);
+    let beam = BeamConfig {
+        beam: 3,
+        max_len_a: Some(1.0),
+        max_len_b: Some(4),
+        ..BeamConfig::default()
+    };
+    let (g, b) = (
+        greedy(&m, &batch, |n| n + 4),
+        beam_search(&m, &batch, &beam),
+    );
+    for (i, row) in rows.iter().enumerate() {
+        let alone = source(std::slice::from_ref(row));
+        let (ga, ba) = (
+            greedy(&m, &alone, |n| n + 4),
+            beam_search(&m, &alone, &beam),
+        );
+        assert_eq!(ga[0].tokens, g[i].tokens, "greedy, row {i}");
+        assert!((ga[0].log_prob - g[i].log_prob).abs() < 1e-4, "row {i}");
+        for (a, b) in ga[0].attention.iter().zip(&g[i].attention) {
+            assert_close(a, b, 1e-5, "attention");
+        }
+        assert_eq!(ba[0][0].tokens, b[i][0].tokens, "beam, row {i}");
+        assert!(
+            (ba[0][0].log_prob - b[i][0].log_prob).abs() < 1e-4,
+            "row {i}"
+        );
+    }
+}
+
 #[test]
 fn beam_one_equals_greedy_through_the_beam_code_path() {
     let _guard = serial();

@@ -287,19 +287,19 @@ pub fn step_attention<B: Backend>(
 /// accumulators).
 const CONTEXT_CHUNK: usize = 256;
 
-/// `ctx = Σ_p w[h, p] · v_p` for one row, `ctx` `[d]` in chunks of [`CONTEXT_CHUNK`] held in
-/// registers over all positions, one fused multiply-add per vector. The loop it replaces loaded,
+/// `ctx = Σ_{p < positions} w[h, p] · v_p` for one row (`w` `[heads, len]`), `ctx` `[d]` in chunks
+/// of [`CONTEXT_CHUNK`] held in registers over the positions, one fused multiply-add per vector. The loop it replaces loaded,
 /// multiplied, added and stored the context for every position (a third of the step attention's
 /// samples, perf).
 ///
 /// # Safety
 /// AVX-512F; `ctx.len()` a multiple of [`CONTEXT_CHUNK`]; `hd` 16, 32, 64, 128 or 256; `w` holds
-/// `ctx.len() / hd · len` weights `[heads, len]`.
+/// `ctx.len() / hd · len` weights `[heads, len]`; `positions ≤ len`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn context_avx512(
     w: &[f32],
-    len: usize,
+    (positions, len): (usize, usize),
     hd: usize,
     values: &[f32],
     value_at: impl Fn(usize) -> usize,
@@ -308,11 +308,11 @@ unsafe fn context_avx512(
     // SAFETY (all arms): as this function's contract.
     unsafe {
         match hd {
-            16 => context_chunks::<1>(w, len, values, value_at, ctx),
-            32 => context_chunks::<2>(w, len, values, value_at, ctx),
-            64 => context_chunks::<4>(w, len, values, value_at, ctx),
-            128 => context_chunks::<8>(w, len, values, value_at, ctx),
-            _ => context_chunks::<16>(w, len, values, value_at, ctx),
+            16 => context_chunks::<1>(w, (positions, len), values, value_at, ctx),
+            32 => context_chunks::<2>(w, (positions, len), values, value_at, ctx),
+            64 => context_chunks::<4>(w, (positions, len), values, value_at, ctx),
+            128 => context_chunks::<8>(w, (positions, len), values, value_at, ctx),
+            _ => context_chunks::<16>(w, (positions, len), values, value_at, ctx),
         }
     }
 }
@@ -325,7 +325,7 @@ unsafe fn context_avx512(
 #[target_feature(enable = "avx512f")]
 unsafe fn context_chunks<const VH: usize>(
     w: &[f32],
-    len: usize,
+    (positions, len): (usize, usize),
     values: &[f32],
     value_at: impl Fn(usize) -> usize,
     ctx: &mut [f32],
@@ -334,11 +334,11 @@ unsafe fn context_chunks<const VH: usize>(
     const V: usize = CONTEXT_CHUNK / 16;
     let hd = 16 * VH;
     let d = ctx.len();
-    assert!(d.is_multiple_of(CONTEXT_CHUNK) && w.len() >= d / hd * len);
+    assert!(d.is_multiple_of(CONTEXT_CHUNK) && w.len() >= d / hd * len && positions <= len);
     for chunk in (0..d).step_by(CONTEXT_CHUNK) {
         let first_head = chunk / hd;
         let mut acc = [_mm512_setzero_ps(); V];
-        for p in 0..len {
+        for p in 0..positions {
             let at = value_at(p) + chunk;
             assert!(at + CONTEXT_CHUNK <= values.len());
             for hh in 0..V / VH {
@@ -362,7 +362,7 @@ unsafe fn context_chunks<const VH: usize>(
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn context_avx512(
     _: &[f32],
-    _: usize,
+    _: (usize, usize),
     _: usize,
     _: &[f32],
     _: impl Fn(usize) -> usize,
@@ -414,11 +414,24 @@ fn forward_flex(
                 };
                 // Where position `p`'s key and value rows start in their buffers.
                 let at = |p: usize| (rows.row(i, p, len) * capacity + p) * d;
+                let bias_row = bias.map(|b| &b[rows.row(i, 0, len) * len..][..len]);
+                // Positions before the trailing padding of this row's source: the padded ones
+                // (bias −∞, weight exactly 0) are neither read nor multiplied. A batch's sources
+                // are padded to its longest, and reading every row's padding cost as much memory
+                // traffic as its words when short and long sentences share a batch. The scores
+                // and weights stay `[heads, len]`, so the softmax sums the same numbers.
+                let valid = bias_row.map_or(len, |b| {
+                    len - b
+                        .iter()
+                        .rev()
+                        .take_while(|&&x| x == f32::NEG_INFINITY)
+                        .count()
+                });
                 // Raw dot products first (four positions at a time where AVX-512 runs them), then
                 // the scale and the bias over all positions.
                 let mut first = 0;
                 if dots == HeadDots::Avx512 {
-                    while first + 4 <= len {
+                    while first + 4 <= valid {
                         let ks = [0, 1, 2, 3].map(|j| &keys[at(first + j)..][..d]);
                         // SAFETY: `HeadDots::Avx512` was detected (AVX-512F, hd a multiple of
                         // 16); `qi` and every `ks[j]` hold d = heads · hd elements, and `w` holds
@@ -427,14 +440,14 @@ fn forward_flex(
                         first += 4;
                     }
                 }
-                for p in first..len {
+                for p in first..valid {
                     dots.run(qi, &keys[at(p)..][..d], hd, s);
                     for (h, &s) in s.iter().enumerate() {
                         w[h * len + p] = s;
                     }
                 }
                 for p in 0..len {
-                    let b = bias.map_or(0.0, |b| b[rows.row(i, 0, len) * len + p]);
+                    let b = bias_row.map_or(0.0, |b| b[p]);
                     for h in 0..heads {
                         let x = &mut w[h * len + p];
                         *x = *x * scale + b;
@@ -456,10 +469,10 @@ fn forward_flex(
                     // SAFETY: `fast_context` holds only with AVX-512F, `hd` one of the sizes
                     // `context_avx512` takes and `d` a multiple of 256; `w` holds heads · len
                     // weights, `ctx` d elements, and every value row `d` elements (checked there).
-                    unsafe { context_avx512(w, len, hd, values, at, ctx) };
+                    unsafe { context_avx512(w, (valid, len), hd, values, at, ctx) };
                     return;
                 }
-                for p in 0..len {
+                for p in 0..valid {
                     let v = &values[at(p)..][..d];
                     for h in 0..heads {
                         let wp = w[h * len + p];

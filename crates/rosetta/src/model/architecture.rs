@@ -494,4 +494,11 @@ impl<B: Backend> Scorer<B> for AnyModel<B> {
             AnyModel::Transformer(m) => m.max_len(),
         }
     }
+
+    fn groups_sources(&self) -> bool {
+        match self {
+            AnyModel::Rnn(m) => m.groups_sources(),
+            AnyModel::Transformer(m) => m.groups_sources(),
+        }
+    }
 }

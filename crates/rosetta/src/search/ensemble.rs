@@ -95,6 +95,10 @@ impl<B: Backend, S: Scorer<B>> Scorer<B> for Ensemble<'_, S> {
             .unwrap_or(usize::MAX)
     }
 
+    fn groups_sources(&self) -> bool {
+        self.members.iter().all(Scorer::groups_sources)
+    }
+
     fn reorder(&self, states: Self::State, indices: Tensor<B, 1, Int>) -> Self::State {
         self.members
             .iter()

@@ -40,6 +40,14 @@ pub trait Scorer<B: Backend> {
         self.select(state, indices)
     }
 
+    /// Whether [`Scorer::start`] encodes a batch in groups of similar source length
+    /// ([`SourceBatch::length_groups`]) and its steps skip source padding, so that a batch of
+    /// mixed lengths costs about what its parts would: callers then need not split batches where
+    /// padding grows.
+    fn groups_sources(&self) -> bool {
+        false
+    }
+
     /// The most target tokens (`</s>` included) the model can score, e.g. the size of a learned
     /// position table; every search stops there whatever its own limit.
     fn max_len(&self) -> usize {

@@ -366,6 +366,57 @@ impl<B: Backend> Transformer<B> {
         (x, pad_bias)
     }
 
+    /// Per decoder layer, the cross-attention keys and values `[batch, src_len, d_model]` of
+    /// `src`, encoded group by group (`groups` partition the rows).
+    fn grouped_memory(&self, src: &SourceBatch<B>, groups: &[Vec<usize>]) -> Vec<StepMemory<B>> {
+        let [batch, src_len] = src.ids.dims();
+        let layers = self.decoder.layers.len();
+        let mut keys: Vec<Vec<Tensor<B, 3>>> = vec![Vec::with_capacity(groups.len()); layers];
+        let mut values = keys.clone();
+        // Zeros after the group's longest source, up to the batch's.
+        let padded = |t: Tensor<B, 3>| {
+            let [rows, len, d] = t.dims();
+            if len == src_len {
+                t
+            } else {
+                let zeros = Tensor::zeros([rows, src_len - len, d], &t.device());
+                Tensor::cat(vec![t, zeros], 1)
+            }
+        };
+        for group in groups {
+            let (encoded, _) = self.encode(&src.rows(group));
+            for (l, layer) in self.decoder.layers.iter().enumerate() {
+                let StepMemory { keys: k, values: v } = layer.step_memory(encoded.clone());
+                keys[l].push(padded(k));
+                values[l].push(padded(v));
+            }
+        }
+        // Row `i` of the batch is row `at[i]` of the groups laid end to end.
+        let order: Vec<usize> = groups.concat();
+        let mut at = vec![0i64; batch];
+        for (position, &row) in order.iter().enumerate() {
+            at[row] = position as i64;
+        }
+        let in_order = order.iter().enumerate().all(|(p, &row)| p == row);
+        let index = Tensor::<B, 1, Int>::from_data(TensorData::new(at, [batch]), &src.ids.device());
+        let join = |parts: Vec<Tensor<B, 3>>| {
+            let joined = Tensor::cat(parts, 0);
+            let joined = if in_order {
+                joined
+            } else {
+                joined.select(0, index.clone())
+            };
+            kernels::contiguous(joined)
+        };
+        keys.into_iter()
+            .zip(values)
+            .map(|(k, v)| StepMemory {
+                keys: join(k),
+                values: join(v),
+            })
+            .collect()
+    }
+
     /// Vocabulary logits: `[rows, d_model] → [rows, tgt_vocab]`. `frozen_row`: a row of the tied
     /// table that takes no gradient through the projection either (Marian's `<pad>` start).
     fn project(&self, y: Tensor<B, 2>, frozen_row: Option<u32>) -> Tensor<B, 2> {
@@ -461,17 +512,27 @@ impl<B: Backend> Transformer<B> {
 impl<B: Backend> Scorer<B> for Transformer<B> {
     type State = TransformerState<B>;
 
+    /// Encodes each group of similar source length ([`SourceBatch::length_groups`]) padded only
+    /// to its own longest, and keeps the cross-attention keys and values of the whole batch
+    /// (zeros past each source's end, where the padding bias is −∞ and the step attention reads
+    /// nothing), so a server batch mixing short and long sentences decodes in one piece without
+    /// encoding its padding.
     fn start(&self, src: &SourceBatch<B>) -> Self::State {
-        let (encoded, pad_bias) = self.encode(src);
-        let batch = pad_bias.dims()[0];
-        TransformerState {
-            memory: self
-                .decoder
+        let groups = src.length_groups();
+        let batch = src.lengths.len();
+        let memory = if groups.len() < 2 {
+            let (encoded, _) = self.encode(src);
+            self.decoder
                 .layers
                 .iter()
                 .map(|layer| layer.step_memory(encoded.clone()))
-                .collect(),
-            pad_bias,
+                .collect()
+        } else {
+            self.grouped_memory(src, &groups)
+        };
+        TransformerState {
+            memory,
+            pad_bias: padding_bias(src.pad_mask()),
             sentences: (0..batch as u32).collect(),
             ancestry: Vec::new(),
             len: 0,
@@ -546,5 +607,9 @@ impl<B: Backend> Scorer<B> for Transformer<B> {
     /// Target positions the model has (`model.max_positions`).
     fn max_len(&self) -> usize {
         self.config.max_positions
+    }
+
+    fn groups_sources(&self) -> bool {
+        true
     }
 }
