@@ -236,8 +236,10 @@ fn plan(q: &Queue, config: &BatchConfig) -> (Vec<usize>, bool) {
         // Padded cost, as the translator batches: every row as long as the longest.
         let cost = (texts + n) * (l + 1);
         if !chosen.is_empty() && (texts + n > config.max_texts || cost > config.max_tokens) {
+            // A request of many texts that does not fit must not keep the smaller ones after it
+            // out of this batch.
             full = true;
-            break;
+            continue;
         }
         chosen.push(i);
         texts += n;
@@ -464,6 +466,26 @@ mod tests {
             plan(&q, &BatchConfig::default()),
             (vec![0, 2, 6, 5, 3, 1], false)
         );
+    }
+
+    #[test]
+    fn a_request_too_big_to_join_does_not_keep_smaller_ones_out() {
+        let model: Arc<dyn Engine> = Arc::new(PoolProbe(Mutex::new(Vec::new())));
+        let options = TranslateOptions::default();
+        let mut jobs: VecDeque<Job> = [10, 10, 12]
+            .into_iter()
+            .map(|len| job(&model, len, &options))
+            .collect();
+        // The second job, as close to the oldest as can be, holds 40 texts: over the 32 a batch
+        // takes once the oldest is in.
+        jobs[1].texts = vec!["x".into(); 40];
+        jobs[1].tokens = vec![10; 40];
+        let q = Queue {
+            texts: 42,
+            jobs,
+            closed: false,
+        };
+        assert_eq!(plan(&q, &BatchConfig::default()), (vec![0, 2], true));
     }
 
     #[test]

@@ -420,13 +420,17 @@ fn forward_flex(
                 // are padded to its longest, and reading every row's padding cost as much memory
                 // traffic as its words when short and long sentences share a batch. The scores
                 // and weights stay `[heads, len]`, so the softmax sums the same numbers.
-                let valid = bias_row.map_or(len, |b| {
-                    len - b
-                        .iter()
-                        .rev()
-                        .take_while(|&&x| x == f32::NEG_INFINITY)
-                        .count()
-                });
+                // A row of nothing but padding (no caller makes one) reads everything, as before.
+                let valid = bias_row
+                    .map(|b| {
+                        len - b
+                            .iter()
+                            .rev()
+                            .take_while(|&&x| x == f32::NEG_INFINITY)
+                            .count()
+                    })
+                    .filter(|&v| v > 0)
+                    .unwrap_or(len);
                 // Raw dot products first (four positions at a time where AVX-512 runs them), then
                 // the scale and the bias over all positions.
                 let mut first = 0;

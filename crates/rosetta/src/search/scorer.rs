@@ -41,9 +41,9 @@ pub trait Scorer<B: Backend> {
     }
 
     /// Whether [`Scorer::start`] encodes a batch in groups of similar source length
-    /// ([`SourceBatch::length_groups`]) and its steps skip source padding, so that a batch of
-    /// mixed lengths costs about what its parts would: callers then need not split batches where
-    /// padding grows.
+    /// ([`SourceBatch::length_groups`]) and its steps skip source padding (on the CPU; other
+    /// backends' steps read it, masked), so that a batch of mixed lengths costs about what its
+    /// parts would: callers then need not split batches where padding grows.
     fn groups_sources(&self) -> bool {
         false
     }
