@@ -5,7 +5,7 @@
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
-use rosetta::translate::{Candidate, TranslateOptions, Translation};
+use rosetta::translate::{Candidate, SourceText, TranslateOptions, Translation};
 use rosetta_serve::app::{AppState, router};
 use rosetta_serve::html::HtmlDoc;
 use rosetta_serve::{Engine, Limits, ModelSpec, ServedModel, ServerConfig};
@@ -22,53 +22,60 @@ struct Echo;
 impl Engine for Echo {
     fn translate(
         &self,
-        lines: &[&str],
+        sources: Vec<SourceText>,
         options: &TranslateOptions,
         _sentence_ids: &[u64],
     ) -> rosetta::Result<Vec<Translation>> {
-        Ok(lines
-            .iter()
-            .map(|line| {
-                let source: Vec<String> = line
-                    .split_whitespace()
-                    .take(MAX_SOURCE)
-                    .map(str::to_owned)
-                    .collect();
-                let candidates = (0..options.search.n_best.max(1))
-                    .map(|k| {
-                        let pieces = source.clone();
-                        let attention = (0..pieces.len())
-                            .map(|j| {
-                                let mut row = vec![0.0; source.len() + 1];
-                                row[j] = 1.0;
-                                row
-                            })
-                            .collect();
-                        Candidate {
-                            text: if k == 0 {
-                                pieces.join(" ")
-                            } else {
-                                format!("{} {k}", pieces.join(" "))
-                            },
-                            pieces,
-                            log_prob: -(k as f32),
-                            score: -(k as f32),
-                            attention,
-                            hit_max_len: false,
-                        }
-                    })
-                    .collect();
-                Translation {
-                    truncated: line.split_whitespace().count() > MAX_SOURCE,
-                    source_pieces: source,
-                    candidates,
-                }
-            })
+        Ok(sources
+            .into_iter()
+            .map(
+                |SourceText {
+                     pieces: source,
+                     truncated,
+                 }| {
+                    let candidates = (0..options.search.n_best.max(1))
+                        .map(|k| {
+                            let pieces = source.clone();
+                            let attention = (0..pieces.len())
+                                .map(|j| {
+                                    let mut row = vec![0.0; source.len() + 1];
+                                    row[j] = 1.0;
+                                    row
+                                })
+                                .collect();
+                            Candidate {
+                                text: if k == 0 {
+                                    pieces.join(" ")
+                                } else {
+                                    format!("{} {k}", pieces.join(" "))
+                                },
+                                pieces,
+                                log_prob: -(k as f32),
+                                score: -(k as f32),
+                                attention,
+                                hit_max_len: false,
+                            }
+                        })
+                        .collect();
+                    Translation {
+                        truncated,
+                        source_pieces: source,
+                        candidates,
+                    }
+                },
+            )
             .collect())
     }
 
-    fn source_len(&self, line: &str) -> rosetta::Result<usize> {
-        Ok(line.split_whitespace().count().min(MAX_SOURCE))
+    fn read_source(&self, line: &str) -> rosetta::Result<SourceText> {
+        Ok(SourceText {
+            pieces: line
+                .split_whitespace()
+                .take(MAX_SOURCE)
+                .map(str::to_owned)
+                .collect(),
+            truncated: line.split_whitespace().count() > MAX_SOURCE,
+        })
     }
 
     fn max_source_len(&self) -> usize {

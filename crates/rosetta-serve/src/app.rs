@@ -174,14 +174,15 @@ impl AppState {
                 options.search.beam, limits.max_beam
             )));
         }
-        let tokens = texts
+        let sources = texts
             .iter()
-            .map(|t| model.engine.source_len(t))
-            .collect::<rosetta::Result<Vec<usize>>>()
+            .map(|t| model.engine.read_source(t))
+            .collect::<rosetta::Result<Vec<_>>>()
             .map_err(|e| ApiError::bad_request(format!("cannot read the text: {e}")))?;
+        drop(texts);
         // The request's own longest source, not the longest the model could read: an imported
         // OPUS-MT model (511 source pieces, max_len_a 2) asked 1,032 pieces of every request.
-        let source = tokens.iter().copied().max().unwrap_or(0);
+        let source = sources.iter().map(|s| s.pieces.len()).max().unwrap_or(0);
         let (a, b) = model.engine.max_len(&options);
         let longest =
             rosetta::search::max_output_len(a, b, source, usize::MAX).max(options.search.min_len);
@@ -196,12 +197,11 @@ impl AppState {
         // A client that goes away (or times out) drops this future: its job is then skipped if it
         // is still queued.
         let _cancel_on_drop = CancelOnDrop(Arc::clone(&cancelled));
-        let sentence_ids = (0..texts.len() as u64).collect();
+        let sentence_ids = (0..sources.len() as u64).collect();
         let job = Job {
             model: Arc::clone(&model.engine),
             model_index,
-            texts,
-            tokens,
+            sources,
             options,
             sentence_ids,
             cancelled: Arc::clone(&cancelled),

@@ -12,13 +12,17 @@
 use crate::config::BatchConfig;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
-use rosetta::translate::{TranslateOptions, Translation};
+use rosetta::translate::{SourceText, TranslateOptions, Translation};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
+
+/// How often a decoding thread gives freed memory back to the system, between batches (see
+/// [`rosetta::device::release_free_memory`]).
+const TRIM_EVERY: Duration = Duration::from_secs(1);
 
 /// The translations of one request, with where its time went.
 #[derive(Debug)]
@@ -39,10 +43,8 @@ pub struct Job {
     pub model: Arc<dyn Engine>,
     /// Identifies the model for grouping (its index in the server's list).
     pub model_index: usize,
-    /// The texts.
-    pub texts: Vec<String>,
-    /// Source pieces per text (what it costs in a batch).
-    pub tokens: Vec<usize>,
+    /// The texts, read as the model reads them (their lengths decide the batch).
+    pub sources: Vec<SourceText>,
     /// Decoding options (only requests with equal options share a batch).
     pub options: TranslateOptions,
     /// Sampling seed per text.
@@ -134,8 +136,13 @@ impl Batcher {
                     .spawn(move || {
                         pool.install(|| {
                             rosetta::device::flush_subnormals();
+                            let mut trimmed = Instant::now();
                             while let Some(batch) = next_batch(&shared) {
                                 decode(batch, &shared.metrics);
+                                if trimmed.elapsed() >= TRIM_EVERY {
+                                    rosetta::device::release_free_memory();
+                                    trimmed = Instant::now();
+                                }
                             }
                         })
                     })?,
@@ -153,14 +160,14 @@ impl Batcher {
         if q.closed {
             return Err(Rejected::Closed);
         }
-        if q.texts + job.texts.len() > self.shared.capacity {
+        if q.texts + job.sources.len() > self.shared.capacity {
             // Requests that gave up still hold places while every worker is busy.
             purge_cancelled(&mut q, &self.shared.metrics);
-            if q.texts + job.texts.len() > self.shared.capacity {
+            if q.texts + job.sources.len() > self.shared.capacity {
                 return Err(Rejected::Full);
             }
         }
-        q.texts += job.texts.len();
+        q.texts += job.sources.len();
         self.shared.metrics.queue_texts.set(q.texts as i64);
         q.jobs.push_back(job);
         drop(q);
@@ -220,7 +227,13 @@ fn plan(q: &Queue, config: &BatchConfig) -> (Vec<usize>, bool) {
     let Some(first) = q.jobs.front() else {
         return (Vec::new(), false);
     };
-    let longest = |job: &Job| job.tokens.iter().copied().max().unwrap_or(0);
+    let longest = |job: &Job| {
+        job.sources
+            .iter()
+            .map(|s| s.pieces.len())
+            .max()
+            .unwrap_or(0)
+    };
     let target = longest(first);
     // The oldest job always goes (even if its options do not compare equal to themselves).
     let mut order: Vec<usize> = (1..q.jobs.len())
@@ -231,7 +244,7 @@ fn plan(q: &Queue, config: &BatchConfig) -> (Vec<usize>, bool) {
     let mut full = false;
     for i in std::iter::once(0).chain(order) {
         let job = &q.jobs[i];
-        let n = job.texts.len();
+        let n = job.sources.len();
         let l = longest(job).max(long);
         // Padded cost, as the translator batches: every row as long as the longest.
         let cost = (texts + n) * (l + 1);
@@ -257,7 +270,7 @@ fn purge_cancelled(q: &mut Queue, metrics: &Metrics) {
     let before = q.jobs.len();
     q.jobs.retain(|j| !j.cancelled.load(Ordering::Relaxed));
     if q.jobs.len() != before {
-        q.texts = q.jobs.iter().map(|j| j.texts.len()).sum();
+        q.texts = q.jobs.iter().map(|j| j.sources.len()).sum();
         metrics.queue_texts.set(q.texts as i64);
     }
 }
@@ -292,7 +305,7 @@ fn next_batch(shared: &Shared) -> Option<Vec<Job>> {
                 }
             }
             batch.reverse();
-            q.texts -= batch.iter().map(|j| j.texts.len()).sum::<usize>();
+            q.texts -= batch.iter().map(|j| j.sources.len()).sum::<usize>();
             shared.metrics.queue_texts.set(q.texts as i64);
             return Some(batch);
         }
@@ -305,25 +318,26 @@ fn next_batch(shared: &Shared) -> Option<Vec<Job>> {
 }
 
 /// Decodes one batch and answers each of its requests.
-fn decode(batch: Vec<Job>, metrics: &Metrics) {
+fn decode(mut batch: Vec<Job>, metrics: &Metrics) {
     let Some(first) = batch.first() else { return };
     let model = Arc::clone(&first.model);
     let options = first.options.clone();
-    let lines: Vec<&str> = batch
-        .iter()
-        .flat_map(|j| j.texts.iter().map(String::as_str))
+    // Moved to the model; each job's count of texts stays in its `sentence_ids`.
+    let sources: Vec<SourceText> = batch
+        .iter_mut()
+        .flat_map(|j| std::mem::take(&mut j.sources))
         .collect();
     let ids: Vec<u64> = batch
         .iter()
         .flat_map(|j| j.sentence_ids.iter().copied())
         .collect();
+    let batch_texts = sources.len();
     let started = Instant::now();
     // A panic inside the model would be a bug; it must cost this batch its answers, not the worker.
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        model.translate(&lines, &options, &ids)
+        model.translate(sources, &options, &ids)
     }));
     let decoding = started.elapsed();
-    let batch_texts = lines.len();
     metrics.batch_texts.observe(batch_texts as f64);
     metrics.decode_seconds.inc_by(decoding.as_secs_f64());
     let mut translations = match result {
@@ -367,7 +381,7 @@ fn decode(batch: Vec<Job>, metrics: &Metrics) {
         }
     };
     for job in batch {
-        let mine: Vec<Translation> = translations.by_ref().take(job.texts.len()).collect();
+        let mine: Vec<Translation> = translations.by_ref().take(job.sentence_ids.len()).collect();
         // The receiver is gone when the request timed out meanwhile; nothing to do then.
         let _ = job.reply.send(Ok(Finished {
             translations: mine,
@@ -388,12 +402,12 @@ mod tests {
     impl Engine for PoolProbe {
         fn translate(
             &self,
-            lines: &[&str],
+            sources: Vec<SourceText>,
             _: &TranslateOptions,
             _: &[u64],
         ) -> rosetta::Result<Vec<Translation>> {
             lock(&self.0).push(rayon::current_num_threads());
-            Ok(lines
+            Ok(sources
                 .iter()
                 .map(|_| Translation {
                     source_pieces: Vec::new(),
@@ -402,8 +416,11 @@ mod tests {
                 })
                 .collect())
         }
-        fn source_len(&self, line: &str) -> rosetta::Result<usize> {
-            Ok(line.len())
+        fn read_source(&self, line: &str) -> rosetta::Result<SourceText> {
+            Ok(SourceText {
+                pieces: line.chars().map(String::from).collect(),
+                truncated: false,
+            })
         }
         fn max_source_len(&self) -> usize {
             100
@@ -416,13 +433,20 @@ mod tests {
         }
     }
 
+    /// A source of `len` pieces.
+    fn source(len: usize) -> SourceText {
+        SourceText {
+            pieces: vec!["x".into(); len],
+            truncated: false,
+        }
+    }
+
     /// A one-text job of `len` source pieces (its answer goes nowhere).
     fn job(model: &Arc<dyn Engine>, len: usize, options: &TranslateOptions) -> Job {
         Job {
             model: Arc::clone(model),
             model_index: 0,
-            texts: vec!["x".into()],
-            tokens: vec![len],
+            sources: vec![source(len)],
             options: options.clone(),
             sentence_ids: vec![0],
             cancelled: Arc::new(AtomicBool::new(false)),
@@ -478,8 +502,8 @@ mod tests {
             .collect();
         // The second job, as close to the oldest as can be, holds 40 texts: over the 32 a batch
         // takes once the oldest is in.
-        jobs[1].texts = vec!["x".into(); 40];
-        jobs[1].tokens = vec![10; 40];
+        jobs[1].sources = vec![source(10); 40];
+        jobs[1].sentence_ids = (0..40).collect();
         let q = Queue {
             texts: 42,
             jobs,
@@ -504,8 +528,7 @@ mod tests {
             let job = Job {
                 model: Arc::clone(&probe) as Arc<dyn Engine>,
                 model_index: 0,
-                texts: vec!["a".into(), "b".into()],
-                tokens: vec![1, 1],
+                sources: vec![source(1), source(1)],
                 options: TranslateOptions::default(),
                 sentence_ids: vec![0, 1],
                 cancelled: Arc::new(AtomicBool::new(false)),

@@ -4,21 +4,22 @@
 //! server only sees `Arc<dyn Engine>`.
 
 use rosetta::burn::tensor::backend::Backend;
-use rosetta::translate::{TranslateOptions, Translation, Translator};
+use rosetta::translate::{SourceText, TranslateOptions, Translation, Translator};
 
 /// What the server needs from a model: translate a batch of lines, and count a line's source pieces.
 pub trait Engine: Send + Sync {
-    /// Translates `lines` (one translation per line, in order), seeding sampling per line by
-    /// `sentence_ids`.
+    /// Translates `sources` (one translation per source, in order), seeding sampling per source
+    /// by `sentence_ids`.
     fn translate(
         &self,
-        lines: &[&str],
+        sources: Vec<SourceText>,
         options: &TranslateOptions,
         sentence_ids: &[u64],
     ) -> rosetta::Result<Vec<Translation>>;
 
-    /// Source pieces the model reads for `line` (truncated at its maximum length).
-    fn source_len(&self, line: &str) -> rosetta::Result<usize>;
+    /// `line` read as the model reads it (normalized, tokenized, cut at its maximum length): done
+    /// once, when the request arrives, since its length decides its batch.
+    fn read_source(&self, line: &str) -> rosetta::Result<SourceText>;
 
     /// Longest source the model reads, in pieces.
     fn max_source_len(&self) -> usize;
@@ -56,15 +57,15 @@ where
 {
     fn translate(
         &self,
-        lines: &[&str],
+        sources: Vec<SourceText>,
         options: &TranslateOptions,
         sentence_ids: &[u64],
     ) -> rosetta::Result<Vec<Translation>> {
-        self.translate_with_ids(lines, options, sentence_ids)
+        self.translate_sources(sources, options, sentence_ids)
     }
 
-    fn source_len(&self, line: &str) -> rosetta::Result<usize> {
-        Translator::source_len(self, line)
+    fn read_source(&self, line: &str) -> rosetta::Result<SourceText> {
+        Translator::read_source(self, line)
     }
 
     fn max_source_len(&self) -> usize {

@@ -111,6 +111,15 @@ impl Candidate {
     }
 }
 
+/// A source line as translation reads it: its pieces, cut at the model's maximum source length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceText {
+    /// Source pieces (at most the model's maximum source length).
+    pub pieces: Vec<String>,
+    /// Whether the line had more pieces than that.
+    pub truncated: bool,
+}
+
 /// The translation of one line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Translation {
@@ -318,11 +327,20 @@ impl<B: Backend> Translator<B> {
     /// How many source pieces the model reads for `line` (after truncation to the maximum length),
     /// without `</s>`: what a line costs in a token-limited batch.
     pub fn source_len(&self, line: &str) -> Result<usize> {
-        Ok(self
-            .pipeline
-            .src_pieces(line)?
-            .len()
-            .min(self.max_source_len()))
+        Ok(self.read_source(line)?.pieces.len())
+    }
+
+    /// `line` normalized and tokenized as translation reads it, cut at the model's maximum source
+    /// length. A server reads each text once, when the request arrives (its length decides its
+    /// batch), and hands the pieces to [`Translator::translate_sources`].
+    pub fn read_source(&self, line: &str) -> Result<SourceText> {
+        let max_len = self.max_source_len();
+        let mut pieces = self.pipeline.src_pieces(line)?;
+        let truncated = pieces.len() > max_len;
+        pieces.truncate(max_len);
+        // A 10,000-character line must not keep its whole piece list's memory while it waits.
+        pieces.shrink_to_fit();
+        Ok(SourceText { pieces, truncated })
     }
 
     /// Like [`Translator::translate`], with each line's sampling seed given by `sentence_ids` (one
@@ -334,23 +352,32 @@ impl<B: Backend> Translator<B> {
         options: &TranslateOptions,
         sentence_ids: &[u64],
     ) -> Result<Vec<Translation>> {
+        let sources = lines
+            .iter()
+            .map(|line| self.read_source(line))
+            .collect::<Result<Vec<_>>>()?;
+        self.translate_sources(sources, options, sentence_ids)
+    }
+
+    /// [`Translator::translate_with_ids`] for sources already read ([`Translator::read_source`]).
+    pub fn translate_sources(
+        &self,
+        sources: Vec<SourceText>,
+        options: &TranslateOptions,
+        sentence_ids: &[u64],
+    ) -> Result<Vec<Translation>> {
         options.validate()?;
-        if sentence_ids.len() != lines.len() {
+        if sentence_ids.len() != sources.len() {
             return Err(Error::Config(format!(
                 "{} lines but {} sentence ids",
-                lines.len(),
+                sources.len(),
                 sentence_ids.len()
             )));
         }
         let max_len = self.max_source_len();
-        let mut out = Vec::with_capacity(lines.len());
-        let mut ids = Vec::with_capacity(lines.len());
-        for line in lines {
-            let mut pieces = self.pipeline.src_pieces(line)?;
-            let truncated = pieces.len() > max_len;
-            pieces.truncate(max_len);
-            // A 10,000-character line must not keep its whole piece list's memory for the chunk.
-            pieces.shrink_to_fit();
+        let mut out = Vec::with_capacity(sources.len());
+        let mut ids = Vec::with_capacity(sources.len());
+        for SourceText { pieces, truncated } in sources {
             ids.push(self.pipeline.src_vocab().encode(&pieces));
             out.push(Translation {
                 source_pieces: pieces,
