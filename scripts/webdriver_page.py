@@ -5,7 +5,7 @@ Usage: python3 scripts/webdriver_page.py CHROMEDRIVER SERVER_URL
 It types two lines into the text box, asks for three alternatives, clicks Translate, and checks the
 translations, the alternatives, the attention heatmap and the Copy button (the clipboard's text);
 then asks for a beam above the server's limit and checks that the page shows the server's error.
-Exits non-zero on any failure. The W3C WebDriver protocol is plain HTTP and JSON, so only the
+Exits 1 on any failure of the page, 2 when no browser can be started here. The W3C WebDriver protocol is plain HTTP and JSON, so only the
 standard library is needed (no Selenium).
 """
 
@@ -45,9 +45,9 @@ class Driver:
             try:
                 self.call("GET", "/status")
                 break
-            except OSError:
-                if time.time() > deadline:
-                    raise
+            except OSError as e:
+                if self.proc.poll() is not None or time.time() > deadline:
+                    self.cannot_start(e)
                 time.sleep(0.1)
         caps = {
             "capabilities": {
@@ -58,13 +58,23 @@ class Driver:
                             "--headless",
                             "--no-sandbox",
                             "--disable-gpu",
+                            "--disable-dev-shm-usage",
                             f"--user-data-dir={self.profile}",
                         ]
                     },
                 }
             }
         }
-        self.session = self.call("POST", "/session", caps)["sessionId"]
+        try:
+            self.session = self.call("POST", "/session", caps)["sessionId"]
+        except (OSError, RuntimeError) as e:
+            self.cannot_start(e)
+
+    def cannot_start(self, why):
+        # The machine cannot run the browser (not a fault of the page): exit status 2.
+        self.proc.terminate()
+        print(f"SKIPPED: chromedriver could not start a browser: {why}")
+        sys.exit(2)
 
     def call(self, method, path, body=None):
         data = None if body is None else json.dumps(body).encode()
