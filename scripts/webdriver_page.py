@@ -2,11 +2,12 @@
 
 Usage: python3 scripts/webdriver_page.py CHROMEDRIVER SERVER_URL
 
-It types two lines into the text box, asks for three alternatives, clicks Translate, and checks the
-translations, the alternatives, the attention heatmap and the Copy button (the clipboard's text);
-then asks for a beam above the server's limit and checks that the page shows the server's error.
-Exits 1 on any failure of the page, 2 when no browser can be started here. The W3C WebDriver protocol is plain HTTP and JSON, so only the
-standard library is needed (no Selenium).
+It checks that the Beam field starts at the model's own beam, types two lines into the text box,
+asks for three alternatives, clicks Translate, and checks the translations, the alternatives, the
+attention heatmap and the Copy button (the clipboard's text); then asks for a beam above the
+server's limit and checks that the page shows the server's error. Exits 1 on any failure of the
+page, 2 when no browser can be started here. The W3C WebDriver protocol is plain HTTP and JSON, so
+only the standard library is needed (no Selenium).
 """
 
 import json
@@ -123,6 +124,11 @@ def main():
     try:
         d.s("POST", "/url", {"url": url + "/"})
         d.wait("return document.querySelectorAll('#model option').length > 0", "the model list")
+        # The Beam field starts at the model's own beam, as `GET /v1/models` gives it.
+        with urllib.request.urlopen(url + "/v1/models", timeout=10) as r:
+            own_beam = json.loads(r.read())[0]["beam"]
+        shown = d.script("return document.getElementById('beam').value")
+        assert shown == str(own_beam), f"beam field {shown!r}, the model's own {own_beam}"
         # A user's keystrokes: the two lines, Enter between them.
         box = d.element("#input")
         d.s("POST", f"/element/{box}/value", {"text": LINES[0] + "\n" + LINES[1]})
