@@ -292,10 +292,9 @@ fn next_batch(shared: &Shared) -> Option<Vec<Job>> {
             continue;
         };
         let deadline = first.enqueued + Duration::from_millis(shared.config.max_wait_ms);
-        let (chosen, full) = plan(&q, &shared.config);
+        let (mut chosen, full) = plan(&q, &shared.config);
         let now = Instant::now();
         if full || now >= deadline || q.closed {
-            let mut chosen = chosen;
             chosen.sort_unstable();
             let mut batch = Vec::with_capacity(chosen.len());
             // Highest index first, so the earlier indices stay valid.

@@ -6,7 +6,8 @@
 use rosetta::burn::tensor::backend::Backend;
 use rosetta::translate::{SourceText, TranslateOptions, Translation, Translator};
 
-/// What the server needs from a model: translate a batch of lines, and count a line's source pieces.
+/// What the server needs from a model: read a line as the model reads it, and translate a batch of
+/// lines so read.
 pub trait Engine: Send + Sync {
     /// Translates `sources` (one translation per source, in order), seeding sampling per source
     /// by `sentence_ids`.

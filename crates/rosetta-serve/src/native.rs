@@ -305,15 +305,18 @@ pub async fn models(State(state): State<Shared>) -> Json<Vec<ModelInfo>> {
         state
             .models
             .iter()
-            .map(|m| ModelInfo {
-                name: m.name.clone(),
-                source: m.pair.as_ref().map(|p| p.0.clone()),
-                target: m.pair.as_ref().map(|p| p.1.clone()),
-                arch: m.engine.arch().to_owned(),
-                ensemble: m.engine.ensemble_size(),
-                max_source_len: m.engine.max_source_len(),
-                beam: m.engine.search_defaults().beam,
-                length_penalty: m.engine.search_defaults().length_penalty,
+            .map(|m| {
+                let search = m.engine.search_defaults();
+                ModelInfo {
+                    name: m.name.clone(),
+                    source: m.pair.as_ref().map(|p| p.0.clone()),
+                    target: m.pair.as_ref().map(|p| p.1.clone()),
+                    arch: m.engine.arch().to_owned(),
+                    ensemble: m.engine.ensemble_size(),
+                    max_source_len: m.engine.max_source_len(),
+                    beam: search.beam,
+                    length_penalty: search.length_penalty,
+                }
             })
             .collect(),
     )

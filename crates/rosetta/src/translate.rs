@@ -4,7 +4,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::kernels::Int8Kernel;
 use crate::model::architecture::AnyModel;
-use crate::model::input::{SourceBatch, ids_tensor, source_batch, within_padding};
+use crate::model::input::{SourceBatch, ids_tensor, sorted_runs, source_batch, within_padding};
 use crate::search::ensemble::mixture;
 use crate::search::{
     BeamConfig, Ensemble, Hypothesis, SamplingConfig, Scorer, beam_search, greedy, sample,
@@ -264,26 +264,14 @@ impl<B: Backend> Translator<B> {
         split_padding: bool,
     ) -> Vec<Vec<usize>> {
         let max_rows = if max_rows == 0 { usize::MAX } else { max_rows };
-        let mut order: Vec<usize> = (0..lengths.len()).filter(|&i| lengths[i] > 0).collect();
-        order.sort_by_key(|&i| lengths[i]);
-        let mut batches = Vec::new();
-        let mut start = 0;
-        while start < order.len() {
-            let mut end = start + 1;
-            let mut real = lengths[order[start]] + 1;
-            // Sorted by length: the last row of a batch is its longest.
-            while end < order.len()
-                && end - start < max_rows
-                && (end + 1 - start) * (lengths[order[end]] + 1) <= budget
-                && (!split_padding || within_padding(end - start, real, lengths[order[end]] + 1))
-            {
-                real += lengths[order[end]] + 1;
-                end += 1;
-            }
-            batches.push(order[start..end].to_vec());
-            start = end;
-        }
-        batches
+        // Each sequence costs its pieces and `</s>`; the last row of a run is its longest.
+        let counted: Vec<usize> = lengths.iter().map(|&n| n + 1).collect();
+        let non_empty = (0..lengths.len()).filter(|&i| lengths[i] > 0);
+        sorted_runs(&counted, non_empty, |rows, tokens, next| {
+            rows < max_rows
+                && (rows + 1) * next <= budget
+                && (!split_padding || within_padding(rows, tokens, next))
+        })
     }
 
     /// Translates lines, returning exactly one translation per line, in order. Empty lines give empty
@@ -322,12 +310,6 @@ impl<B: Backend> Translator<B> {
             options.search.max_len_a.unwrap_or(a),
             options.search.max_len_b.unwrap_or(b),
         )
-    }
-
-    /// How many source pieces the model reads for `line` (after truncation to the maximum length),
-    /// without `</s>`: what a line costs in a token-limited batch.
-    pub fn source_len(&self, line: &str) -> Result<usize> {
-        Ok(self.read_source(line)?.pieces.len())
     }
 
     /// `line` normalized and tokenized as translation reads it, cut at the model's maximum source

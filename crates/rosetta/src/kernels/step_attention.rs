@@ -288,9 +288,9 @@ pub fn step_attention<B: Backend>(
 const CONTEXT_CHUNK: usize = 256;
 
 /// `ctx = Σ_{p < positions} w[h, p] · v_p` for one row (`w` `[heads, len]`), `ctx` `[d]` in chunks
-/// of [`CONTEXT_CHUNK`] held in registers over the positions, one fused multiply-add per vector. The loop it replaces loaded,
-/// multiplied, added and stored the context for every position (a third of the step attention's
-/// samples, perf).
+/// of [`CONTEXT_CHUNK`] held in registers over the positions, one fused multiply-add per vector.
+/// The loop it replaces loaded, multiplied, added and stored the context for every position (a
+/// third of the step attention's samples, perf).
 ///
 /// # Safety
 /// AVX-512F; `ctx.len()` a multiple of [`CONTEXT_CHUNK`]; `hd` 16, 32, 64, 128 or 256; `w` holds

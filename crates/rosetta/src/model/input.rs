@@ -40,22 +40,7 @@ impl<B: Backend> SourceBatch<B> {
     /// its padded size padding ([`within_padding`]). A Transformer encodes each group on its own
     /// (padded only to the group's longest) and decodes the whole batch together.
     pub fn length_groups(&self) -> Vec<Vec<usize>> {
-        let mut order: Vec<usize> = (0..self.lengths.len()).collect();
-        order.sort_by_key(|&i| self.lengths[i]);
-        let mut groups = Vec::new();
-        let mut start = 0;
-        while start < order.len() {
-            let mut end = start + 1;
-            let mut tokens = self.lengths[order[start]];
-            while end < order.len() && within_padding(end - start, tokens, self.lengths[order[end]])
-            {
-                tokens += self.lengths[order[end]];
-                end += 1;
-            }
-            groups.push(order[start..end].to_vec());
-            start = end;
-        }
-        groups
+        sorted_runs(&self.lengths, 0..self.lengths.len(), within_padding)
     }
 
     /// Rows `rows` of the batch, in that order, padded only to their own longest.
@@ -88,6 +73,30 @@ pub const PADDING_FREE_ROWS: usize = 16;
 /// rows were slower or equal).
 pub fn within_padding(rows: usize, tokens: usize, next: usize) -> bool {
     rows < PADDING_FREE_ROWS || 5 * (rows + 1) * next <= 6 * (tokens + next)
+}
+
+/// The indices `rows` sorted by `lengths` (stable), cut into runs: a run takes the next index while
+/// `fits(rows so far, their tokens, its length)`; each run has at least one index.
+pub fn sorted_runs(
+    lengths: &[usize],
+    rows: impl IntoIterator<Item = usize>,
+    fits: impl Fn(usize, usize, usize) -> bool,
+) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = rows.into_iter().collect();
+    order.sort_by_key(|&i| lengths[i]);
+    let mut runs = Vec::new();
+    let mut start = 0;
+    while start < order.len() {
+        let mut end = start + 1;
+        let mut tokens = lengths[order[start]];
+        while end < order.len() && fits(end - start, tokens, lengths[order[end]]) {
+            tokens += lengths[order[end]];
+            end += 1;
+        }
+        runs.push(order[start..end].to_vec());
+        start = end;
+    }
+    runs
 }
 
 /// `[batch, len]` id tensor.

@@ -366,6 +366,16 @@ impl<B: Backend> Transformer<B> {
         (x, pad_bias)
     }
 
+    /// Per decoder layer, the cross-attention keys and values of the encoder output `encoded`
+    /// `[batch, src_len, d_model]`.
+    fn step_memories(&self, encoded: Tensor<B, 3>) -> Vec<StepMemory<B>> {
+        self.decoder
+            .layers
+            .iter()
+            .map(|layer| layer.step_memory(encoded.clone()))
+            .collect()
+    }
+
     /// Per decoder layer, the cross-attention keys and values `[batch, src_len, d_model]` of
     /// `src`, encoded group by group (`groups` partition the rows).
     fn grouped_memory(&self, src: &SourceBatch<B>, groups: &[Vec<usize>]) -> Vec<StepMemory<B>> {
@@ -385,8 +395,9 @@ impl<B: Backend> Transformer<B> {
         };
         for group in groups {
             let (encoded, _) = self.encode(&src.rows(group));
-            for (l, layer) in self.decoder.layers.iter().enumerate() {
-                let StepMemory { keys: k, values: v } = layer.step_memory(encoded.clone());
+            for (l, StepMemory { keys: k, values: v }) in
+                self.step_memories(encoded).into_iter().enumerate()
+            {
                 keys[l].push(padded(k));
                 values[l].push(padded(v));
             }
@@ -520,19 +531,18 @@ impl<B: Backend> Scorer<B> for Transformer<B> {
     fn start(&self, src: &SourceBatch<B>) -> Self::State {
         let groups = src.length_groups();
         let batch = src.lengths.len();
-        let memory = if groups.len() < 2 {
-            let (encoded, _) = self.encode(src);
-            self.decoder
-                .layers
-                .iter()
-                .map(|layer| layer.step_memory(encoded.clone()))
-                .collect()
+        let (memory, pad_bias) = if groups.len() < 2 {
+            let (encoded, pad_bias) = self.encode(src);
+            (self.step_memories(encoded), pad_bias)
         } else {
-            self.grouped_memory(src, &groups)
+            (
+                self.grouped_memory(src, &groups),
+                padding_bias(src.pad_mask()),
+            )
         };
         TransformerState {
             memory,
-            pad_bias: padding_bias(src.pad_mask()),
+            pad_bias,
             sentences: (0..batch as u32).collect(),
             ancestry: Vec::new(),
             len: 0,
