@@ -37,6 +37,10 @@ pub struct Args {
     /// Milliseconds a request waits for others to share its batch.
     #[arg(long)]
     max_wait_ms: Option<u64>,
+    /// In-flight batching for greedy Transformer search: texts join a running batch as others
+    /// end, and each request is answered when its own texts are done.
+    #[arg(long)]
+    in_flight: bool,
     /// Characters per text.
     #[arg(long)]
     max_chars: Option<usize>,
@@ -79,6 +83,7 @@ impl Args {
         b.max_tokens = self.max_batch_tokens.unwrap_or(b.max_tokens);
         b.max_texts = self.max_batch_texts.unwrap_or(b.max_texts);
         b.max_wait_ms = self.max_wait_ms.unwrap_or(b.max_wait_ms);
+        b.in_flight |= self.in_flight;
         let l = &mut c.limits;
         l.max_chars = self.max_chars.unwrap_or(l.max_chars);
         l.max_texts = self.max_texts.unwrap_or(l.max_texts);

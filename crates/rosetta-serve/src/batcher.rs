@@ -137,12 +137,19 @@ impl Batcher {
                         pool.install(|| {
                             rosetta::device::flush_subnormals();
                             let mut trimmed = Instant::now();
-                            while let Some(batch) = next_batch(&shared) {
-                                decode(batch, &shared.metrics);
+                            let mut trim = || {
                                 if trimmed.elapsed() >= TRIM_EVERY {
                                     rosetta::device::release_free_memory();
                                     trimmed = Instant::now();
                                 }
+                            };
+                            while let Some(batch) = next_batch(&shared) {
+                                if streams(&batch, &shared.config) {
+                                    stream(batch, &shared, &mut trim);
+                                } else {
+                                    decode(batch, &shared.metrics);
+                                }
+                                trim();
                             }
                         })
                     })?,
@@ -213,7 +220,12 @@ impl Drop for Batcher {
 
 /// Whether `job` may share a batch with `first`.
 fn compatible(first: &Job, job: &Job) -> bool {
-    first.model_index == job.model_index && first.options == job.options
+    same_search(first.model_index, &first.options, job)
+}
+
+/// Whether `job` is for model `model_index` with `options`.
+fn same_search(model_index: usize, options: &TranslateOptions, job: &Job) -> bool {
+    job.model_index == model_index && &job.options == options
 }
 
 /// The jobs of the next batch (indices into the queue) and whether it is full: the oldest job,
@@ -389,6 +401,196 @@ fn decode(mut batch: Vec<Job>, metrics: &Metrics) {
             batch_texts,
         }));
     }
+}
+
+/// Whether `batch` is decoded as a stream: in-flight batching is on, batching is (more than one
+/// text per batch), and its model decodes its options so ([`Engine::streams`]).
+fn streams(batch: &[Job], config: &BatchConfig) -> bool {
+    config.in_flight
+        && config.max_texts > 1
+        && batch
+            .first()
+            .is_some_and(|job| job.model.streams(&job.options))
+}
+
+/// A request whose texts are in a stream.
+struct InFlight {
+    job: Job,
+    translations: Vec<Option<Translation>>,
+    left: usize,
+    admitted: Instant,
+    /// Texts in the search once it joined.
+    batch_texts: usize,
+}
+
+/// The requests of one stream and which text each stream number is.
+#[derive(Default)]
+struct Flights {
+    jobs: std::collections::HashMap<usize, InFlight>,
+    /// Stream number → (request, text).
+    texts: std::collections::HashMap<usize, (usize, usize)>,
+    next_job: usize,
+    next_text: usize,
+}
+
+impl Flights {
+    /// Registers `jobs`, admitted into a search that then decodes `batch_texts` texts, and
+    /// returns their texts in order.
+    fn admit(&mut self, jobs: Vec<Job>, batch_texts: usize) -> Vec<SourceText> {
+        let now = Instant::now();
+        let mut sources = Vec::new();
+        for mut job in jobs {
+            let n = job.sources.len();
+            let slot = self.next_job;
+            self.next_job += 1;
+            for t in 0..n {
+                self.texts.insert(self.next_text, (slot, t));
+                self.next_text += 1;
+            }
+            sources.append(&mut job.sources);
+            self.jobs.insert(
+                slot,
+                InFlight {
+                    job,
+                    translations: (0..n).map(|_| None).collect(),
+                    left: n,
+                    admitted: now,
+                    batch_texts,
+                },
+            );
+        }
+        sources
+    }
+}
+
+/// Decodes `batch` and the compatible requests that arrive while it runs as one stream
+/// ([`Engine::translate_stream`]): when rows free up, the oldest waiting requests for the same
+/// model and options join at the next step, and each request is answered as soon as its last text
+/// ends. A request for another model or other options is never kept waiting behind the stream:
+/// once it is the oldest in the queue, the stream admits nothing more, ends with its live texts,
+/// and the worker takes that request next.
+fn stream(batch: Vec<Job>, shared: &Shared, trim: &mut (dyn FnMut() + Send)) {
+    let Some(first) = batch.first() else { return };
+    let model = Arc::clone(&first.model);
+    let options = first.options.clone();
+    let model_index = first.model_index;
+    let rows = shared.config.max_texts;
+    let metrics = &shared.metrics;
+    let started = Instant::now();
+    // Shared by the two callbacks, which the search calls one at a time.
+    let flights = Mutex::new(Flights::default());
+    let mut opening = Some(batch);
+    let mut feed = |free: usize| -> Vec<SourceText> {
+        trim();
+        let live = rows.saturating_sub(free);
+        let (jobs, joining) = match opening.take() {
+            Some(jobs) => (jobs, false),
+            None => (
+                take_joining(shared, (model_index, &options), free),
+                live > 0,
+            ),
+        };
+        if jobs.is_empty() {
+            return Vec::new();
+        }
+        let texts: usize = jobs.iter().map(|j| j.sources.len()).sum();
+        if joining {
+            metrics.joined_texts.inc_by(texts as u64);
+        }
+        metrics.batch_texts.observe((live + texts) as f64);
+        lock(&flights).admit(jobs, live + texts)
+    };
+    let mut done = |number: usize, translation: Translation| {
+        let mut f = lock(&flights);
+        let Some((slot, t)) = f.texts.remove(&number) else {
+            return;
+        };
+        if let Some(c) = translation.candidates.first() {
+            metrics.output_tokens.inc_by(c.pieces.len() as u64 + 1);
+        }
+        metrics.translated_texts.inc();
+        let Some(flight) = f.jobs.get_mut(&slot) else {
+            return;
+        };
+        flight.translations[t] = Some(translation);
+        flight.left -= 1;
+        if flight.left > 0 {
+            return;
+        }
+        let Some(flight) = f.jobs.remove(&slot) else {
+            return;
+        };
+        let finished = Finished {
+            translations: flight.translations.into_iter().flatten().collect(),
+            queued: flight
+                .admitted
+                .saturating_duration_since(flight.job.enqueued),
+            decoding: flight.admitted.elapsed(),
+            batch_texts: flight.batch_texts,
+        };
+        // The receiver is gone when the request timed out meanwhile; nothing to do then.
+        let _ = flight.job.reply.send(Ok(finished));
+    };
+    // A panic inside the model would be a bug; it must cost the stream's unanswered requests
+    // their answers, not the worker.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        model.translate_stream(&options, rows, &mut feed, &mut done)
+    }));
+    metrics
+        .decode_seconds
+        .inc_by(started.elapsed().as_secs_f64());
+    let message = match result {
+        Ok(Ok(())) => "internal error: the stream ended before this request's texts".to_owned(),
+        Ok(Err(e)) => format!("translation failed: {e}"),
+        Err(_) => {
+            tracing::error!("the model panicked while decoding a stream");
+            "internal error while translating".to_owned()
+        }
+    };
+    let left = flights.into_inner().unwrap_or_else(|p| p.into_inner());
+    for (_, flight) in left.jobs {
+        tracing::error!("answered with an error: {message}");
+        let _ = flight.job.reply.send(Err(message.clone()));
+    }
+}
+
+/// Takes from the queue the oldest requests for `(model_index, options)` whose texts fit in `free`
+/// rows, as long as the oldest request of all is one of them (see [`stream`]).
+fn take_joining(
+    shared: &Shared,
+    (model_index, options): (usize, &TranslateOptions),
+    free: usize,
+) -> Vec<Job> {
+    let mut q = lock(&shared.queue);
+    purge_cancelled(&mut q, &shared.metrics);
+    let front_fits = q
+        .jobs
+        .front()
+        .is_some_and(|j| same_search(model_index, options, j) && j.sources.len() <= free);
+    if !front_fits {
+        return Vec::new();
+    }
+    // The oldest request and those closest to its length, as for a whole batch: the encoder
+    // then reads one length, no padding.
+    let (mut chosen, _) = plan(
+        &q,
+        &BatchConfig {
+            max_texts: free,
+            ..shared.config.clone()
+        },
+    );
+    chosen.sort_unstable();
+    let mut jobs = Vec::with_capacity(chosen.len());
+    // Highest index first, so the earlier indices stay valid.
+    for &i in chosen.iter().rev() {
+        if let Some(job) = q.jobs.remove(i) {
+            jobs.push(job);
+        }
+    }
+    jobs.reverse();
+    q.texts -= jobs.iter().map(|j| j.sources.len()).sum::<usize>();
+    shared.metrics.queue_texts.set(q.texts as i64);
+    jobs
 }
 
 #[cfg(test)]

@@ -54,6 +54,15 @@ pub struct BatchConfig {
     pub max_texts: usize,
     /// How long the first request of a batch waits for others to join it, in milliseconds.
     pub max_wait_ms: u64,
+    /// In-flight batching where the model and search allow it (greedy search with
+    /// Transformers): a text that arrives while a batch decodes joins it at the next step once a
+    /// quarter of its rows are free, instead of waiting for the batch's longest translation to
+    /// end, and each request is answered as soon as its own texts are done. Off by default: on
+    /// the Multi30k load test it gave the same throughput as whole batches chosen by length
+    /// (586–609 against 598–603 sentences/s), a lower p99 latency (556–575 against 618–640 ms)
+    /// and 60–110 MiB more memory (each decoding thread's caches span the oldest live
+    /// sentence's steps). Beam search, sampling and RNNs always decode whole batches.
+    pub in_flight: bool,
 }
 
 impl Default for BatchConfig {
@@ -65,6 +74,7 @@ impl Default for BatchConfig {
             // the quickstart model 4,262 against 3,990 at 128.
             max_texts: 32,
             max_wait_ms: 5,
+            in_flight: false,
         }
     }
 }

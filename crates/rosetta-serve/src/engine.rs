@@ -18,6 +18,31 @@ pub trait Engine: Send + Sync {
         sentence_ids: &[u64],
     ) -> rosetta::Result<Vec<Translation>>;
 
+    /// Whether [`Engine::translate_stream`] decodes with `options` (in-flight batching).
+    fn streams(&self, options: &TranslateOptions) -> bool {
+        let _ = options;
+        false
+    }
+
+    /// Translates a stream of sources, up to `rows` decoded together, asking `feed(free)` for more
+    /// as sentences end and reporting each to `done` (its number in the order fed, its translation)
+    /// when it ends: see [`Translator::translate_stream`].
+    ///
+    /// # Errors
+    /// When the model does not stream `options` ([`Engine::streams`]), or a translation fails.
+    fn translate_stream(
+        &self,
+        options: &TranslateOptions,
+        rows: usize,
+        feed: &mut (dyn FnMut(usize) -> Vec<SourceText> + Send),
+        done: &mut (dyn FnMut(usize, Translation) + Send),
+    ) -> rosetta::Result<()> {
+        let _ = (options, rows, feed, done);
+        Err(rosetta::Error::Config(
+            "this model does not decode a stream".into(),
+        ))
+    }
+
     /// `line` read as the model reads it (normalized, tokenized, cut at its maximum length): done
     /// once, when the request arrives, since its length decides its batch.
     fn read_source(&self, line: &str) -> rosetta::Result<SourceText>;
@@ -67,6 +92,20 @@ where
 
     fn read_source(&self, line: &str) -> rosetta::Result<SourceText> {
         Translator::read_source(self, line)
+    }
+
+    fn streams(&self, options: &TranslateOptions) -> bool {
+        Translator::streams(self, options)
+    }
+
+    fn translate_stream(
+        &self,
+        options: &TranslateOptions,
+        rows: usize,
+        feed: &mut (dyn FnMut(usize) -> Vec<SourceText> + Send),
+        done: &mut (dyn FnMut(usize, Translation) + Send),
+    ) -> rosetta::Result<()> {
+        Translator::translate_stream(self, options, rows, feed, done)
     }
 
     fn max_source_len(&self) -> usize {

@@ -39,6 +39,8 @@ pub struct Metrics {
     pub batch_texts: Histogram,
     /// Texts translated.
     pub translated_texts: Counter,
+    /// Texts that joined a batch already decoding (in-flight batching).
+    pub joined_texts: Counter,
     /// Output tokens produced (best candidates, `</s>` included); rate() gives tokens/s.
     pub output_tokens: Counter,
     /// Seconds the workers spent decoding.
@@ -83,6 +85,12 @@ impl Default for Metrics {
             "Texts translated",
             translated_texts.clone(),
         );
+        let joined_texts = Counter::default();
+        registry.register(
+            "joined_texts",
+            "Texts that joined a batch already decoding (in-flight batching)",
+            joined_texts.clone(),
+        );
         let output_tokens = Counter::default();
         registry.register(
             "output_tokens",
@@ -102,6 +110,7 @@ impl Default for Metrics {
             queue_texts,
             batch_texts,
             translated_texts,
+            joined_texts,
             output_tokens,
             decode_seconds,
         }

@@ -148,6 +148,90 @@ async fn concurrent_requests_each_get_their_own_answer() {
     server.stop().await;
 }
 
+/// In-flight batching (greedy search with a Transformer: an OPUS-MT-shaped model imported from the
+/// `marian-tiny` fixture): concurrent requests of one to three texts of mixed lengths, through
+/// batches of four rows that texts join as others end, each get exactly what `rosetta translate`
+/// gives their lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_batching_answers_each_request_as_translate_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m");
+    let hf =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../rosetta/tests/fixtures/marian-tiny");
+    rosetta::marian::import_marian(&hf, &model).unwrap();
+    let lines: Vec<String> = (0..24)
+        .map(|i| {
+            let words = [
+                "Ein", "Mann", "fährt", "Fahrrad", "auf", "der", "Straße", "im", "Regen",
+            ];
+            (0..1 + (i * 5) % 9)
+                .map(|j| words[(i + j * 2) % words.len()])
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    let translator = Translator::<Flex>::load(&model, &Default::default()).unwrap();
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let expected: Vec<String> = translator
+        .translate(&refs, &TranslateOptions::greedy())
+        .unwrap()
+        .iter()
+        .map(|t| t.text().to_owned())
+        .collect();
+    let mut c = config(&[]);
+    c.models = vec![ModelSpec {
+        name: "tiny".to_owned(),
+        paths: vec![model.clone()],
+        source: None,
+        target: None,
+    }];
+    c.batch.in_flight = true;
+    c.batch.max_texts = 4;
+    let server = start(c).await;
+    let addr = server.addr;
+    let mut tasks = Vec::new();
+    for round in 0..3 {
+        for start in 0..lines.len() {
+            let texts: Vec<String> = (start..lines.len())
+                .take(1 + (start + round) % 3)
+                .map(|i| lines[i].clone())
+                .collect();
+            let first = start;
+            tasks.push(tokio::spawn(async move {
+                let reply = post_json(
+                    addr,
+                    "/v1/translate",
+                    &json!({ "model": "tiny", "texts": texts, "beam": 1 }),
+                )
+                .await;
+                assert_eq!(reply.status, 200, "{}", reply.text());
+                let v = reply.json();
+                let got: Vec<String> = v["translations"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| t["text"].as_str().unwrap().to_owned())
+                    .collect();
+                (first, got)
+            }));
+        }
+    }
+    for task in tasks {
+        let (first, got) = task.await.unwrap();
+        for (k, text) in got.iter().enumerate() {
+            assert_eq!(text, &expected[first + k], "line {}", first + k);
+        }
+    }
+    let metrics = get(addr, "/metrics").await.text();
+    let joined: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("rosetta_joined_texts_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(joined > 0.0, "texts joined running batches:\n{metrics}");
+    server.stop().await;
+}
+
 /// Regression: the output-length limit was checked against the longest source the model can read
 /// (`max_len_a · 511 + max_len_b` = 1,032 pieces for a trained OPUS-MT-shaped model), so under the
 /// default limit of 1,024 that model refused every request. It is the request's own longest text

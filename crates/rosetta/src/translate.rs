@@ -7,7 +7,8 @@ use crate::model::architecture::AnyModel;
 use crate::model::input::{SourceBatch, ids_tensor, sorted_runs, source_batch, within_padding};
 use crate::search::ensemble::mixture;
 use crate::search::{
-    BeamConfig, Ensemble, Hypothesis, SamplingConfig, Scorer, beam_search, greedy, sample,
+    BeamConfig, Ensemble, Hypothesis, SamplingConfig, Scorer, beam_search, greedy, greedy_stream,
+    sample,
 };
 use crate::train::loss::teacher_forced_nll;
 use crate::train::trainer::CONFIG_FILE;
@@ -91,6 +92,18 @@ pub struct Candidate {
 }
 
 impl Candidate {
+    /// The translation of an empty line.
+    fn empty() -> Self {
+        Candidate {
+            text: String::new(),
+            pieces: Vec::new(),
+            log_prob: 0.0,
+            score: 0.0,
+            attention: Vec::new(),
+            hit_max_len: false,
+        }
+    }
+
     /// Hard alignment: for each output piece j, the most-attended source piece i, as `(i, j)`
     /// pairs (the source `</s>` is never chosen). Empty without attention.
     pub fn alignment(&self, source_len: usize) -> Vec<(usize, usize)> {
@@ -370,15 +383,7 @@ impl<B: Backend> Translator<B> {
         let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
         let budget = options.max_tokens_per_batch.max(max_len + 1);
         let specials = self.pipeline.tgt_vocab().specials();
-        // The model's own beam rule and length cap unless the caller chose them.
-        let mut resolved = options.clone();
-        resolved
-            .search
-            .rule
-            .get_or_insert(self.config.decode.beam_rule);
-        let (max_len_a, max_len_b) = self.config.decode.max_len();
-        resolved.search.max_len_a.get_or_insert(max_len_a);
-        resolved.search.max_len_b.get_or_insert(max_len_b);
+        let resolved = self.resolved(options);
         let options = &resolved;
         // Models that group sources by length themselves decode a mixed batch in one piece.
         let split_padding = !self.models.iter().all(Scorer::groups_sources);
@@ -401,37 +406,182 @@ impl<B: Backend> Translator<B> {
                 models => decode(&Ensemble::new(models)?, &src, options, &chunk_ids),
             };
             for (hyps, &i) in hyps.into_iter().zip(&chunk) {
-                let mut candidates = Vec::with_capacity(hyps.len());
-                for hyp in hyps {
-                    let mut pieces = self.pipeline.tgt_vocab().decode(&hyp.tokens);
-                    if options.replace_unk {
-                        self.replace_unknown(&mut pieces, &hyp.attention, &out[i].source_pieces);
-                    }
-                    candidates.push(Candidate {
-                        text: self.pipeline.detokenize_tgt(&pieces)?,
-                        pieces,
-                        log_prob: hyp.log_prob,
-                        score: hyp.score,
-                        attention: hyp.attention,
-                        hit_max_len: hyp.hit_max_len,
-                    });
-                }
-                out[i].candidates = candidates;
+                out[i].candidates = hyps
+                    .into_iter()
+                    .map(|hyp| self.candidate(hyp, &out[i].source_pieces, options))
+                    .collect::<Result<_>>()?;
             }
         }
         for t in &mut out {
             if t.candidates.is_empty() {
-                t.candidates.push(Candidate {
-                    text: String::new(),
-                    pieces: Vec::new(),
-                    log_prob: 0.0,
-                    score: 0.0,
-                    attention: Vec::new(),
-                    hit_max_len: false,
-                });
+                t.candidates.push(Candidate::empty());
             }
         }
         Ok(out)
+    }
+
+    /// `options` with the model's own beam rule and length cap where the caller chose none.
+    fn resolved(&self, options: &TranslateOptions) -> TranslateOptions {
+        let mut resolved = options.clone();
+        resolved
+            .search
+            .rule
+            .get_or_insert(self.config.decode.beam_rule);
+        let (max_len_a, max_len_b) = self.config.decode.max_len();
+        resolved.search.max_len_a.get_or_insert(max_len_a);
+        resolved.search.max_len_b.get_or_insert(max_len_b);
+        resolved
+    }
+
+    /// A hypothesis as text, for the sentence read as `source`.
+    fn candidate(
+        &self,
+        hyp: Hypothesis,
+        source: &[String],
+        options: &TranslateOptions,
+    ) -> Result<Candidate> {
+        let mut pieces = self.pipeline.tgt_vocab().decode(&hyp.tokens);
+        if options.replace_unk {
+            self.replace_unknown(&mut pieces, &hyp.attention, source);
+        }
+        Ok(Candidate {
+            text: self.pipeline.detokenize_tgt(&pieces)?,
+            pieces,
+            log_prob: hyp.log_prob,
+            score: hyp.score,
+            attention: hyp.attention,
+            hit_max_len: hyp.hit_max_len,
+        })
+    }
+
+    /// Whether [`Translator::translate_stream`] decodes with `options`: greedy search (no
+    /// sampling, one candidate) with models that admit sentences into a running search
+    /// ([`Scorer::admits`]: the Transformer).
+    pub fn streams(&self, options: &TranslateOptions) -> bool {
+        options.sampling.is_none()
+            && options.search.beam == 1
+            && options.search.n_best <= 1
+            && self.models.iter().all(Scorer::admits)
+    }
+
+    /// Greedy translation of a stream of sources (in-flight batching, [`greedy_stream`]): up to
+    /// `rows` sentences are decoded together, and as they end `feed(free)` is asked for more (it
+    /// may give fewer or more than `free`, or none); each source is reported to `done` with its
+    /// number in the order fed (from 0) and its translation at the step it ends, so a server
+    /// answers a request as soon as its own sentences are done. Empty sources are reported as
+    /// they are fed. Ends when nothing is live and `feed` gives nothing.
+    ///
+    /// # Errors
+    /// Options [`Translator::streams`] refuses, invalid options, or a translation that cannot
+    /// be detokenized (reported before any later sentence is).
+    pub fn translate_stream(
+        &self,
+        options: &TranslateOptions,
+        rows: usize,
+        mut feed: impl FnMut(usize) -> Vec<SourceText> + Send,
+        mut done: impl FnMut(usize, Translation) + Send,
+    ) -> Result<()> {
+        options.validate()?;
+        if !self.streams(options) {
+            return Err(Error::Config(
+                "only greedy search with models that admit sentences into a running search \
+                 decodes a stream"
+                    .into(),
+            ));
+        }
+        let options = &self.resolved(options);
+        let specials = self.pipeline.tgt_vocab().specials();
+        let src_specials = self.pipeline.src_vocab().specials();
+        // The sentences in the search by admission number: their number in the stream and how
+        // they were read (removed when reported, so a long stream holds only the live ones).
+        struct Flight {
+            admitted: std::collections::HashMap<usize, (usize, SourceText)>,
+            in_search: usize,
+            fed: usize,
+            failure: Option<Error>,
+        }
+        // Both closures below use these; the search calls them one at a time (locks never wait).
+        let flight = std::sync::Mutex::new(Flight {
+            admitted: std::collections::HashMap::new(),
+            in_search: 0,
+            fed: 0,
+            failure: None,
+        });
+        let done = std::sync::Mutex::new(&mut done);
+        let stream_feed = |free: usize| loop {
+            if locked(&flight).failure.is_some() {
+                return None;
+            }
+            let sources = feed(free);
+            if sources.is_empty() {
+                return None;
+            }
+            let mut ids = Vec::with_capacity(sources.len());
+            let mut f = locked(&flight);
+            for source in sources {
+                let number = f.fed;
+                f.fed += 1;
+                if source.pieces.is_empty() {
+                    (*locked(&done))(
+                        number,
+                        Translation {
+                            source_pieces: source.pieces,
+                            truncated: source.truncated,
+                            candidates: vec![Candidate::empty()],
+                        },
+                    );
+                    continue;
+                }
+                ids.push(self.pipeline.src_vocab().encode(&source.pieces));
+                let k = f.in_search;
+                f.in_search += 1;
+                f.admitted.insert(k, (number, source));
+            }
+            if !ids.is_empty() {
+                let padded =
+                    PaddedIds::new(ids.iter().map(Vec::as_slice), &src_specials, false, true);
+                return Some(source_batch::<B>(&padded, specials, &self.device));
+            }
+            // Only empty sources, all answered: ask again.
+        };
+        let finished = |k: usize, hyp: Hypothesis| {
+            let mut f = locked(&flight);
+            let Some((number, source)) = f.admitted.remove(&k) else {
+                return;
+            };
+            match self.candidate(hyp, &source.pieces, options) {
+                Ok(candidate) => (*locked(&done))(
+                    number,
+                    Translation {
+                        source_pieces: source.pieces,
+                        truncated: source.truncated,
+                        candidates: vec![candidate],
+                    },
+                ),
+                Err(e) => {
+                    f.failure.get_or_insert(e);
+                }
+            }
+        };
+        let max_out = |n: usize| options.search.max_output_len(n);
+        match self.models.as_slice() {
+            [model] => greedy_stream(model, rows, stream_feed, max_out, finished),
+            models => greedy_stream(
+                &Ensemble::new(models)?,
+                rows,
+                stream_feed,
+                max_out,
+                finished,
+            ),
+        }
+        match flight
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .failure
+        {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Copies the most-attended source piece in place of each `<unk>` (Luong et al. 2015b).
@@ -530,6 +680,12 @@ impl<B: Backend> Translator<B> {
         }
         Ok((nll, tokens))
     }
+}
+
+/// `m` locked; a lock poisoned by a panic elsewhere still gives its data (a stream's bookkeeping
+/// stays consistent: every change to it is one insert or remove).
+fn locked<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Runs the search `options` ask for over one batch: one list of candidates per sentence, best first.

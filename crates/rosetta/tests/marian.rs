@@ -943,3 +943,75 @@ fn imported_models_search_with_their_generation_defaults() {
         (Some(6), Some(1.0))
     );
 }
+
+/// In-flight batching through the translator: lines fed a few at a time into a running greedy
+/// search with four rows (an empty line among them), each reported once, as `translate` gives it.
+#[test]
+fn a_stream_of_lines_translates_as_translate_does() {
+    use rosetta::translate::{TranslateOptions, Translator};
+    let out = imported();
+    let t = Translator::<Flex>::load(&out.path().join("m"), &Default::default()).unwrap();
+    let r = reference();
+    let mut lines: Vec<String> = r["source_lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_owned())
+        .collect();
+    // Longer and shorter variants, and an empty line, so sentences end at different steps.
+    let more: Vec<String> = lines
+        .iter()
+        .flat_map(|l| {
+            [
+                format!("{l} {l}"),
+                l.split(' ').take(2).collect::<Vec<_>>().join(" "),
+            ]
+        })
+        .collect();
+    lines.extend(more);
+    lines.insert(3, String::new());
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let options = TranslateOptions::greedy();
+    assert!(t.streams(&options));
+    assert!(
+        !t.streams(&TranslateOptions::default()),
+        "beam 5 does not stream"
+    );
+    let expected = t.translate(&refs, &options).unwrap();
+    let mut next = 0;
+    let mut got: Vec<Option<String>> = vec![None; lines.len()];
+    let mut feeds = 0;
+    t.translate_stream(
+        &options,
+        4,
+        |free| {
+            feeds += 1;
+            let take = free.min(3).min(lines.len() - next);
+            let sources = lines[next..next + take]
+                .iter()
+                .map(|l| t.read_source(l).unwrap())
+                .collect();
+            next += take;
+            sources
+        },
+        |number, translation| {
+            assert!(got[number].is_none(), "line {number} reported twice");
+            got[number] = Some(translation.text().to_owned());
+        },
+    )
+    .unwrap();
+    assert!(feeds > 4, "lines joined the running search ({feeds} feeds)");
+    for (i, e) in expected.iter().enumerate() {
+        assert_eq!(
+            got[i].as_deref(),
+            Some(e.text()),
+            "line {i}: {:?}",
+            lines[i]
+        );
+    }
+    assert!(
+        t.translate_stream(&TranslateOptions::default(), 4, |_| Vec::new(), |_, _| {})
+            .is_err(),
+        "beam search is refused, not decoded greedily"
+    );
+}

@@ -12,7 +12,7 @@ use rosetta::model::int8::{INT8_WEIGHTS, Int8Pinner, write_int8_dir};
 use rosetta::model::seq2seq::RnnConfig;
 use rosetta::model::transformer::config::{Activation, NormPosition, PositionKind};
 use rosetta::model::transformer::{Transformer, TransformerConfig};
-use rosetta::search::{BeamConfig, Scorer, beam_search, greedy};
+use rosetta::search::{BeamConfig, Scorer, beam_search, greedy, greedy_stream};
 use rosetta::train::schedule::ScheduleKind;
 use rosetta::train::trainer::{Silent, TrainData, TrainOptions, train};
 use rosetta::translate::{TranslateOptions, Translator};
@@ -306,6 +306,90 @@ fn a_batch_of_mixed_lengths_searches_each_sentence_as_it_would_alone() {
             (ba[0][0].log_prob - b[i][0].log_prob).abs() < 1e-4,
             "row {i}"
         );
+    }
+}
+
+/// In-flight batching: sentences admitted a few at a time into a running greedy search (rows
+/// refilled as others end, sources of other lengths, later ones starting at later cache positions,
+/// the caches rebuilt and shifted on the way) come out exactly as each does alone: same tokens,
+/// same log-probability to the bit, same attention.
+#[test]
+fn sentences_admitted_into_a_running_search_decode_as_they_would_alone() {
+    let _guard = serial();
+    for (positions, d_model) in [
+        (PositionKind::SinusoidalHalves, 256),
+        (PositionKind::Learned, 32),
+    ] {
+        let config = TransformerConfig {
+            d_model,
+            ffn_size: 64,
+            encoder_layers: 1,
+            ..tiny(NormPosition::Pre, positions)
+        };
+        let m = model(&config, 12);
+        assert!(m.admits());
+        let rows: Vec<Vec<i32>> = (0..30)
+            .map(|i| {
+                let len = [3, 14, 7, 1, 9][i % 5];
+                (0..len)
+                    .map(|j| (4 + (i * 5 + j * 3) % 19) as i32)
+                    .chain([EOS as i32])
+                    .collect()
+            })
+            .collect();
+        let limit = |n: usize| n + 6;
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let mut next = 0;
+        let mut asked = Vec::new();
+        let mut got = vec![None; rows.len()];
+        one.install(|| {
+            greedy_stream(
+                &m,
+                8,
+                |free| {
+                    asked.push(free);
+                    // Two or three at a time, fewer than asked for.
+                    let take = free.min(2 + next % 2).min(rows.len() - next);
+                    let part = (take > 0).then(|| source(&rows[next..next + take]));
+                    next += take;
+                    part
+                },
+                limit,
+                |sentence, hyp| {
+                    assert!(
+                        got[sentence].is_none(),
+                        "sentence {sentence} reported twice"
+                    );
+                    got[sentence] = Some(hyp);
+                },
+            )
+        });
+        assert!(
+            asked.len() > 10,
+            "sentences were admitted along the way: {asked:?}"
+        );
+        for (i, row) in rows.iter().enumerate() {
+            let alone = one.install(|| greedy(&m, &source(std::slice::from_ref(row)), limit));
+            let streamed = got[i]
+                .as_ref()
+                .unwrap_or_else(|| panic!("sentence {i} not reported"));
+            assert_eq!(
+                alone[0].tokens, streamed.tokens,
+                "{positions:?}, sentence {i}"
+            );
+            assert_eq!(
+                alone[0].log_prob, streamed.log_prob,
+                "{positions:?}, sentence {i}"
+            );
+            assert_eq!(
+                alone[0].attention, streamed.attention,
+                "{positions:?}, sentence {i}"
+            );
+            assert_eq!(alone[0].hit_max_len, streamed.hit_max_len);
+        }
     }
 }
 

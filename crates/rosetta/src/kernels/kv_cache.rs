@@ -43,6 +43,42 @@ pub fn write_position<B: Backend>(
     }
 }
 
+/// `buffer` `[width, capacity, d]` with `new` `[m, len, d]` (`len ≤ capacity`) written at
+/// positions `0..len` of rows `rows[0..m]`; the rest of those rows is left as it was. A running
+/// search puts a new sentence's source keys and values in the rows of finished ones.
+pub fn write_rows<B: Backend>(
+    buffer: Tensor<B, 3>,
+    rows: &[usize],
+    new: Tensor<B, 3>,
+) -> Tensor<B, 3> {
+    let [_, capacity, d] = buffer.dims();
+    let [m, len, _] = new.dims();
+    let composite = |mut buffer: Tensor<B, 3>, new: Tensor<B, 3>| {
+        for (j, &row) in rows.iter().enumerate().take(m) {
+            buffer = buffer.slice_assign([row..row + 1, 0..len, 0..d], new.clone().narrow(0, j, 1));
+        }
+        buffer
+    };
+    if buffer.dtype() != DType::F32 || new.dtype() != DType::F32 {
+        return composite(buffer, new);
+    }
+    match super::cast::<_, (Tensor<Flex, 3>, Tensor<Flex, 3>)>((buffer, new)) {
+        Ok((buffer, new)) => {
+            let mut dst = whole(buffer.into_primitive().tensor());
+            let src = new.into_primitive().tensor().to_contiguous();
+            let (src, out) = (src.storage::<f32>(), dst.storage_mut::<f32>());
+            for (chunk, &row) in src.chunks_exact((len * d).max(1)).zip(rows) {
+                let at = row * capacity * d;
+                out[at..at + len * d].copy_from_slice(chunk);
+            }
+            super::cast_back(Tensor::<Flex, 3>::from_primitive(TensorPrimitive::Float(
+                dst,
+            )))
+        }
+        Err((buffer, new)) => composite(buffer, new),
+    }
+}
+
 /// A grown cache buffer: zeros `[width, capacity, d]` holding, at positions `0..pos` of rows
 /// `0..old_width`, what `old` `[old_width, old_capacity, d]` holds there.
 ///
@@ -120,6 +156,22 @@ mod tests {
         );
         let ours = write_position(buffer(), 2, new.clone());
         let burns = buffer().slice_assign([0..2, 2..3, 0..5], new.reshape([2, 1, 5]));
+        assert_eq!(ours.into_data(), burns.into_data());
+    }
+
+    /// Rows written in place equal burn's `slice_assign` of each row.
+    #[test]
+    fn row_writes_equal_burns_slice_assign() {
+        let device = Default::default();
+        let base: Vec<f32> = (0..4 * 5 * 3).map(|i| i as f32).collect();
+        let buffer =
+            || Tensor::<Flex, 3>::from_data(TensorData::new(base.clone(), [4, 5, 3]), &device);
+        let new: Vec<f32> = (0..2 * 3 * 3).map(|i| -(i as f32) - 1.0).collect();
+        let new = Tensor::<Flex, 3>::from_data(TensorData::new(new, [2, 3, 3]), &device);
+        let ours = write_rows(buffer(), &[3, 1], new.clone());
+        let burns = buffer()
+            .slice_assign([3..4, 0..3, 0..3], new.clone().narrow(0, 0, 1))
+            .slice_assign([1..2, 0..3, 0..3], new.narrow(0, 1, 1));
         assert_eq!(ours.into_data(), burns.into_data());
     }
 

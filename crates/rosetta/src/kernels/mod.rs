@@ -34,7 +34,7 @@ pub use cross_entropy::fused_cross_entropy;
 pub use dropout::{dropout, with_mask_seeds};
 pub use gru_gates::gru_gates;
 pub use int8_linear::{Int8Kernel, Int8Weight};
-pub use kv_cache::{grown, write_position};
+pub use kv_cache::{grown, write_position, write_rows};
 pub use layer_norm::layer_norm;
 pub use linear::{dense, linear};
 pub use log_softmax::{best_tokens, log_softmax, log_sum_exp, mixture_of_logits, top_log_probs};

@@ -42,8 +42,15 @@ pub fn contiguous<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, D> {
 #[derive(Debug, Clone, Copy)]
 pub enum KvRows<'a> {
     /// Position `p` of row `i` is in buffer row `ancestry[i · len + p]` (the decoder's own past:
-    /// the hypothesis that wrote it). `ancestry` is `[n, len]`.
-    PerPosition(&'a [u32]),
+    /// the hypothesis that wrote it). `ancestry` is `[n, len]`. With `starts` (`[n]`), row `i`
+    /// reads only positions `starts[i]..len`: a sentence that joined a running search at position
+    /// `starts[i]` of the buffers has nothing before it (weight exactly 0, nothing read).
+    PerPosition {
+        /// `[n, len]`.
+        ancestry: &'a [u32],
+        /// `[n]`, or `None` for every row starting at 0.
+        starts: Option<&'a [u32]>,
+    },
     /// Every position of row `i` is in buffer row `rows[i]` (the source of its sentence); the
     /// bias, if any, is read from that row too.
     PerRow(&'a [u32]),
@@ -53,8 +60,19 @@ impl KvRows<'_> {
     #[inline(always)]
     fn row(&self, i: usize, p: usize, len: usize) -> usize {
         match self {
-            KvRows::PerPosition(a) => a[i * len + p] as usize,
+            KvRows::PerPosition { ancestry, .. } => ancestry[i * len + p] as usize,
             KvRows::PerRow(r) => r[i] as usize,
+        }
+    }
+
+    /// The first position row `i` reads.
+    #[inline(always)]
+    fn start(&self, i: usize) -> usize {
+        match self {
+            KvRows::PerPosition {
+                starts: Some(s), ..
+            } => s[i] as usize,
+            _ => 0,
         }
     }
 }
@@ -287,19 +305,19 @@ pub fn step_attention<B: Backend>(
 /// accumulators).
 const CONTEXT_CHUNK: usize = 256;
 
-/// `ctx = Σ_{p < positions} w[h, p] · v_p` for one row (`w` `[heads, len]`), `ctx` `[d]` in chunks
+/// `ctx = Σ_{p ∈ positions} w[h, p] · v_p` for one row (`w` `[heads, len]`), `ctx` `[d]` in chunks
 /// of [`CONTEXT_CHUNK`] held in registers over the positions, one fused multiply-add per vector.
 /// The loop it replaces loaded, multiplied, added and stored the context for every position (a
 /// third of the step attention's samples, perf).
 ///
 /// # Safety
 /// AVX-512F; `ctx.len()` a multiple of [`CONTEXT_CHUNK`]; `hd` 16, 32, 64, 128 or 256; `w` holds
-/// `ctx.len() / hd · len` weights `[heads, len]`; `positions ≤ len`.
+/// `ctx.len() / hd · len` weights `[heads, len]`; `positions.end ≤ len`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn context_avx512(
     w: &[f32],
-    (positions, len): (usize, usize),
+    (positions, len): (std::ops::Range<usize>, usize),
     hd: usize,
     values: &[f32],
     value_at: impl Fn(usize) -> usize,
@@ -325,7 +343,7 @@ unsafe fn context_avx512(
 #[target_feature(enable = "avx512f")]
 unsafe fn context_chunks<const VH: usize>(
     w: &[f32],
-    (positions, len): (usize, usize),
+    (positions, len): (std::ops::Range<usize>, usize),
     values: &[f32],
     value_at: impl Fn(usize) -> usize,
     ctx: &mut [f32],
@@ -334,11 +352,11 @@ unsafe fn context_chunks<const VH: usize>(
     const V: usize = CONTEXT_CHUNK / 16;
     let hd = 16 * VH;
     let d = ctx.len();
-    assert!(d.is_multiple_of(CONTEXT_CHUNK) && w.len() >= d / hd * len && positions <= len);
+    assert!(d.is_multiple_of(CONTEXT_CHUNK) && w.len() >= d / hd * len && positions.end <= len);
     for chunk in (0..d).step_by(CONTEXT_CHUNK) {
         let first_head = chunk / hd;
         let mut acc = [_mm512_setzero_ps(); V];
-        for p in 0..positions {
+        for p in positions.clone() {
             let at = value_at(p) + chunk;
             assert!(at + CONTEXT_CHUNK <= values.len());
             for hh in 0..V / VH {
@@ -362,7 +380,7 @@ unsafe fn context_chunks<const VH: usize>(
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn context_avx512(
     _: &[f32],
-    _: (usize, usize),
+    _: (std::ops::Range<usize>, usize),
     _: usize,
     _: &[f32],
     _: impl Fn(usize) -> usize,
@@ -431,9 +449,15 @@ fn forward_flex(
                     })
                     .filter(|&v| v > 0)
                     .unwrap_or(len);
+                // Positions before the row's start (a sentence that joined a running search) are
+                // skipped the same way. The softmax runs over `start..valid` only, so a row's
+                // weights are the same numbers, summed in the same order, whatever padding or
+                // earlier positions the batch gives it: its translation does not depend on what
+                // it is decoded with.
+                let start = rows.start(i).min(valid);
                 // Raw dot products first (four positions at a time where AVX-512 runs them), then
-                // the scale and the bias over all positions.
-                let mut first = 0;
+                // the scale and the bias, over the positions read.
+                let mut first = start;
                 if dots == HeadDots::Avx512 {
                     while first + 4 <= valid {
                         let ks = [0, 1, 2, 3].map(|j| &keys[at(first + j)..][..d]);
@@ -450,7 +474,7 @@ fn forward_flex(
                         w[h * len + p] = s;
                     }
                 }
-                for p in 0..len {
+                for p in start..valid {
                     let b = bias_row.map_or(0.0, |b| b[p]);
                     for h in 0..heads {
                         let x = &mut w[h * len + p];
@@ -458,6 +482,8 @@ fn forward_flex(
                     }
                 }
                 for wh in w.chunks_exact_mut(len.max(1)) {
+                    // Outside `start..valid` the weights stay 0.
+                    let wh = &mut wh[start..valid];
                     let max = wh.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
                     // Exponentials in a loop of their own (it vectorizes), then a lane sum: one
                     // loop doing both stayed scalar, a sequential float sum.
@@ -473,10 +499,10 @@ fn forward_flex(
                     // SAFETY: `fast_context` holds only with AVX-512F, `hd` one of the sizes
                     // `context_avx512` takes and `d` a multiple of 256; `w` holds heads · len
                     // weights, `ctx` d elements, and every value row `d` elements (checked there).
-                    unsafe { context_avx512(w, (valid, len), hd, values, at, ctx) };
+                    unsafe { context_avx512(w, (start..valid, len), hd, values, at, ctx) };
                     return;
                 }
-                for p in 0..valid {
+                for p in start..valid {
                     let v = &values[at(p)..][..d];
                     for h in 0..heads {
                         let wp = w[h * len + p];
@@ -545,6 +571,25 @@ fn composite<B: Backend>(
         }
         None => scores,
     };
+    // Positions before a row's start are not its own: −∞.
+    let scores = if (0..n).any(|i| rows.start(i) > 0) {
+        let before: Vec<f32> = (0..n)
+            .flat_map(|i| {
+                (0..len).map(move |p| {
+                    if p < rows.start(i) {
+                        f32::NEG_INFINITY
+                    } else {
+                        0.0
+                    }
+                })
+            })
+            .collect();
+        scores
+            + Tensor::<B, 1>::from_data(TensorData::new(before, [n * len]), &device)
+                .reshape([n, 1, 1, len])
+    } else {
+        scores
+    };
     let weights = softmax(scores, 3);
     let context = weights.clone().matmul(v).reshape([n, d]);
     (context, weights.reshape([n, heads, len]))
@@ -579,12 +624,27 @@ mod tests {
             .map(|x| ((x * 7 + x / len) % width) as u32)
             .collect();
         let per_row = [2u32, 0, 2, 1];
+        // Rows that joined at positions 0, 2, 4 and 1.
+        let starts = [0u32, 2, 4, 1];
         let mut bias = vec![0.0f32; width * len];
         bias[2 * len + 4] = f32::NEG_INFINITY;
         bias[len + 3] = f32::NEG_INFINITY;
         let bias = Tensor::<Flex, 2>::from_data(TensorData::new(bias, [width, len]), &device);
         for (rows, bias) in [
-            (KvRows::PerPosition(&ancestry), None),
+            (
+                KvRows::PerPosition {
+                    ancestry: &ancestry,
+                    starts: None,
+                },
+                None,
+            ),
+            (
+                KvRows::PerPosition {
+                    ancestry: &ancestry,
+                    starts: Some(&starts),
+                },
+                None,
+            ),
             (KvRows::PerRow(&per_row), Some(&bias)),
         ] {
             let (c, w) = step_attention(q.clone(), (&keys, &values), heads, len, rows, bias);

@@ -501,4 +501,19 @@ impl<B: Backend> Scorer<B> for AnyModel<B> {
             AnyModel::Transformer(m) => m.groups_sources(),
         }
     }
+
+    fn admits(&self) -> bool {
+        match self {
+            AnyModel::Rnn(m) => m.admits(),
+            AnyModel::Transformer(m) => m.admits(),
+        }
+    }
+
+    fn admit(&self, state: &mut Self::State, src: &SourceBatch<B>) -> bool {
+        match (self, state) {
+            (AnyModel::Rnn(m), AnyState::Rnn(s)) => m.admit(s, src),
+            (AnyModel::Transformer(m), AnyState::Transformer(s)) => m.admit(s, src),
+            _ => mismatch(),
+        }
+    }
 }

@@ -99,6 +99,21 @@ impl<B: Backend, S: Scorer<B>> Scorer<B> for Ensemble<'_, S> {
         self.members.iter().all(Scorer::groups_sources)
     }
 
+    fn admits(&self) -> bool {
+        self.members.iter().all(Scorer::admits)
+    }
+
+    /// Every member admits the sentences into its own state (all or none: asked only when all
+    /// can).
+    fn admit(&self, states: &mut Self::State, src: &SourceBatch<B>) -> bool {
+        self.admits()
+            && self
+                .members
+                .iter()
+                .zip(states.iter_mut())
+                .all(|(m, s)| m.admit(s, src))
+    }
+
     fn reorder(&self, states: Self::State, indices: Tensor<B, 1, Int>) -> Self::State {
         self.members
             .iter()

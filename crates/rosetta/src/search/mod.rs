@@ -12,7 +12,7 @@ use burn::prelude::*;
 
 pub use beam::{BeamConfig, BeamRule, DEFAULT_MAX_LEN_A, DEFAULT_MAX_LEN_B, beam_search};
 pub use ensemble::Ensemble;
-pub use greedy::{Hypothesis, greedy};
+pub use greedy::{Hypothesis, greedy, greedy_stream};
 pub use sampling::{SamplingConfig, sample};
 pub use scorer::{Scorer, Step, max_output_len};
 

@@ -48,6 +48,21 @@ pub trait Scorer<B: Backend> {
         false
     }
 
+    /// Whether [`Scorer::admit`] can add sentences to a running search.
+    fn admits(&self) -> bool {
+        false
+    }
+
+    /// Starts the sentences of `src` and adds them to a running search as the last rows of
+    /// `state`, each at its own first target position, while the rows already there go on where
+    /// they are: a server refills the rows of finished sentences at the next step instead of
+    /// decoding a batch's last steps with a few rows at the cost of many. Returns false, leaving
+    /// `state` as it was, for models that cannot ([`Scorer::admits`]).
+    fn admit(&self, state: &mut Self::State, src: &SourceBatch<B>) -> bool {
+        let _ = (state, src);
+        false
+    }
+
     /// The most target tokens (`</s>` included) the model can score, e.g. the size of a learned
     /// position table; every search stops there whatever its own limit.
     fn max_len(&self) -> usize {

@@ -313,13 +313,13 @@ impl<B: Backend> MultiHeadAttention<B> {
     }
 
     /// Self-attention of a search step: `x` `[n, 1, d_model]` is written to `cache` at position
-    /// `len − 1` and reads positions `0..len`, position `p` of row `i` from the cache row
-    /// `ancestry[i · len + p]` (`[n, len]`). Returns `[n, 1, d_model]`.
+    /// `len − 1` and reads positions `starts[i]..len` (`0..len` without `starts`), position `p` of
+    /// row `i` from the cache row `ancestry[i · len + p]` (`[n, len]`). Returns `[n, 1, d_model]`.
     pub fn step_self(
         &self,
         x: Tensor<B, 3>,
         cache: &mut KvCache<B>,
-        ancestry: &[u32],
+        (ancestry, starts): (&[u32], Option<&[u32]>),
         len: usize,
     ) -> Tensor<B, 3> {
         let [n, _, d] = x.dims();
@@ -334,7 +334,7 @@ impl<B: Backend> MultiHeadAttention<B> {
             (keys, values),
             self.heads,
             len,
-            KvRows::PerPosition(ancestry),
+            KvRows::PerPosition { ancestry, starts },
             None,
         );
         packed_linear(&self.out_proj, &self.packs[3], context).reshape([n, 1, d])
@@ -414,28 +414,39 @@ fn append<B: Backend>(buffer: Option<Tensor<B, 3>>, pos: usize, new: Tensor<B, 2
             } else {
                 grown_capacity(pos)
             };
-            kernels::grown(old, pos, [width.max(n), capacity, d], &new.device())
+            // Rows grow by half at least: a search that admits sentences as others end adds a
+            // few rows at a time, and growing to exactly `n` copied the whole cache at every
+            // admission.
+            let width = if width == 0 || n <= width {
+                width.max(n)
+            } else {
+                n.max(width + width / 2)
+            };
+            kernels::grown(old, pos, [width, capacity, d], &new.device())
         }
     };
     write_position(buffer, pos, new)
 }
 
-/// See [`KvCache::compact`]. Positions from `len` on are left holding whatever row 0 held: they
-/// are written before they are read.
+/// See [`KvCache::compact`]. Positions from `len − shift` on are left holding whatever row 0 held:
+/// they are written before they are read.
 fn gather<B: Backend>(
     buffer: Tensor<B, 3>,
     ancestry: &[u32],
-    n: usize,
-    len: usize,
+    (n, len): (usize, usize),
+    shift: usize,
     capacity: usize,
 ) -> Tensor<B, 3> {
     let [width, old_capacity, d] = buffer.dims();
     let device = buffer.device();
     let index: Vec<i64> = (0..n)
         .flat_map(|i| {
-            (0..capacity).map(move |p| match ancestry.get(i * len + p) {
-                Some(&row) if p < len => (row as usize * old_capacity + p) as i64,
-                _ => 0,
+            (0..capacity).map(move |p| {
+                let old = p + shift;
+                match ancestry.get(i * len + old) {
+                    Some(&row) if old < len => (row as usize * old_capacity + old) as i64,
+                    _ => 0,
+                }
             })
         })
         .collect();
@@ -462,17 +473,24 @@ impl<B: Backend> KvCache<B> {
             .map_or((0, 0), |k| (k.dims()[0], k.dims()[1]))
     }
 
-    /// Rebuilds both buffers with one row per live hypothesis and room for `capacity` positions:
-    /// row `i` holds at position `p < len` what row `ancestry[i · len + p]` held.
-    pub fn compact(&mut self, ancestry: &[u32], n: usize, len: usize, capacity: usize) {
+    /// Rebuilds both buffers with one row per live hypothesis and room for `capacity` positions,
+    /// the first `shift` positions dropped: row `i` holds at position `p < len − shift` what row
+    /// `ancestry[i · len + p + shift]` held at position `p + shift`.
+    pub fn compact(
+        &mut self,
+        ancestry: &[u32],
+        (n, len): (usize, usize),
+        shift: usize,
+        capacity: usize,
+    ) {
         self.keys = self
             .keys
             .take()
-            .map(|b| gather(b, ancestry, n, len, capacity));
+            .map(|b| gather(b, ancestry, (n, len), shift, capacity));
         self.values = self
             .values
             .take()
-            .map(|b| gather(b, ancestry, n, len, capacity));
+            .map(|b| gather(b, ancestry, (n, len), shift, capacity));
     }
 
     /// The key and value buffers `[width, capacity, d_model]` (borrowed, so that the next

@@ -253,6 +253,9 @@ pub struct StepRows<'a, B: Backend> {
     /// `[n, len]`: the cache row holding position `p` of hypothesis `i` (see
     /// [`crate::kernels::KvRows::PerPosition`]).
     pub ancestry: &'a [u32],
+    /// `[n]`: the cache position where each hypothesis' position 0 is (a sentence that joined a
+    /// running search); `None` when all start at 0.
+    pub starts: Option<&'a [u32]>,
     /// Target positions, the new one included.
     pub len: usize,
     /// `[n]`: the source row (sentence) each hypothesis reads.
@@ -438,7 +441,10 @@ impl<B: Backend> DecoderLayer<B> {
             (&self.self_attn_layer_norm, self.self_attn_adapter.as_ref()),
             &self.dropout,
             x,
-            |h| self.self_attn.step_self(h, cache, rows.ancestry, rows.len),
+            |h| {
+                self.self_attn
+                    .step_self(h, cache, (rows.ancestry, rows.starts), rows.len)
+            },
         );
         let mut weights = None;
         let x = residual(

@@ -5,7 +5,7 @@ use super::attention::{KvCache, padding_bias};
 use super::config::{NormPosition, PositionKind, TransformerConfig};
 use super::layers::{DecoderLayer, EncoderLayer, StepMemory, StepRows};
 use super::norm::LayerNorm;
-use super::positions::{learned_table, positions};
+use super::positions::{At, SinusoidTable, learned_table, positions, row_positions};
 use crate::error::{Error, Result};
 use crate::kernels;
 use crate::kernels::{PackCache, WeightLayout, dense};
@@ -83,6 +83,9 @@ pub struct Transformer<B: Backend> {
     /// The vocabulary projection packed for search steps (not a parameter).
     #[module(skip)]
     output_pack: PackCache,
+    /// Sinusoids of every position, for search steps whose rows sit at different positions.
+    #[module(skip)]
+    sinusoids: SinusoidTable,
 }
 
 /// Everything incremental decoding carries from one step to the next.
@@ -100,8 +103,12 @@ pub struct TransformerState<B: Backend> {
     sentences: Vec<u32>,
     /// `[n, len]`: the cache row holding position `p` of hypothesis `i`, the same in every layer.
     ancestry: Vec<u32>,
-    /// Target positions decoded so far.
+    /// Target positions decoded so far: the caches' positions in use, `0..len`.
     len: usize,
+    /// `[n]`: the cache position of each hypothesis' first target position. 0 for a batch
+    /// started together; a sentence admitted into a running search ([`Scorer::admit`]) starts
+    /// at the `len` of that moment, and reads nothing before it.
+    starts: Vec<u32>,
     /// Per decoder layer, the self-attention keys and values of the positions decoded so far.
     caches: Vec<KvCache<B>>,
 }
@@ -114,23 +121,59 @@ impl<B: Backend> TransformerState<B> {
     /// test_2016_flickr at batch 32 with a limit of 256 pieces, 449 MiB peak against 204 MiB with a
     /// limit of 64. Each rebuild copies at most the live part of the caches, and happens when the
     /// rows halve or the positions double, so it costs a constant share of the steps.
+    ///
+    /// A rebuild also drops the positions before every live hypothesis' start: in a search that
+    /// admits sentences as others finish, `len` grows without end, while the positions in use
+    /// stay those of the longest live hypothesis.
     fn compact_caches(&mut self, n: usize) {
         let t = self.len;
         let (width, capacity) = self.caches.first().map_or((0, 0), KvCache::shape);
         if t == 0 || (capacity > t && 2 * n > width) {
             return;
         }
-        let capacity = if capacity > t {
+        let shift = self.starts.iter().copied().min().unwrap_or(0) as usize;
+        let kept = t - shift;
+        // Room for as many positions again, so that a long-lived hypothesis (which keeps
+        // `shift` low) does not make every few steps a rebuild.
+        let capacity = if capacity >= 2 * kept {
             capacity
         } else {
-            super::attention::grown_capacity(t)
+            super::attention::grown_capacity(kept)
         };
         for cache in &mut self.caches {
-            cache.compact(&self.ancestry, n, t, capacity);
+            cache.compact(&self.ancestry, (n, t), shift, capacity);
         }
         self.ancestry = (0..n as u32)
-            .flat_map(|i| std::iter::repeat_n(i, t))
+            .flat_map(|i| std::iter::repeat_n(i, kept))
             .collect();
+        for s in &mut self.starts {
+            *s -= shift as u32;
+        }
+        self.len = kept;
+    }
+}
+
+/// `t` `[rows, len, d]` followed by zeros up to `[rows, to, d]`: source keys and values of a
+/// shorter sentence in a batch of longer ones (its padding bias is −∞ there, and the step attention
+/// reads nothing past its end).
+fn zero_padded<B: Backend>(t: Tensor<B, 3>, to: usize) -> Tensor<B, 3> {
+    let [rows, len, d] = t.dims();
+    if len >= to {
+        t
+    } else {
+        let zeros = Tensor::zeros([rows, to - len, d], &t.device());
+        Tensor::cat(vec![t, zeros], 1)
+    }
+}
+
+/// `bias` `[rows, len]` followed by −∞ (padding) up to `[rows, to]`.
+fn padded_bias<B: Backend>(bias: Tensor<B, 2>, to: usize) -> Tensor<B, 2> {
+    let [rows, len] = bias.dims();
+    if len >= to {
+        bias
+    } else {
+        let pad = Tensor::full([rows, to - len], f32::NEG_INFINITY, &bias.device());
+        Tensor::cat(vec![bias, pad], 1)
     }
 }
 
@@ -302,6 +345,7 @@ impl<B: Backend> Transformer<B> {
             dropout: DropoutConfig::new(config.dropout).init(),
             config: config.clone(),
             output_pack: PackCache::default(),
+            sinusoids: SinusoidTable::default(),
         })
     }
 
@@ -326,7 +370,7 @@ impl<B: Backend> Transformer<B> {
         &self,
         stack: &Stack<B, L>,
         ids: Tensor<B, 2, Int>,
-        start: usize,
+        at: At<'_>,
         pad: Option<Tensor<B, 2, Bool>>,
     ) -> Tensor<B, 3> {
         let [batch, len] = ids.dims();
@@ -341,22 +385,31 @@ impl<B: Backend> Transformer<B> {
         } else {
             tokens
         };
-        let pos = positions(
-            self.config.positions,
-            stack.embed_positions.as_ref(),
-            batch,
-            start,
-            len,
-            d,
-            &tokens.device(),
-        );
+        let kind = self.config.positions;
+        let table = stack.embed_positions.as_ref();
+        let pos = match at {
+            At::From(start) => positions(kind, table, batch, start, len, d, &tokens.device()),
+            At::Rows(rows) => row_positions(
+                kind,
+                table,
+                (&self.sinusoids, self.config.max_positions),
+                rows,
+                d,
+                &tokens.device(),
+            ),
+        };
         kernels::dropout(tokens + pos, self.dropout.prob)
     }
 
     /// The encoder output `[batch, src_len, d_model]` and the padding bias `[batch, src_len]`.
     pub fn encode(&self, src: &SourceBatch<B>) -> (Tensor<B, 3>, Tensor<B, 2>) {
         let pad_bias = padding_bias(src.pad_mask());
-        let mut x = self.embed(&self.encoder, src.ids.clone(), 0, Some(src.pad_mask()));
+        let mut x = self.embed(
+            &self.encoder,
+            src.ids.clone(),
+            At::From(0),
+            Some(src.pad_mask()),
+        );
         for layer in &self.encoder.layers {
             x = layer.forward(x, &pad_bias);
         }
@@ -384,15 +437,7 @@ impl<B: Backend> Transformer<B> {
         let mut keys: Vec<Vec<Tensor<B, 3>>> = vec![Vec::with_capacity(groups.len()); layers];
         let mut values = keys.clone();
         // Zeros after the group's longest source, up to the batch's.
-        let padded = |t: Tensor<B, 3>| {
-            let [rows, len, d] = t.dims();
-            if len == src_len {
-                t
-            } else {
-                let zeros = Tensor::zeros([rows, src_len - len, d], &t.device());
-                Tensor::cat(vec![t, zeros], 1)
-            }
-        };
+        let padded = |t| zero_padded(t, src_len);
         for group in groups {
             let (encoded, _) = self.encode(&src.rows(group));
             for (l, StepMemory { keys: k, values: v }) in
@@ -496,7 +541,7 @@ impl<B: Backend> Transformer<B> {
         let (encoded, pad_bias) = self.encode(src);
         let [batch, len] = tgt_in.dims();
         let pad = tgt_in.clone().equal_elem(i64::from(src.specials.pad));
-        let mut y = self.embed(&self.decoder, tgt_in, 0, Some(pad));
+        let mut y = self.embed(&self.decoder, tgt_in, At::From(0), Some(pad));
         let mut attention = None;
         let report = self.config.alignment_layer_index();
         for (i, layer) in self.decoder.layers.iter().enumerate() {
@@ -546,6 +591,7 @@ impl<B: Backend> Scorer<B> for Transformer<B> {
             sentences: (0..batch as u32).collect(),
             ancestry: Vec::new(),
             len: 0,
+            starts: vec![0; batch],
             caches: vec![KvCache::default(); self.decoder.layers.len()],
         }
     }
@@ -554,21 +600,33 @@ impl<B: Backend> Scorer<B> for Transformer<B> {
     /// equal to position `t` of [`Transformer::forward`].
     fn step(&self, prev: Tensor<B, 1, Int>, mut state: Self::State) -> Step<B, Self::State> {
         let [n] = prev.dims();
-        let t = state.len;
+        // Compaction may drop the positions before every start, shortening `len`.
         state.compact_caches(n);
+        let t = state.len;
         // Hypothesis `i` writes position `t` in cache row `i`.
         let mut ancestry = Vec::with_capacity(n * (t + 1));
         for i in 0..n {
             ancestry.extend_from_slice(&state.ancestry[i * t..(i + 1) * t]);
             ancestry.push(i as u32);
         }
+        // Each hypothesis' own position: `t` less its start.
+        let first = state.starts.first().copied().unwrap_or(0);
+        let same_start = state.starts.iter().all(|&s| s == first);
         let rows = StepRows {
             ancestry: &ancestry,
+            starts: (!same_start || first > 0).then_some(state.starts.as_slice()),
             len: t + 1,
             sentences: &state.sentences,
             pad_bias: &state.pad_bias,
         };
-        let mut y = self.embed(&self.decoder, prev.reshape([n, 1]), t, None); // [n, 1, d_model]
+        let own: Vec<usize>;
+        let at = if same_start {
+            At::From(t - first as usize)
+        } else {
+            own = state.starts.iter().map(|&s| t - s as usize).collect();
+            At::Rows(&own)
+        };
+        let mut y = self.embed(&self.decoder, prev.reshape([n, 1]), at, None); // [n, 1, d_model]
         let mut attention = None;
         let report = self.config.alignment_layer_index();
         for (i, (layer, (cache, memory))) in self
@@ -609,6 +667,7 @@ impl<B: Backend> Scorer<B> for Transformer<B> {
             .flat_map(|&i| &state.ancestry[i * len..(i + 1) * len])
             .copied()
             .collect();
+        state.starts = kept.iter().map(|&i| state.starts[i]).collect();
         state.sentences = sentences;
         state.ancestry = ancestry;
         state
@@ -620,6 +679,119 @@ impl<B: Backend> Scorer<B> for Transformer<B> {
     }
 
     fn groups_sources(&self) -> bool {
+        true
+    }
+
+    fn admits(&self) -> bool {
+        true
+    }
+
+    /// The new sentences' source keys and values go to memory rows no live hypothesis reads
+    /// (finished sentences'), written in place; only when there are too few such rows, or a new
+    /// source is longer than the rows, is the memory rebuilt: the rows live hypotheses read, then
+    /// the new ones, all padded to the longest source. Their hypotheses start at position `len`
+    /// of the caches: the step attention reads nothing before it, and their position signal
+    /// counts from there.
+    fn admit(&self, state: &mut Self::State, src: &SourceBatch<B>) -> bool {
+        let fresh = self.start(src);
+        let added = src.lengths.len();
+        state
+            .starts
+            .extend(std::iter::repeat_n(state.len as u32, added));
+        // Positions before a new hypothesis' start are never read; cache row 0 exists whenever
+        // the caches do, so rebuilding them (`compact_caches`) copies from a row that is there.
+        state
+            .ancestry
+            .extend(std::iter::repeat_n(0, added * state.len));
+        if state.sentences.is_empty() {
+            // Nothing live: the new sentences are the whole memory.
+            state.memory = fresh.memory;
+            state.pad_bias = fresh.pad_bias;
+            state.sentences = (0..added as u32).collect();
+            return true;
+        }
+        let [rows, capacity] = state.pad_bias.dims();
+        let new_len = fresh.pad_bias.dims()[1];
+        let mut read = vec![false; rows];
+        for &s in &state.sentences {
+            read[s as usize] = true;
+        }
+        let free: Vec<usize> = (0..rows).filter(|&r| !read[r]).take(added).collect();
+        if free.len() == added && new_len <= capacity {
+            for (memory, new) in state.memory.iter_mut().zip(fresh.memory) {
+                let keys = std::mem::replace(&mut memory.keys, new.keys.clone());
+                memory.keys = kernels::write_rows(keys, &free, new.keys);
+                let values = std::mem::replace(&mut memory.values, new.values.clone());
+                memory.values = kernels::write_rows(values, &free, new.values);
+            }
+            let bias = padded_bias(fresh.pad_bias, capacity).reshape([added, capacity, 1]);
+            state.pad_bias = kernels::write_rows(
+                state.pad_bias.clone().reshape([rows, capacity, 1]),
+                &free,
+                bias,
+            )
+            .reshape([rows, capacity]);
+            state.sentences.extend(free.iter().map(|&r| r as u32));
+            return true;
+        }
+        let device = src.ids.device();
+        let mut used = state.sentences.clone();
+        used.sort_unstable();
+        used.dedup();
+        let src_len = capacity.max(new_len);
+        let all_used = used.len() == rows;
+        let index = Tensor::<B, 1, Int>::from_data(
+            TensorData::new(
+                used.iter().map(|&r| i64::from(r)).collect::<Vec<_>>(),
+                [used.len()],
+            ),
+            &device,
+        );
+        let kept_rows = |t: Tensor<B, 3>| {
+            let t = if all_used {
+                t
+            } else {
+                t.select(0, index.clone())
+            };
+            zero_padded(t, src_len)
+        };
+        let joined = |old: Tensor<B, 3>, new: Tensor<B, 3>| {
+            kernels::contiguous(Tensor::cat(
+                vec![kept_rows(old), zero_padded(new, src_len)],
+                0,
+            ))
+        };
+        let old_memory = std::mem::take(&mut state.memory);
+        state.memory = old_memory
+            .into_iter()
+            .zip(fresh.memory)
+            .map(|(old, new)| StepMemory {
+                keys: joined(old.keys, new.keys),
+                values: joined(old.values, new.values),
+            })
+            .collect();
+        let old_bias = if all_used {
+            state.pad_bias.clone()
+        } else {
+            state.pad_bias.clone().select(0, index)
+        };
+        state.pad_bias = Tensor::cat(
+            vec![
+                padded_bias(old_bias, src_len),
+                padded_bias(fresh.pad_bias, src_len),
+            ],
+            0,
+        );
+        // Old sentence rows renumbered in the kept memory, new ones after them.
+        let mut renumber = vec![0u32; rows];
+        for (new, &old) in used.iter().enumerate() {
+            renumber[old as usize] = new as u32;
+        }
+        for s in &mut state.sentences {
+            *s = renumber[*s as usize];
+        }
+        let first_new = used.len() as u32;
+        state.sentences.extend(first_new..first_new + added as u32);
         true
     }
 }

@@ -3,6 +3,7 @@
 use super::config::PositionKind;
 use burn::nn::{Embedding, EmbeddingConfig, Initializer};
 use burn::prelude::*;
+use std::sync::{Arc, OnceLock};
 
 /// The sinusoid of `kind` for positions `start..start + len`: `[len, d_model]`.
 ///
@@ -44,6 +45,78 @@ pub fn learned_table<B: Backend>(
             std: (d_model as f64).powf(-0.5),
         })
         .init(device)
+}
+
+/// Where a batch's positions are: the same `start..start + len` for every row, or one position per
+/// row (a search step whose sentences joined at different steps; `len` 1).
+#[derive(Debug, Clone, Copy)]
+pub enum At<'a> {
+    /// Every row at `start..start + len`.
+    From(usize),
+    /// Row `i` at position `rows[i]`.
+    Rows(&'a [usize]),
+}
+
+/// The sinusoids of positions `0..max_positions`, computed on first use and shared by a model's
+/// clones: a search step whose rows sit at different positions looks them up instead of computing
+/// `d_model` sines and cosines per row (about 10 µs each).
+#[derive(Debug, Clone, Default)]
+pub struct SinusoidTable(Arc<OnceLock<Vec<f32>>>);
+
+impl SinusoidTable {
+    /// `[rows.len(), d_model]`: the sinusoid of `kind` at each position, exactly as [`sinusoid`]
+    /// gives it.
+    pub fn rows(
+        &self,
+        kind: PositionKind,
+        max_positions: usize,
+        d_model: usize,
+        rows: &[usize],
+    ) -> Vec<f32> {
+        let table = self
+            .0
+            .get_or_init(|| sinusoid(kind, 0, max_positions, d_model));
+        let mut out = Vec::with_capacity(rows.len() * d_model);
+        for &p in rows {
+            match table.get(p * d_model..(p + 1) * d_model) {
+                Some(row) => out.extend_from_slice(row),
+                // Past the table (no search goes there: they stop at `max_positions`).
+                None => out.extend(sinusoid(kind, p, 1, d_model)),
+            }
+        }
+        out
+    }
+}
+
+/// [`positions`] for one position per row: `[rows.len(), 1, d_model]`.
+pub fn row_positions<B: Backend>(
+    kind: PositionKind,
+    table: Option<&Embedding<B>>,
+    sinusoids: (&SinusoidTable, usize),
+    rows: &[usize],
+    d_model: usize,
+    device: &B::Device,
+) -> Tensor<B, 3> {
+    let n = rows.len();
+    match (kind, table) {
+        (PositionKind::Learned, Some(table)) => {
+            let last = table.weight.dims()[0].saturating_sub(1);
+            let ids: Vec<i32> = rows.iter().map(|&p| p.min(last) as i32).collect();
+            let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [n]), device);
+            table.forward(ids.reshape([n, 1]))
+        }
+        (PositionKind::Learned, None) => {
+            unreachable!("`Transformer::new` gives learned positions their table")
+        }
+        _ => {
+            let (cache, max_positions) = sinusoids;
+            Tensor::<B, 2>::from_data(
+                TensorData::new(cache.rows(kind, max_positions, d_model, rows), [n, d_model]),
+                device,
+            )
+            .reshape([n, 1, d_model])
+        }
+    }
 }
 
 /// Positions `start..start + len` for every row: `[batch, len, d_model]` (broadcast over the batch
