@@ -8,6 +8,10 @@
 //! load the batches fill up, when idle a lone request waits at most `max_wait_ms`. A request's texts
 //! are never split across batches (an array `q` is one batch), and one slow batch holds only its
 //! own worker.
+//!
+//! With in-flight batching (`in_flight`, greedy Transformer search) a worker's batch is a stream:
+//! requests join it as its sentences end, and each is answered when its own texts end (see
+//! [`stream`]).
 
 use crate::config::BatchConfig;
 use crate::engine::Engine;
@@ -31,9 +35,10 @@ pub struct Finished {
     pub translations: Vec<Translation>,
     /// Time spent waiting in the queue.
     pub queued: Duration,
-    /// Time spent decoding the batch it was part of.
+    /// Time spent decoding the batch it was part of (in-flight batching: from joining it to its
+    /// last text's end).
     pub decoding: Duration,
-    /// Texts in that batch (this request's and others').
+    /// Texts in that batch (this request's and others'; in-flight batching: when it joined).
     pub batch_texts: usize,
 }
 
@@ -77,6 +82,9 @@ struct Shared {
     arrived: Condvar,
     /// Held by the one worker that is forming a batch.
     forming: Mutex<()>,
+    /// Workers in [`next_batch`], waiting for work: while any is, a running stream takes no
+    /// requests from the queue (they are that worker's to take).
+    idle: std::sync::atomic::AtomicUsize,
     capacity: usize,
     config: BatchConfig,
     metrics: Arc<Metrics>,
@@ -110,6 +118,7 @@ impl Batcher {
             }),
             arrived: Condvar::new(),
             forming: Mutex::new(()),
+            idle: std::sync::atomic::AtomicUsize::new(0),
             capacity,
             config,
             metrics,
@@ -277,6 +286,22 @@ fn plan(q: &Queue, config: &BatchConfig) -> (Vec<usize>, bool) {
     (chosen, full)
 }
 
+/// Removes the jobs at `chosen` (indices into the queue) and returns them in queue order.
+fn take_jobs(q: &mut Queue, mut chosen: Vec<usize>, metrics: &Metrics) -> Vec<Job> {
+    chosen.sort_unstable();
+    let mut jobs = Vec::with_capacity(chosen.len());
+    // Highest index first, so the earlier indices stay valid.
+    for &i in chosen.iter().rev() {
+        if let Some(job) = q.jobs.remove(i) {
+            jobs.push(job);
+        }
+    }
+    jobs.reverse();
+    q.texts -= jobs.iter().map(|j| j.sources.len()).sum::<usize>();
+    metrics.queue_texts.set(q.texts as i64);
+    jobs
+}
+
 /// Drops the jobs of requests that gave up waiting.
 fn purge_cancelled(q: &mut Queue, metrics: &Metrics) {
     let before = q.jobs.len();
@@ -289,6 +314,14 @@ fn purge_cancelled(q: &mut Queue, metrics: &Metrics) {
 
 /// Blocks until a batch is ready (or the queue is closed and empty: `None`).
 fn next_batch(shared: &Shared) -> Option<Vec<Job>> {
+    shared.idle.fetch_add(1, Ordering::SeqCst);
+    let batch = wait_for_batch(shared);
+    shared.idle.fetch_sub(1, Ordering::SeqCst);
+    batch
+}
+
+/// [`next_batch`] while counted idle.
+fn wait_for_batch(shared: &Shared) -> Option<Vec<Job>> {
     let _forming = lock(&shared.forming);
     let mut q = lock(&shared.queue);
     loop {
@@ -304,21 +337,10 @@ fn next_batch(shared: &Shared) -> Option<Vec<Job>> {
             continue;
         };
         let deadline = first.enqueued + Duration::from_millis(shared.config.max_wait_ms);
-        let (mut chosen, full) = plan(&q, &shared.config);
+        let (chosen, full) = plan(&q, &shared.config);
         let now = Instant::now();
         if full || now >= deadline || q.closed {
-            chosen.sort_unstable();
-            let mut batch = Vec::with_capacity(chosen.len());
-            // Highest index first, so the earlier indices stay valid.
-            for &i in chosen.iter().rev() {
-                if let Some(job) = q.jobs.remove(i) {
-                    batch.push(job);
-                }
-            }
-            batch.reverse();
-            q.texts -= batch.iter().map(|j| j.sources.len()).sum::<usize>();
-            shared.metrics.queue_texts.set(q.texts as i64);
-            return Some(batch);
+            return Some(take_jobs(&mut q, chosen, &shared.metrics));
         }
         q = shared
             .arrived
@@ -441,6 +463,15 @@ impl Flights {
         let mut sources = Vec::new();
         for mut job in jobs {
             let n = job.sources.len();
+            if n == 0 {
+                let _ = job.reply.send(Ok(Finished {
+                    translations: Vec::new(),
+                    queued: now.saturating_duration_since(job.enqueued),
+                    decoding: Duration::ZERO,
+                    batch_texts,
+                }));
+                continue;
+            }
             let slot = self.next_job;
             self.next_job += 1;
             for t in 0..n {
@@ -466,9 +497,10 @@ impl Flights {
 /// Decodes `batch` and the compatible requests that arrive while it runs as one stream
 /// ([`Engine::translate_stream`]): when rows free up, the oldest waiting requests for the same
 /// model and options join at the next step, and each request is answered as soon as its last text
-/// ends. A request for another model or other options is never kept waiting behind the stream:
-/// once it is the oldest in the queue, the stream admits nothing more, ends with its live texts,
-/// and the worker takes that request next.
+/// ends. A request for another model or other options does not wait behind a stream for longer
+/// than the stream's live texts take: once it is the oldest in the queue, the stream admits
+/// nothing more and ends with them, and the worker (or an idle one) takes that request next. While
+/// another worker is idle, the stream takes nothing: the queue is that worker's.
 fn stream(batch: Vec<Job>, shared: &Shared, trim: &mut (dyn FnMut() + Send)) {
     let Some(first) = batch.first() else { return };
     let model = Arc::clone(&first.model);
@@ -477,27 +509,28 @@ fn stream(batch: Vec<Job>, shared: &Shared, trim: &mut (dyn FnMut() + Send)) {
     let rows = shared.config.max_texts;
     let metrics = &shared.metrics;
     let started = Instant::now();
+    // The opening batch is registered before decoding starts, so that an error before the first
+    // feed still answers it.
+    let opening_texts: usize = batch.iter().map(|j| j.sources.len()).sum();
+    metrics.batch_texts.observe(opening_texts as f64);
+    let mut flights = Flights::default();
+    let mut opening = Some(flights.admit(batch, opening_texts));
     // Shared by the two callbacks, which the search calls one at a time.
-    let flights = Mutex::new(Flights::default());
-    let mut opening = Some(batch);
+    let flights = Mutex::new(flights);
     let mut feed = |free: usize| -> Vec<SourceText> {
         trim();
+        if let Some(sources) = opening.take() {
+            return sources;
+        }
         let live = rows.saturating_sub(free);
-        let (jobs, joining) = match opening.take() {
-            Some(jobs) => (jobs, false),
-            None => (
-                take_joining(shared, (model_index, &options), free),
-                live > 0,
-            ),
-        };
+        let jobs = take_joining(shared, (model_index, &options), free);
         if jobs.is_empty() {
             return Vec::new();
         }
         let texts: usize = jobs.iter().map(|j| j.sources.len()).sum();
-        if joining {
+        if live > 0 {
             metrics.joined_texts.inc_by(texts as u64);
         }
-        metrics.batch_texts.observe((live + texts) as f64);
         lock(&flights).admit(jobs, live + texts)
     };
     let mut done = |number: usize, translation: Translation| {
@@ -554,13 +587,17 @@ fn stream(batch: Vec<Job>, shared: &Shared, trim: &mut (dyn FnMut() + Send)) {
     }
 }
 
-/// Takes from the queue the oldest requests for `(model_index, options)` whose texts fit in `free`
-/// rows, as long as the oldest request of all is one of them (see [`stream`]).
+/// Takes from the queue the oldest request for `(model_index, options)` and those closest to its
+/// length whose texts fit in `free` rows, as long as the oldest request of all is one of them and
+/// no other worker is idle (see [`stream`]).
 fn take_joining(
     shared: &Shared,
     (model_index, options): (usize, &TranslateOptions),
     free: usize,
 ) -> Vec<Job> {
+    if shared.idle.load(Ordering::SeqCst) > 0 {
+        return Vec::new();
+    }
     let mut q = lock(&shared.queue);
     purge_cancelled(&mut q, &shared.metrics);
     let front_fits = q
@@ -572,25 +609,14 @@ fn take_joining(
     }
     // The oldest request and those closest to its length, as for a whole batch: the encoder
     // then reads one length, no padding.
-    let (mut chosen, _) = plan(
+    let (chosen, _) = plan(
         &q,
         &BatchConfig {
             max_texts: free,
             ..shared.config.clone()
         },
     );
-    chosen.sort_unstable();
-    let mut jobs = Vec::with_capacity(chosen.len());
-    // Highest index first, so the earlier indices stay valid.
-    for &i in chosen.iter().rev() {
-        if let Some(job) = q.jobs.remove(i) {
-            jobs.push(job);
-        }
-    }
-    jobs.reverse();
-    q.texts -= jobs.iter().map(|j| j.sources.len()).sum::<usize>();
-    shared.metrics.queue_texts.set(q.texts as i64);
-    jobs
+    take_jobs(&mut q, chosen, &shared.metrics)
 }
 
 #[cfg(test)]

@@ -437,7 +437,7 @@ fn forward_flex(
                 // (bias −∞, weight exactly 0) are neither read nor multiplied. A batch's sources
                 // are padded to its longest, and reading every row's padding cost as much memory
                 // traffic as its words when short and long sentences share a batch. The scores
-                // and weights stay `[heads, len]`, so the softmax sums the same numbers.
+                // and weights stay `[heads, len]`, 0 outside the positions read.
                 // A row of nothing but padding (no caller makes one) reads everything, as before.
                 let valid = bias_row
                     .map(|b| {

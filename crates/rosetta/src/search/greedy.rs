@@ -46,7 +46,8 @@ fn greedy_here<B: Backend, S: Scorer<B>>(
         &max_len,
         |sentence, hyp| hyps[sentence] = Some(hyp),
     );
-    // The stream reports every sentence it admitted, once.
+    // The stream reports every sentence it admitted, once: a missing one would shift the rest.
+    debug_assert!(hyps.iter().all(Option::is_some), "every sentence reported");
     hyps.into_iter().flatten().collect()
 }
 
@@ -100,35 +101,50 @@ fn stream_here<B: Backend, S: Scorer<B>>(
     let mut admitted = 0usize;
     let mut specials = None;
     let mut device = None;
+    // Sentences a scorer refused to admit (against its `admits`): started once nothing is live.
+    let mut deferred: Option<SourceBatch<B>> = None;
     loop {
         let free = rows.saturating_sub(live.len());
         let may_admit = live.is_empty() || (scorer.admits() && free >= refill);
-        if may_admit && let Some(src) = feed(free).filter(|s| !s.lengths.is_empty()) {
+        let next = match deferred.take() {
+            Some(src) if live.is_empty() => Some(src),
+            Some(src) => {
+                deferred = Some(src);
+                None
+            }
+            None if may_admit => feed(free).filter(|s| !s.lengths.is_empty()),
+            None => None,
+        };
+        if let Some(src) = next {
             let s = *specials.get_or_insert(src.specials);
             device.get_or_insert_with(|| src.ids.device());
             let joined = match state.as_mut() {
                 Some(st) if !live.is_empty() => scorer.admit(st, &src),
                 _ => false,
             };
-            if !joined {
-                // Nothing live (or a model that cannot admit, asked only then): start afresh.
+            let fresh = !joined && live.is_empty();
+            if fresh {
                 state = Some(scorer.start(&src));
             }
-            for &n in &src.lengths {
-                live.push(Live {
-                    sentence: admitted,
-                    src_len: n,
-                    limit: max_len(n).min(scorer.max_len()),
-                    hyp: Hypothesis {
-                        tokens: Vec::new(),
-                        log_prob: 0.0,
-                        score: 0.0,
-                        attention: Vec::new(),
-                        hit_max_len: false,
-                    },
-                });
-                prev.push(s.bos as i32);
-                admitted += 1;
+            if joined || fresh {
+                for &n in &src.lengths {
+                    live.push(Live {
+                        sentence: admitted,
+                        src_len: n,
+                        limit: max_len(n).min(scorer.max_len()),
+                        hyp: Hypothesis {
+                            tokens: Vec::new(),
+                            log_prob: 0.0,
+                            score: 0.0,
+                            attention: Vec::new(),
+                            hit_max_len: false,
+                        },
+                    });
+                    prev.push(s.bos as i32);
+                    admitted += 1;
+                }
+            } else {
+                deferred = Some(src);
             }
         }
         let (Some(current), Some(s), Some(device)) = (state.take(), specials, device.as_ref())

@@ -94,8 +94,9 @@ pub struct Transformer<B: Backend> {
 /// reads (`sentences`) and, per target position, the cache row that holds it (`ancestry`).
 #[derive(Debug, Clone)]
 pub struct TransformerState<B: Backend> {
-    /// Per decoder layer, the source's cross-attention keys and values, one row per sentence of
-    /// the batch (computed once).
+    /// Per decoder layer, the source's cross-attention keys and values, one row per sentence
+    /// (computed once per sentence; [`Scorer::admit`] reuses the rows of finished sentences or
+    /// rebuilds the memory with the live ones first).
     memory: Vec<StepMemory<B>>,
     /// `[batch, src_len]`: −∞ on source padding.
     pad_bias: Tensor<B, 2>,
@@ -116,7 +117,7 @@ pub struct TransformerState<B: Backend> {
 impl<B: Backend> TransformerState<B> {
     /// Before the step of `n` live hypotheses: when the caches are full, or hold at least twice as
     /// many rows as there are hypotheses (sentences finished), rebuilds them with one row per
-    /// hypothesis (and, when full, twice the positions). Otherwise a batch whose last sentence
+    /// hypothesis (and, when full, room for twice the positions kept). Otherwise a batch whose last sentence
     /// runs to the length limit keeps the rows of every finished one, growing them all: on
     /// test_2016_flickr at batch 32 with a limit of 256 pieces, 449 MiB peak against 204 MiB with a
     /// limit of 64. Each rebuild copies at most the live part of the caches, and happens when the
@@ -725,12 +726,11 @@ impl<B: Backend> Scorer<B> for Transformer<B> {
                 memory.values = kernels::write_rows(values, &free, new.values);
             }
             let bias = padded_bias(fresh.pad_bias, capacity).reshape([added, capacity, 1]);
-            state.pad_bias = kernels::write_rows(
-                state.pad_bias.clone().reshape([rows, capacity, 1]),
-                &free,
-                bias,
-            )
-            .reshape([rows, capacity]);
+            // Taken out of the state (no second handle), so the rows are written in place.
+            let old =
+                std::mem::replace(&mut state.pad_bias, bias.clone().reshape([added, capacity]));
+            state.pad_bias = kernels::write_rows(old.reshape([rows, capacity, 1]), &free, bias)
+                .reshape([rows, capacity]);
             state.sentences.extend(free.iter().map(|&r| r as u32));
             return true;
         }
