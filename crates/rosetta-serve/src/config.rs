@@ -58,10 +58,10 @@ pub struct BatchConfig {
     /// Transformers): a text that arrives while a batch decodes joins it at the next step once a
     /// quarter of its rows are free, instead of waiting for the batch's longest translation to
     /// end, and each request is answered as soon as its own texts are done. Off by default: on
-    /// the Multi30k load test it gave the same throughput as whole batches chosen by length
-    /// (586–609 against 598–603 sentences/s), a lower p99 latency (556–575 against 618–640 ms)
-    /// and 60–110 MiB more memory (each decoding thread's caches span the oldest live
-    /// sentence's steps). Beam search, sampling and RNNs always decode whole batches.
+    /// the Multi30k load test it gave no more throughput than whole batches chosen by length
+    /// (561 against 562–570 sentences/s over 60 s), a lower p99 latency (610 against 677 ms)
+    /// and 50–110 MiB more memory (each decoding thread's caches span the oldest live
+    /// sentence's steps); see README. Beam search, sampling and RNNs always decode whole batches.
     pub in_flight: bool,
 }
 
