@@ -167,14 +167,7 @@ pub fn format_lines(t: &Translation, index: u64, n_best: usize, alignments: bool
         return vec![line];
     }
     // An empty line still gets n_best lines, so every input has exactly n_best output lines.
-    let empty = [rosetta::translate::Candidate {
-        text: String::new(),
-        pieces: Vec::new(),
-        log_prob: 0.0,
-        score: 0.0,
-        attention: Vec::new(),
-        hit_max_len: false,
-    }];
+    let empty = [rosetta::translate::Candidate::empty()];
     // Beam search can finish fewer than n_best hypotheses; pad so the count per input is fixed.
     let candidates: Vec<&rosetta::translate::Candidate> = if t.source_pieces.is_empty() {
         empty.iter().cycle().take(n_best).collect()

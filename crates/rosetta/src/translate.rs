@@ -92,8 +92,8 @@ pub struct Candidate {
 }
 
 impl Candidate {
-    /// The translation of an empty line.
-    fn empty() -> Self {
+    /// The translation of an empty line: no pieces, score 0.
+    pub fn empty() -> Self {
         Candidate {
             text: String::new(),
             pieces: Vec::new(),
