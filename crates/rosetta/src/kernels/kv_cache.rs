@@ -20,27 +20,17 @@ pub fn write_position<B: Backend>(
 ) -> Tensor<B, 3> {
     let [_, capacity, d] = buffer.dims();
     let [n, _] = new.dims();
-    let composite = |buffer: Tensor<B, 3>, new: Tensor<B, 2>| {
-        buffer.slice_assign([0..n, pos..pos + 1, 0..d], new.reshape([n, 1, d]))
-    };
-    if buffer.dtype() != DType::F32 || new.dtype() != DType::F32 {
-        return composite(buffer, new);
-    }
-    match super::cast::<_, (Tensor<Flex, 3>, Tensor<Flex, 2>)>((buffer, new)) {
-        Ok((buffer, new)) => {
-            let mut dst = whole(buffer.into_primitive().tensor());
-            let src = new.into_primitive().tensor().to_contiguous();
-            let (src, out) = (src.storage::<f32>(), dst.storage_mut::<f32>());
+    in_place(
+        buffer,
+        new,
+        |src, out| {
             for (row, chunk) in src.chunks_exact(d).enumerate() {
                 let at = (row * capacity + pos) * d;
                 out[at..at + d].copy_from_slice(chunk);
             }
-            super::cast_back(Tensor::<Flex, 3>::from_primitive(TensorPrimitive::Float(
-                dst,
-            )))
-        }
-        Err((buffer, new)) => composite(buffer, new),
-    }
+        },
+        |buffer, new| buffer.slice_assign([0..n, pos..pos + 1, 0..d], new.reshape([n, 1, d])),
+    )
 }
 
 /// `buffer` `[width, capacity, d]` with `new` `[m, len, d]` (`len ≤ capacity`) written at
@@ -53,24 +43,41 @@ pub fn write_rows<B: Backend>(
 ) -> Tensor<B, 3> {
     let [_, capacity, d] = buffer.dims();
     let [m, len, _] = new.dims();
-    let composite = |mut buffer: Tensor<B, 3>, new: Tensor<B, 3>| {
-        for (j, &row) in rows.iter().enumerate().take(m) {
-            buffer = buffer.slice_assign([row..row + 1, 0..len, 0..d], new.clone().narrow(0, j, 1));
-        }
-        buffer
-    };
-    if buffer.dtype() != DType::F32 || new.dtype() != DType::F32 {
-        return composite(buffer, new);
-    }
-    match super::cast::<_, (Tensor<Flex, 3>, Tensor<Flex, 3>)>((buffer, new)) {
-        Ok((buffer, new)) => {
-            let mut dst = whole(buffer.into_primitive().tensor());
-            let src = new.into_primitive().tensor().to_contiguous();
-            let (src, out) = (src.storage::<f32>(), dst.storage_mut::<f32>());
+    in_place(
+        buffer,
+        new,
+        |src, out| {
             for (chunk, &row) in src.chunks_exact((len * d).max(1)).zip(rows) {
                 let at = row * capacity * d;
                 out[at..at + len * d].copy_from_slice(chunk);
             }
+        },
+        |mut buffer, new| {
+            for (j, &row) in rows.iter().enumerate().take(m) {
+                buffer =
+                    buffer.slice_assign([row..row + 1, 0..len, 0..d], new.clone().narrow(0, j, 1));
+            }
+            buffer
+        },
+    )
+}
+
+/// `write(new's elements, buffer's elements)` on the CPU, in place when the buffer is held alone;
+/// `composite(buffer, new)` (burn's operations) for other backends and dtypes.
+fn in_place<B: Backend, const D: usize>(
+    buffer: Tensor<B, 3>,
+    new: Tensor<B, D>,
+    write: impl FnOnce(&[f32], &mut [f32]),
+    composite: impl FnOnce(Tensor<B, 3>, Tensor<B, D>) -> Tensor<B, 3>,
+) -> Tensor<B, 3> {
+    if buffer.dtype() != DType::F32 || new.dtype() != DType::F32 {
+        return composite(buffer, new);
+    }
+    match super::cast::<_, (Tensor<Flex, 3>, Tensor<Flex, D>)>((buffer, new)) {
+        Ok((buffer, new)) => {
+            let mut dst = whole(buffer.into_primitive().tensor());
+            let src = new.into_primitive().tensor().to_contiguous();
+            write(src.storage::<f32>(), dst.storage_mut::<f32>());
             super::cast_back(Tensor::<Flex, 3>::from_primitive(TensorPrimitive::Float(
                 dst,
             )))

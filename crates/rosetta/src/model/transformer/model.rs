@@ -5,7 +5,7 @@ use super::attention::{KvCache, padding_bias};
 use super::config::{NormPosition, PositionKind, TransformerConfig};
 use super::layers::{DecoderLayer, EncoderLayer, StepMemory, StepRows};
 use super::norm::LayerNorm;
-use super::positions::{At, SinusoidTable, learned_table, positions, row_positions};
+use super::positions::{At, SinusoidTable, learned_table, positions};
 use crate::error::{Error, Result};
 use crate::kernels;
 use crate::kernels::{PackCache, WeightLayout, dense};
@@ -83,7 +83,7 @@ pub struct Transformer<B: Backend> {
     /// The vocabulary projection packed for search steps (not a parameter).
     #[module(skip)]
     output_pack: PackCache,
-    /// Sinusoids of every position, for search steps whose rows sit at different positions.
+    /// Sinusoids of every position (the position signal of sinusoidal models).
     #[module(skip)]
     sinusoids: SinusoidTable,
 }
@@ -386,19 +386,14 @@ impl<B: Backend> Transformer<B> {
         } else {
             tokens
         };
-        let kind = self.config.positions;
-        let table = stack.embed_positions.as_ref();
-        let pos = match at {
-            At::From(start) => positions(kind, table, batch, start, len, d, &tokens.device()),
-            At::Rows(rows) => row_positions(
-                kind,
-                table,
-                (&self.sinusoids, self.config.max_positions),
-                rows,
-                d,
-                &tokens.device(),
-            ),
-        };
+        let pos = positions(
+            self.config.positions,
+            stack.embed_positions.as_ref(),
+            (&self.sinusoids, self.config.max_positions),
+            [batch, len, d],
+            at,
+            &tokens.device(),
+        );
         kernels::dropout(tokens + pos, self.dropout.prob)
     }
 

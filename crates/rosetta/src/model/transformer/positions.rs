@@ -58,8 +58,9 @@ pub enum At<'a> {
 }
 
 /// The sinusoids of positions `0..max_positions`, computed on first use and shared by a model's
-/// clones: a search step whose rows sit at different positions looks them up instead of computing
-/// `d_model` sines and cosines per row (about 10 µs each).
+/// clones: every batch looks its positions up instead of computing `d_model` sines and cosines
+/// per position (about 10 µs each), which a search step whose rows sit at different positions
+/// would pay per row.
 #[derive(Debug, Clone, Default)]
 pub struct SinusoidTable(Arc<OnceLock<Vec<f32>>>);
 
@@ -80,7 +81,8 @@ impl SinusoidTable {
         for &p in rows {
             match table.get(p * d_model..(p + 1) * d_model) {
                 Some(row) => out.extend_from_slice(row),
-                // Past the table (no search goes there: they stop at `max_positions`).
+                // Past the table: only teacher-forced scoring of a reference longer than
+                // `max_positions` comes here (searches stop there).
                 None => out.extend(sinusoid(kind, p, 1, d_model)),
             }
         }
@@ -88,69 +90,47 @@ impl SinusoidTable {
     }
 }
 
-/// [`positions`] for one position per row: `[rows.len(), 1, d_model]`.
-pub fn row_positions<B: Backend>(
-    kind: PositionKind,
-    table: Option<&Embedding<B>>,
-    sinusoids: (&SinusoidTable, usize),
-    rows: &[usize],
-    d_model: usize,
-    device: &B::Device,
-) -> Tensor<B, 3> {
-    let n = rows.len();
-    match (kind, table) {
-        (PositionKind::Learned, Some(table)) => {
-            let last = table.weight.dims()[0].saturating_sub(1);
-            let ids: Vec<i32> = rows.iter().map(|&p| p.min(last) as i32).collect();
-            let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [n]), device);
-            table.forward(ids.reshape([n, 1]))
-        }
-        (PositionKind::Learned, None) => {
-            unreachable!("`Transformer::new` gives learned positions their table")
-        }
-        _ => {
-            let (cache, max_positions) = sinusoids;
-            Tensor::<B, 2>::from_data(
-                TensorData::new(cache.rows(kind, max_positions, d_model, rows), [n, d_model]),
-                device,
-            )
-            .reshape([n, 1, d_model])
-        }
-    }
-}
-
-/// Positions `start..start + len` for every row: `[batch, len, d_model]` (broadcast over the batch
-/// for sinusoids, looked up for a learned table).
+/// The position signal of a batch `[batch, len, d_model]`: positions `start..start + len` for
+/// every row (`At::From`, broadcast over the batch) or one position per row (`At::Rows`, `len` 1),
+/// looked up in the learned table or in the sinusoid table (`sinusoids`: the table and
+/// `max_positions`).
 pub fn positions<B: Backend>(
     kind: PositionKind,
     table: Option<&Embedding<B>>,
-    batch: usize,
-    start: usize,
-    len: usize,
-    d_model: usize,
+    sinusoids: (&SinusoidTable, usize),
+    [batch, len, d_model]: [usize; 3],
+    at: At<'_>,
     device: &B::Device,
 ) -> Tensor<B, 3> {
-    match (kind, table) {
+    // `[rows, cols]` positions, broadcast to `[batch, len]`.
+    let (ps, rows, cols): (Vec<usize>, usize, usize) = match at {
+        At::From(start) => ((start..start + len).collect(), 1, len),
+        At::Rows(r) => (r.to_vec(), r.len(), 1),
+    };
+    let pos = match (kind, table) {
         (PositionKind::Learned, Some(table)) => {
             // Positions past the table reuse its last row instead of failing. Searches stop at
             // `max_positions` (`Scorer::max_len`), and translation and validation truncate sources
             // to `text.max_len` < `max_positions` (`Config::validate`); only teacher-forced scoring of
             // a reference longer than the table reaches this.
             let last = table.weight.dims()[0].saturating_sub(1);
-            let ids: Vec<i32> = (start..start + len).map(|p| p.min(last) as i32).collect();
-            let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [len]), device);
-            table
-                .forward(ids.reshape([1, len]))
-                .expand([batch, len, d_model])
+            let ids: Vec<i32> = ps.iter().map(|&p| p.min(last) as i32).collect();
+            let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [rows * cols]), device);
+            table.forward(ids.reshape([rows, cols]))
         }
         (PositionKind::Learned, None) => {
             unreachable!("`Transformer::new` gives learned positions their table")
         }
-        _ => Tensor::<B, 2>::from_data(
-            TensorData::new(sinusoid(kind, start, len, d_model), [len, d_model]),
-            device,
-        )
-        .reshape([1, len, d_model])
-        .expand([batch, len, d_model]),
-    }
+        _ => {
+            let (cache, max_positions) = sinusoids;
+            Tensor::<B, 3>::from_data(
+                TensorData::new(
+                    cache.rows(kind, max_positions, d_model, &ps),
+                    [rows, cols, d_model],
+                ),
+                device,
+            )
+        }
+    };
+    pos.expand([batch, len, d_model])
 }
