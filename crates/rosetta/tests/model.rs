@@ -8,6 +8,7 @@ use rosetta::model::cell::CellKind;
 use rosetta::model::embedding::EmbeddingInit;
 use rosetta::model::input::SourceBatch;
 use rosetta::model::seq2seq::{RnnConfig, RnnSeq2Seq};
+use rosetta::search::Scorer;
 
 type B = Flex;
 
@@ -133,6 +134,44 @@ fn a_sentence_scores_the_same_alone_and_in_a_padded_batch() {
         for (a, b) in alone.iter().zip(&batched[alone.len()..]) {
             assert!((a - b).abs() < 1e-4, "{config:?}: {a} vs {b}");
         }
+    }
+}
+
+/// A search's memory, shared by each sentence's hypotheses (Bahdanau: each hypothesis names its
+/// sentence's memory row), gives every step exactly what memory copied per hypothesis gives, through
+/// a beam's expansion, a reordering within sentences and a finished sentence dropped.
+#[test]
+fn search_steps_on_shared_memory_equal_steps_on_copied_memory() {
+    let device = Default::default();
+    let ints =
+        |v: &[i32]| Tensor::<B, 1, Int>::from_data(TensorData::new(v.to_vec(), [v.len()]), &device);
+    let bits = |t: Tensor<B, 2>| t.into_data().to_vec::<f32>().unwrap();
+    for config in all_configs() {
+        let model = RnnSeq2Seq::<B>::new(&config, 20, 17, &device);
+        let src = batch(&[&[5, 6, 7, 3], &[8, 3], &[9, 10, 11, 12, 3]]);
+        let mut shared = model.start(&src);
+        let bahdanau = config.attention == AttentionKind::Bahdanau;
+        assert_eq!(shared.1.attention.rows.is_some(), bahdanau, "{config:?}");
+        let mut copied = model.encode(&src);
+        // Expand to beams of 2, 3 and 1; reorder within sentences; drop the second sentence.
+        let moves: [&[i32]; 3] = [&[0, 0, 1, 1, 1, 2], &[1, 0, 4, 3, 2, 5], &[0, 1, 5]];
+        let mut prev = vec![2i32; 3];
+        for (step, rows) in moves.iter().enumerate() {
+            let a = model.step(ints(&prev), shared);
+            let b = model.step(ints(&prev), copied);
+            assert_eq!(bits(a.logits), bits(b.logits), "{config:?}, step {step}");
+            match (a.attention, b.attention) {
+                (Some(x), Some(y)) => assert_eq!(bits(x), bits(y), "{config:?}, step {step}"),
+                (None, None) => {}
+                _ => panic!("attention on one side only: {config:?}"),
+            }
+            shared = model.select(a.state, ints(rows));
+            copied = (b.state.0.select(ints(rows)), b.state.1.select(ints(rows)));
+            prev = rows.iter().map(|&r| 4 + r).collect();
+        }
+        let a = model.step(ints(&prev), shared);
+        let b = model.step(ints(&prev), copied);
+        assert_eq!(bits(a.logits), bits(b.logits), "{config:?}, last step");
     }
 }
 

@@ -11,6 +11,7 @@
 //! (`Any`), so the model keeps its plain `B: Backend` bound.
 
 mod additive_energy;
+mod additive_step;
 mod attend;
 mod cross_entropy;
 mod dropout;
@@ -29,6 +30,7 @@ mod tanh;
 mod time_steps;
 
 pub use additive_energy::additive_energy;
+pub use additive_step::{AdditiveMemory, additive_step, shares_memory};
 pub use attend::attend;
 pub use cross_entropy::fused_cross_entropy;
 pub use dropout::{dropout, with_mask_seeds};

@@ -46,11 +46,47 @@ pub struct AttentionMemory<B: Backend> {
     pub bias: Tensor<B, 2>,
     /// Bahdanau's `W` for this pass over the target, applied to the query at every step.
     pub query: Option<StepLinear<B>>,
+    /// In a search with Bahdanau's attention ([`AttentionMemory::for_search`]): the memory row
+    /// each hypothesis reads, `[n]`. The memory then keeps one row per sentence, shared by its
+    /// hypotheses, and selecting hypotheses only renumbers them here.
+    pub rows: Option<Vec<u32>>,
 }
 
 impl<B: Backend> AttentionMemory<B> {
+    /// Prepares the memory for a search: with Bahdanau's attention, hypotheses read their
+    /// sentence's memory row through [`AttentionMemory::rows`] instead of copies of it (a step
+    /// reads each source once per sentence, not once per hypothesis, and a beam's reordering
+    /// copies nothing), where the CPU kernel runs ([`crate::kernels::shares_memory`]). Other
+    /// mechanisms and backends keep one memory row per hypothesis.
+    pub fn for_search(self) -> Self {
+        if !self.time_major || self.rows.is_some() || !crate::kernels::shares_memory::<B>() {
+            return self;
+        }
+        let batch = self.values.dims()[0];
+        AttentionMemory {
+            // Read at every step: made contiguous once here rather than by every step.
+            values: crate::kernels::contiguous(self.values),
+            keys: crate::kernels::contiguous(self.keys),
+            bias: crate::kernels::contiguous(self.bias),
+            rows: Some((0..batch as u32).collect()),
+            ..self
+        }
+    }
+
     /// Selects batch rows (for beam search). `indices`: `[n]`.
     pub fn select(self, indices: Tensor<B, 1, Int>) -> Self {
+        if let Some(rows) = &self.rows {
+            let picked: Vec<u32> = indices
+                .into_data()
+                .iter::<i64>()
+                // The search selects rows it holds: each index is below `rows.len()`.
+                .map(|i| rows[i as usize])
+                .collect();
+            return AttentionMemory {
+                rows: Some(picked),
+                ..self
+            };
+        }
         AttentionMemory {
             values: self.values.select(0, indices.clone()),
             keys: self
@@ -59,6 +95,7 @@ impl<B: Backend> AttentionMemory<B> {
             time_major: self.time_major,
             bias: self.bias.select(0, indices),
             query: self.query,
+            rows: None,
         }
     }
 }
@@ -127,12 +164,34 @@ impl<B: Backend> Attention<B> {
             time_major,
             bias,
             query: self.query.as_ref().map(StepLinear::new),
+            rows: None,
         }
     }
 
     /// Attends with one query per row. `query`: `[batch, query]`.
     /// Returns the context `[batch, enc_out]` and the weights `[batch, src_len]`.
     pub fn forward(
+        &self,
+        query: Tensor<B, 2>,
+        memory: &AttentionMemory<B>,
+    ) -> (Tensor<B, 2>, Tensor<B, 2>) {
+        if let (Some(w), Some(v), Some(rows)) = (&memory.query, &self.energy, &memory.rows) {
+            // A search step over memory shared by each sentence's hypotheses.
+            let attn = memory.keys.dims()[2];
+            let v = v.weight.val().reshape([attn]);
+            let shared = crate::kernels::AdditiveMemory {
+                keys: &memory.keys,
+                v: &v,
+                bias: &memory.bias,
+                values: &memory.values,
+            };
+            return crate::kernels::additive_step(w.forward(query), shared, rows);
+        }
+        self.plain(query, memory)
+    }
+
+    /// Attention with one memory row per query row.
+    fn plain(
         &self,
         query: Tensor<B, 2>,
         memory: &AttentionMemory<B>,

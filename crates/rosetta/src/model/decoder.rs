@@ -102,6 +102,14 @@ pub struct DecoderPass<B: Backend> {
 }
 
 impl<B: Backend> DecoderMemory<B> {
+    /// Prepares the memory for a search ([`AttentionMemory::for_search`]).
+    pub fn for_search(self) -> Self {
+        DecoderMemory {
+            attention: self.attention.for_search(),
+            ..self
+        }
+    }
+
     /// Selects batch rows (beam search). `indices`: `[n]`.
     pub fn select(self, indices: Tensor<B, 1, Int>) -> Self {
         DecoderMemory {

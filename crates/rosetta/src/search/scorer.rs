@@ -82,7 +82,8 @@ impl<B: Backend> Scorer<B> for RnnSeq2Seq<B> {
     type State = (DecoderState<B>, DecoderMemory<B>);
 
     fn start(&self, src: &SourceBatch<B>) -> Self::State {
-        self.encode(src)
+        let (state, memory) = self.encode(src);
+        (state, memory.for_search())
     }
 
     fn step(&self, prev: Tensor<B, 1, Int>, (state, memory): Self::State) -> Step<B, Self::State> {
