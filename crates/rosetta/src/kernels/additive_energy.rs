@@ -132,11 +132,18 @@ fn energy_block(e: &mut [f32], k: &[f32], q: &[f32], v: &[f32]) {
         .zip(k.chunks_exact(attn))
         .zip(q.chunks_exact(attn))
     {
-        for (((t, &k), &q), &v) in t.iter_mut().zip(kb).zip(qb).zip(v) {
-            *t = v * tanh(k + q);
-        }
-        *e = sum(&t);
+        *e = energy(&mut t, kb, qb, v);
     }
+}
+
+/// `vᵀ tanh(k + q)` of one row and source position, `t` `[attn]` as scratch (also the search
+/// step's, [`super::additive_step`], so that both give the same bits).
+#[inline(always)]
+pub(super) fn energy(t: &mut [f32], k: &[f32], q: &[f32], v: &[f32]) -> f32 {
+    for (((t, &k), &q), &v) in t.iter_mut().zip(k).zip(q).zip(v) {
+        *t = v * tanh(k + q);
+    }
+    sum(t)
 }
 
 /// Backward of [`energy_block`]: writes `∂/∂k` (`gk`, `[batch, attn]`) and adds this position's

@@ -13,7 +13,9 @@
 //! the next layer copied). Inference only: no backward pass. The arithmetic is theirs, in the same
 //! order, so the results are the same to the bit.
 
-use super::simd_math::{dispatch, softmax_in_place, sum, tanh};
+use super::additive_energy::energy;
+use super::attend::{mix, row_weights};
+use super::simd_math::dispatch;
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
 use burn::prelude::*;
@@ -153,67 +155,39 @@ fn forward(x: Operands<'_>, [mem, len, width]: [usize; 3], rows: &[u32]) -> (Vec
         .zip(rows.par_iter())
         .with_min_len(4)
         .for_each_init(
-            || vec![0f32; attn],
-            |t, (((c, alpha), q), &row)| {
+            || (vec![0f32; attn], vec![0f32; len]),
+            |(t, energies), (((c, alpha), q), &row)| {
                 dispatch(
                     #[inline(always)]
-                    || hypothesis(c, alpha, t, q, &x, [mem, len, row as usize]),
+                    || hypothesis(c, alpha, (t, energies), q, &x, [mem, len, row as usize]),
                 )
             },
         );
     (context, weights)
 }
 
-/// One hypothesis reading memory row `row`: its energies into `alpha`, then the weights, then the
-/// context, each as [`super::additive_energy`] and [`super::attend`] compute them.
+/// One hypothesis reading memory row `row`: its energies, weights and context, with the code of
+/// [`super::additive_energy`] and [`super::attend`].
 #[inline(always)]
 fn hypothesis(
     context: &mut [f32],
     alpha: &mut [f32],
-    t: &mut [f32],
+    (t, energies): (&mut [f32], &mut [f32]),
     q: &[f32],
     x: &Operands<'_>,
     [mem, len, row]: [usize; 3],
 ) {
     let attn = q.len();
-    for (s, e) in alpha.iter_mut().enumerate() {
-        let k = &x.k[(s * mem + row) * attn..][..attn];
-        for (((t, &k), &q), &v) in t.iter_mut().zip(k).zip(q).zip(x.v) {
-            *t = v * tanh(k + q);
-        }
-        *e = sum(t);
+    for (s, e) in energies.iter_mut().enumerate() {
+        *e = energy(t, &x.k[(s * mem + row) * attn..][..attn], q, x.v);
     }
-    for (a, &m) in alpha.iter_mut().zip(&x.m[row * len..][..len]) {
-        *a += m;
-    }
-    softmax_in_place(alpha);
-    let width = context.len();
-    let states = &x.h[row * len * width..][..len * width];
-    // The context in blocks summed over all positions before it is stored, rather than loaded and
-    // stored at every position; each element still sums its positions in order from 0, as
-    // `attend` does.
-    let mut start = 0;
-    while start + BLOCK <= width {
-        let mut acc = [0f32; BLOCK];
-        for (&a, h) in alpha.iter().zip(states.chunks_exact(width)) {
-            for (c, &x) in acc.iter_mut().zip(&h[start..start + BLOCK]) {
-                *c += a * x;
-            }
-        }
-        context[start..start + BLOCK].copy_from_slice(&acc);
-        start += BLOCK;
-    }
-    if start < width {
-        for (&a, h) in alpha.iter().zip(states.chunks_exact(width)) {
-            for (c, &x) in context[start..].iter_mut().zip(&h[start..]) {
-                *c += a * x;
-            }
-        }
-    }
+    row_weights(alpha, energies, &x.m[row * len..][..len]);
+    mix(
+        context,
+        alpha,
+        &x.h[row * len * context.len()..][..len * context.len()],
+    );
 }
-
-/// Context elements summed in registers at once (eight AVX-512 registers).
-const BLOCK: usize = 128;
 
 #[cfg(test)]
 mod tests {

@@ -71,11 +71,22 @@ fn dims(scores: &FlexTensor, mask: &FlexTensor, values: &FlexTensor) -> [usize; 
 /// The weights of one row into `alpha`: softmax of `scores + mask` (NaN when every position is
 /// masked, as the tensor form gives).
 #[inline(always)]
-fn row_weights(alpha: &mut [f32], scores: &[f32], mask: &[f32]) {
+pub(super) fn row_weights(alpha: &mut [f32], scores: &[f32], mask: &[f32]) {
     for ((a, &s), &m) in alpha.iter_mut().zip(scores).zip(mask) {
         *a = s + m;
     }
     softmax_in_place(alpha);
+}
+
+/// `context += Σ_s α_s h_s` for one row: `states` `[len, width]`, each element summing its
+/// positions in order.
+#[inline(always)]
+pub(super) fn mix(context: &mut [f32], alpha: &[f32], states: &[f32]) {
+    for (&a, h) in alpha.iter().zip(states.chunks_exact(context.len().max(1))) {
+        for (c, &x) in context.iter_mut().zip(h) {
+            *c += a * x;
+        }
+    }
 }
 
 fn forward_flex(scores: &FlexTensor, mask: &FlexTensor, values: &FlexTensor) -> FlexTensor {
@@ -96,12 +107,7 @@ fn forward_flex(scores: &FlexTensor, mask: &FlexTensor, values: &FlexTensor) -> 
                     || {
                         let (context, alpha) = out.split_at_mut(width);
                         row_weights(alpha, &s[b * len..][..len], &m[b * len..][..len]);
-                        let states = v[b * len * width..][..len * width].chunks_exact(width);
-                        for (&a, h) in alpha.iter().zip(states) {
-                            for (c, &x) in context.iter_mut().zip(h) {
-                                *c += a * x;
-                            }
-                        }
+                        mix(context, alpha, &v[b * len * width..][..len * width]);
                     },
                 )
             });
