@@ -4,8 +4,8 @@ use super::scorer::Scorer;
 use crate::model::input::SourceBatch;
 use burn::prelude::*;
 
-/// One decoded sentence.
-#[derive(Debug, Clone, PartialEq)]
+/// One decoded sentence (`Default`: nothing decoded yet).
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Hypothesis {
     /// Target ids without `<s>`/`</s>`.
     pub tokens: Vec<u32>,
@@ -132,13 +132,7 @@ fn stream_here<B: Backend, S: Scorer<B>>(
                         sentence: admitted,
                         src_len: n,
                         limit: max_len(n).min(scorer.max_len()),
-                        hyp: Hypothesis {
-                            tokens: Vec::new(),
-                            log_prob: 0.0,
-                            score: 0.0,
-                            attention: Vec::new(),
-                            hit_max_len: false,
-                        },
+                        hyp: Hypothesis::default(),
                     });
                     prev.push(s.bos as i32);
                     admitted += 1;

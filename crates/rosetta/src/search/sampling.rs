@@ -131,16 +131,7 @@ fn sample_here<B: Backend, S: Scorer<B>>(
         .iter()
         .map(|&n| max_len(n).min(scorer.max_len()).max(1))
         .collect();
-    let mut hyps = vec![
-        Hypothesis {
-            tokens: Vec::new(),
-            log_prob: 0.0,
-            score: 0.0,
-            attention: Vec::new(),
-            hit_max_len: false,
-        };
-        batch
-    ];
+    let mut hyps = vec![Hypothesis::default(); batch];
     let mut live: Vec<usize> = (0..batch).collect();
     let specials = src.specials;
     let mut prev = vec![specials.bos as i32; batch];
