@@ -240,11 +240,23 @@ pub(super) unsafe fn product_into(
 /// `y = x W + b` `[rows, d_out]`; a zero-length bias adds nothing.
 pub(super) fn forward_flex(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor) -> FlexTensor {
     let [rows, d_in, d_out] = dims(x, weight, bias);
-    let (x, w, b) = (
+    let y = rows_times(
         x.storage::<f32>(),
         weight.storage::<f32>(),
         bias.storage::<f32>(),
+        [rows, d_in, d_out],
     );
+    FlexTensor::from_data(TensorData::new(y, [rows, d_out]))
+}
+
+/// `x W + b` on slices: `x` `[rows, d_in]`, `w` `[d_in, d_out]`, both row-major and contiguous,
+/// `b` `[d_out]` or empty.
+pub(super) fn rows_times(
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    [rows, d_in, d_out]: [usize; 3],
+) -> Vec<f32> {
     let mut y = product(
         rows,
         d_out,
@@ -259,7 +271,7 @@ pub(super) fn forward_flex(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTenso
             }
         }
     }
-    FlexTensor::from_data(TensorData::new(y, [rows, d_out]))
+    y
 }
 
 /// Gradients of `x`, the weight and the bias from the output's gradient `g` `[rows, d_out]`.

@@ -15,7 +15,11 @@
 //! Each output element is one chain of fused multiply-adds over the inner dimension in order, then
 //! the bias: its bits depend neither on the number of rows nor on the thread count, but differ in the
 //! last places from the training-time product (`gemm` blocks the inner dimension differently).
-//! Without AVX-512, or on another backend, the projection is the plain dense layer.
+//! Without AVX-512 a weight stored `[d_out, d_in]` (a tied embedding table) is transposed once
+//! into `[d_in, d_out]` and multiplied by the dense layer's product: the caller's dense layer
+//! would make that transposed copy on every step, which on the 2-core AVX2 machine was 79 % of a
+//! greedy batch-of-one decode of a Multi30k Transformer with a tied `[8000, 256]` table (perf).
+//! A weight stored `[d_in, d_out]`, or another backend, gets the plain dense layer.
 
 use super::int8_linear::{Int8Kernel, Int8Weight};
 use burn::backend::Flex;
@@ -41,16 +45,28 @@ pub enum WeightLayout {
     OutIn,
 }
 
-/// A weight packed into panels, and the tensor it was packed from. Holding the source keeps its
-/// storage alive and unchanged (burn-flex copies shared storage before writing), so a weight with
-/// the same storage and layout is this weight.
+/// A weight packed into panels (or, without AVX-512, transposed into rows), and the tensor it
+/// was packed from. Holding the source keeps its storage alive and unchanged (burn-flex copies
+/// shared storage before writing), so a weight with the same storage and layout is this weight.
 struct Packed {
     source: FlexTensor,
     layout: WeightLayout,
     d_in: usize,
     d_out: usize,
-    /// `⌈d_out / NR⌉` panels `[d_in, NR]`, the last one padded with zeros.
+    /// How `panels` holds the weight.
+    form: Form,
+    /// [`Form::Panels`]: `⌈d_out / NR⌉` panels `[d_in, NR]`, the last one padded with zeros;
+    /// [`Form::Rows`]: `[d_in, d_out]`, row-major.
     panels: Vec<f32>,
+}
+
+/// The two forms of a packed weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// Panels of [`NR`] columns for the AVX-512 kernel.
+    Panels,
+    /// `[d_in, d_out]` for the dense layer's product (CPUs without AVX-512).
+    Rows,
 }
 
 /// The packed form of one output weight, shared by the clones of a model; repacked when the weight
@@ -172,8 +188,8 @@ impl Epilogue {
 impl PackCache {
     /// `x W + b` for a search step: `x` `[rows, d_in]`, `weight` in `layout`, `bias` `[d_out]`.
     /// Packs `weight` on first use (and again when it changed); `None` where the packed kernel does
-    /// not apply (another backend or dtype, no AVX-512 for float weights), and the caller computes
-    /// the layer itself.
+    /// not apply (another backend or dtype, no AVX-512 for a float weight stored `[d_in, d_out]`),
+    /// and the caller computes the layer itself.
     pub fn project<B: Backend>(
         &self,
         x: &Tensor<B, 2>,
@@ -199,7 +215,7 @@ impl PackCache {
         let int8 = self.lock().int8;
         if x.dtype() != DType::F32
             || weight.dtype() != DType::F32
-            || (int8.is_none() && !supported())
+            || (int8.is_none() && !supported() && layout == WeightLayout::InOut)
         {
             return None;
         }
@@ -376,7 +392,12 @@ impl PackCache {
         }
         // Drop the old entry first: two packed copies of a large weight are not needed at once.
         slot.packed = None;
-        let packed = Arc::new(Packed::new(weight, layout));
+        let form = if supported() {
+            Form::Panels
+        } else {
+            Form::Rows
+        };
+        let packed = Arc::new(Packed::new(weight, layout, form));
         slot.packed = Some(Entry::F32(Arc::clone(&packed)));
         packed
     }
@@ -429,10 +450,30 @@ fn check_shapes(
 }
 
 impl Packed {
-    fn new(source: FlexTensor, layout: WeightLayout) -> Self {
+    /// Packs `source` in `form` ([`Form::Panels`] needs AVX-512F to run).
+    fn new(source: FlexTensor, layout: WeightLayout, form: Form) -> Self {
         let contiguous = source.to_contiguous();
         let w = contiguous.storage::<f32>();
         let (d_in, d_out) = layout.in_out(&contiguous.shape());
+        if form == Form::Rows {
+            let mut rows = vec![0f32; d_in * d_out];
+            for (l, row) in rows.chunks_exact_mut(d_out.max(1)).enumerate() {
+                for (j, v) in row.iter_mut().enumerate() {
+                    *v = match layout {
+                        WeightLayout::InOut => w[l * d_out + j],
+                        WeightLayout::OutIn => w[j * d_in + l],
+                    };
+                }
+            }
+            return Packed {
+                source,
+                layout,
+                d_in,
+                d_out,
+                form: Form::Rows,
+                panels: rows,
+            };
+        }
         let n_panels = d_out.div_ceil(NR);
         let mut panels = vec![0f32; n_panels * d_in * NR];
         {
@@ -458,6 +499,7 @@ impl Packed {
             layout,
             d_in,
             d_out,
+            form: Form::Panels,
             panels,
         }
     }
@@ -465,6 +507,9 @@ impl Packed {
     /// `x [rows, d_in] × W + b` `[rows, d_out]`.
     fn forward(&self, x: &[f32], rows: usize, bias: Option<&[f32]>) -> Vec<f32> {
         let (k, n) = (self.d_in, self.d_out);
+        if self.form == Form::Rows {
+            return super::linear::rows_times(x, &self.panels, bias.unwrap_or(&[]), [rows, k, n]);
+        }
         let len = rows * n;
         let mut out: Vec<f32> = Vec::with_capacity(len);
         if len == 0 {
@@ -659,14 +704,53 @@ mod tests {
         Tensor::from_data(TensorData::new(v, shape), &Default::default())
     }
 
-    /// Without AVX-512F the packed kernel declines (`None`) and the caller's dense layer runs:
-    /// what every test of the layers then exercises.
+    /// Without AVX-512F the packed kernel declines (`None`) for a weight stored `[d_in, d_out]`
+    /// and the caller's dense layer runs: what every test of the layers then exercises.
     #[test]
     fn declines_without_avx512_so_the_dense_layer_runs() {
         let x = tensor(values(6, 1), [2, 3]);
         let w = tensor(values(12, 2), [3, 4]);
         let y = PackCache::default().project(&x, &w, WeightLayout::InOut, None);
         assert_eq!(y.is_some(), supported());
+    }
+
+    /// A tied table (`[d_out, d_in]`) is projected on every CPU. In rows (the form without
+    /// AVX-512F, built here on any CPU) it equals the dense layer on the transposed table to the
+    /// bit, since it is the dense layer's own product on a copy made once; the cache makes a new
+    /// copy when the table changes.
+    #[test]
+    fn a_tied_table_in_rows_equals_the_dense_layer_and_follows_a_changed_table() {
+        let (rows, d_in, d_out) = (5, 37, 70);
+        let xs = values(rows * d_in, 21);
+        let x = tensor(xs.clone(), [rows, d_in]);
+        let table = tensor(values(d_out * d_in, 22), [d_out, d_in]);
+        let b = tensor(values(d_out, 23), [d_out]);
+        let dense = |t: &Tensor<Flex, 2>| {
+            super::super::dense(x.clone(), t.clone().transpose(), b.clone())
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap()
+        };
+        let flex = |t: &Tensor<Flex, 2>| t.clone().into_primitive().tensor();
+        let in_rows = Packed::new(flex(&table), WeightLayout::OutIn, Form::Rows);
+        let bias = b.clone().into_data().to_vec::<f32>().unwrap();
+        assert_eq!(in_rows.forward(&xs, rows, Some(&bias)), dense(&table));
+
+        let cache = PackCache::default();
+        for t in [table.clone(), table * 2.0] {
+            let y = cache
+                .project(&x, &t, WeightLayout::OutIn, Some(&b))
+                .expect("a tied table is projected on every CPU");
+            let (y, want) = (y.into_data().to_vec::<f32>().unwrap(), dense(&t));
+            if supported() {
+                for (y, w) in y.iter().zip(&want) {
+                    assert!((y - w).abs() <= 1e-5 * (1.0 + w.abs()), "{y} vs {w}");
+                }
+            } else {
+                assert_eq!(y, want);
+                assert_eq!(cache.bytes(), 4 * d_in * d_out);
+            }
+        }
     }
 
     /// Every output element against a plain f64 dot product, for shapes with partial tiles and
