@@ -15,11 +15,19 @@
 //! Each output element is one chain of fused multiply-adds over the inner dimension in order, then
 //! the bias: its bits depend neither on the number of rows nor on the thread count, but differ in the
 //! last places from the training-time product (`gemm` blocks the inner dimension differently).
-//! Without AVX-512 a weight stored `[d_out, d_in]` (a tied embedding table) is transposed once
-//! into `[d_in, d_out]` and multiplied by the dense layer's product: the caller's dense layer
-//! would make that transposed copy on every step, which on the 2-core AVX2 machine was 79 % of a
-//! greedy batch-of-one decode of a Multi30k Transformer with a tied `[8000, 256]` table (perf).
-//! A weight stored `[d_in, d_out]`, or another backend, gets the plain dense layer.
+//! With AVX2 and FMA (no AVX-512) the same panels go through an eight-lane kernel: tiles of six
+//! rows take each half of a panel, and the last one or two rows take the whole panel with four
+//! chains (a lone row with two chains waited on the multiply-add latency and read each panel
+//! twice). Same chain per element, so the same bits as AVX-512. On the 2-core AMD EPYC (AVX2), one
+//! thread: `[64, 256] × [256, 1024]` 43 GMAC/s against 36 for `gemm`, `[30, 256] × [256, 8000]` 37
+//! against 27, `[1, 256] × [256, 8000]` 8.9 against 7.1; greedy Multi30k Transformer, 200 `val`
+//! lines, batch of one 3.27 → 2.55–2.60 s, batches of 64 0.97 → 0.80–0.94 s, outputs identical.
+//!
+//! Without either, a weight stored `[d_out, d_in]` (a tied embedding table) is transposed once
+//! into `[d_in, d_out]` rows and multiplied by the dense layer's own product: the caller's dense
+//! layer would make that transposed copy on every step, which on the AVX2 machine, before the
+//! kernel above, was 79 % of a greedy batch-of-one decode with a tied `[8000, 256]` table (perf).
+//! A weight stored `[d_in, d_out]`, or another backend, then gets the plain dense layer.
 
 use super::int8_linear::{Int8Kernel, Int8Weight};
 use burn::backend::Flex;
@@ -33,6 +41,10 @@ const NR: usize = 32;
 /// Rows per register tile: 2 × 8 accumulators, 2 weight registers.
 #[cfg(target_arch = "x86_64")]
 const MR: usize = 8;
+/// Rows per AVX2 register tile: 2 × 6 accumulators, 2 weight registers and a broadcast fill 15
+/// of the 16.
+#[cfg(target_arch = "x86_64")]
+const MR_AVX2: usize = 6;
 /// Below this many multiply-adds a projection runs on one thread.
 const PARALLEL_MACS: usize = 192 * 192 * 192;
 
@@ -45,7 +57,7 @@ pub enum WeightLayout {
     OutIn,
 }
 
-/// A weight packed into panels (or, without AVX-512, transposed into rows), and the tensor it
+/// A weight packed into panels (or, without a packed kernel, transposed into rows), and the tensor it
 /// was packed from. Holding the source keeps its storage alive and unchanged (burn-flex copies
 /// shared storage before writing), so a weight with the same storage and layout is this weight.
 struct Packed {
@@ -63,9 +75,9 @@ struct Packed {
 /// The two forms of a packed weight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Form {
-    /// Panels of [`NR`] columns for the AVX-512 kernel.
+    /// Panels of [`NR`] columns for the AVX-512 and AVX2 kernels.
     Panels,
-    /// `[d_in, d_out]` for the dense layer's product (CPUs without AVX-512).
+    /// `[d_in, d_out]` for the dense layer's product (CPUs with neither).
     Rows,
 }
 
@@ -124,16 +136,37 @@ fn same_tensor(source: &FlexTensor, tensor: &FlexTensor) -> bool {
     Arc::ptr_eq(&source.data_arc(), &tensor.data_arc()) && source.layout() == tensor.layout()
 }
 
+/// The instruction sets the packed kernel is written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Isa {
+    /// Tiles of [`MR`] rows × 32 columns in sixteen-lane registers.
+    Avx512,
+    /// Tiles of [`MR_AVX2`] rows × 16 columns (half a panel) in eight-lane registers, with fused
+    /// multiply-add: the same chain per element as [`Isa::Avx512`], so the same bits.
+    Avx2,
+}
+
+impl Isa {
+    /// The best this CPU runs, if any.
+    fn detect() -> Option<Isa> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return Some(Isa::Avx512);
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Some(Isa::Avx2);
+            }
+        }
+        None
+    }
+}
+
 /// Whether this CPU runs the packed kernel.
 fn supported() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    Isa::detect().is_some()
 }
 
 /// A nonlinearity applied to a projection's output while it is still in cache (the first layer of
@@ -188,7 +221,8 @@ impl Epilogue {
 impl PackCache {
     /// `x W + b` for a search step: `x` `[rows, d_in]`, `weight` in `layout`, `bias` `[d_out]`.
     /// Packs `weight` on first use (and again when it changed); `None` where the packed kernel does
-    /// not apply (another backend or dtype, no AVX-512 for a float weight stored `[d_in, d_out]`),
+    /// not apply (another backend or dtype, neither AVX-512 nor AVX2 for a float weight stored
+    /// `[d_in, d_out]`),
     /// and the caller computes the layer itself.
     pub fn project<B: Backend>(
         &self,
@@ -450,7 +484,7 @@ fn check_shapes(
 }
 
 impl Packed {
-    /// Packs `source` in `form` ([`Form::Panels`] needs AVX-512F to run).
+    /// Packs `source` in `form` ([`Form::Panels`] needs a kernel, [`Isa::detect`], to run).
     fn new(source: FlexTensor, layout: WeightLayout, form: Form) -> Self {
         let contiguous = source.to_contiguous();
         let w = contiguous.storage::<f32>();
@@ -506,10 +540,25 @@ impl Packed {
 
     /// `x [rows, d_in] × W + b` `[rows, d_out]`.
     fn forward(&self, x: &[f32], rows: usize, bias: Option<&[f32]>) -> Vec<f32> {
-        let (k, n) = (self.d_in, self.d_out);
-        if self.form == Form::Rows {
-            return super::linear::rows_times(x, &self.panels, bias.unwrap_or(&[]), [rows, k, n]);
+        match (self.form, Isa::detect()) {
+            (Form::Panels, Some(isa)) => self.forward_on(isa, x, rows, bias),
+            (Form::Rows, _) => super::linear::rows_times(
+                x,
+                &self.panels,
+                bias.unwrap_or(&[]),
+                [rows, self.d_in, self.d_out],
+            ),
+            // Panels are only made where a kernel runs them (`PackCache::packed`); were they
+            // run elsewhere, the rows form gives the same product.
+            (Form::Panels, None) => {
+                Packed::new(self.source.clone(), self.layout, Form::Rows).forward(x, rows, bias)
+            }
         }
+    }
+
+    /// [`Packed::forward`] of panels with the kernel for `isa`, which the CPU must support.
+    fn forward_on(&self, isa: Isa, x: &[f32], rows: usize, bias: Option<&[f32]>) -> Vec<f32> {
+        let (k, n) = (self.d_in, self.d_out);
         let len = rows * n;
         let mut out: Vec<f32> = Vec::with_capacity(len);
         if len == 0 {
@@ -533,10 +582,10 @@ impl Packed {
         let dst = super::linear::SharedOut::new(out.spare_capacity_mut().as_mut_ptr().cast());
         let task = |t: usize| {
             for q in t * per_task..((t + 1) * per_task).min(n_panels) {
-                // SAFETY: `forward` is only reached on CPUs with AVX-512F (`supported`); panel q
-                // writes columns q·NR.. of every row, which no other panel writes; `dst` has room
-                // for rows · n elements; `x` holds rows · k and the panel k · NR elements.
-                unsafe { self.panel(q, x, rows, bias, dst) };
+                // SAFETY: the CPU supports `isa` (`forward_on`'s callers); panel q writes columns
+                // q·NR.. of every row, which no other panel writes; `dst` has room for rows · n
+                // elements; `x` holds rows · k and the panel k · NR elements.
+                unsafe { self.panel(isa, q, x, rows, bias, dst) };
             }
         };
         if threads == 1 {
@@ -554,11 +603,12 @@ impl Packed {
     /// Columns `q·NR .. q·NR + NR` of every row, written through `dst`.
     ///
     /// # Safety
-    /// The CPU must support AVX-512F; `x` must hold `rows · d_in` elements; `dst` must point to
+    /// The CPU must support `isa`; `x` must hold `rows · d_in` elements; `dst` must point to
     /// `rows · d_out` elements whose columns of panel `q` nothing else reads or writes.
     #[cfg(target_arch = "x86_64")]
     unsafe fn panel(
         &self,
+        isa: Isa,
         q: usize,
         x: &[f32],
         rows: usize,
@@ -583,6 +633,11 @@ impl Packed {
             bias: bias.map(|_| &bias_tile),
             prefetch: next.map_or(std::ptr::null(), <[f32]>::as_ptr),
         };
+        if isa == Isa::Avx2 {
+            // SAFETY: as for this function (the CPU supports AVX2 and FMA).
+            unsafe { panel_avx2(x, rows, n, j0, &mut tile_args, dst) };
+            return;
+        }
         let mut i = 0;
         while i < rows {
             let r = MR.min(rows - i);
@@ -611,13 +666,14 @@ impl Packed {
     #[cfg(not(target_arch = "x86_64"))]
     unsafe fn panel(
         &self,
+        _: Isa,
         _: usize,
         _: &[f32],
         _: usize,
         _: Option<&[f32]>,
         _: super::linear::SharedOut,
     ) {
-        unreachable!("the packed projection runs only on x86-64 with AVX-512F")
+        unreachable!("the packed projection runs only on x86-64 with AVX-512F or AVX2")
     }
 }
 
@@ -693,6 +749,120 @@ unsafe fn tile<const R: usize>(a: *const f32, c: *mut f32, ldc: usize, args: &Ti
     }
 }
 
+/// [`Packed::panel`] with AVX2: tiles of three to [`MR_AVX2`] rows take the panel's two halves
+/// (16 columns) one after the other; the last one or two rows take all 32 columns at once, so that
+/// a lone row (a batch of one) reads the panel once, with four independent chains.
+///
+/// # Safety
+/// AVX2 and FMA; `x` must hold `rows` rows of `args.k`; `dst` must point to `rows · n` elements
+/// whose columns `j0 .. j0 + args.width` nothing else accesses; `args.b` a panel of `k · NR`.
+#[cfg(target_arch = "x86_64")]
+unsafe fn panel_avx2(
+    x: &[f32],
+    rows: usize,
+    n: usize,
+    j0: usize,
+    args: &mut TileArgs,
+    dst: super::linear::SharedOut,
+) {
+    let k = args.k;
+    let mut i = 0;
+    while i < rows {
+        let r = MR_AVX2.min(rows - i);
+        // SAFETY: rows i..i + r of `x` exist; the destination starts at row i, column j0 (the
+        // halves at j0 + 16·half), and each tile writes only its columns below `width`.
+        unsafe {
+            let a = x.as_ptr().add(i * k);
+            let c = dst.at(i * n + j0);
+            if r <= 2 {
+                match r {
+                    2 => tile_avx2::<2, 4>(a, c, n, args, 0),
+                    _ => tile_avx2::<1, 4>(a, c, n, args, 0),
+                }
+            } else {
+                for half in 0..NR / 16 {
+                    if args.width <= 16 * half {
+                        break;
+                    }
+                    let c = c.add(16 * half);
+                    match r {
+                        6 => tile_avx2::<6, 2>(a, c, n, args, half),
+                        5 => tile_avx2::<5, 2>(a, c, n, args, half),
+                        4 => tile_avx2::<4, 2>(a, c, n, args, half),
+                        _ => tile_avx2::<3, 2>(a, c, n, args, half),
+                    }
+                }
+            }
+        }
+        args.prefetch = std::ptr::null();
+        i += r;
+    }
+}
+
+/// [`tile`] with AVX2 and FMA for `R` rows and `V` registers of eight columns, starting at column
+/// `8·V·part` of the panel: the same chain of fused multiply-adds per element, in the same order,
+/// then the bias, so the same bits.
+///
+/// # Safety
+/// AVX2 and FMA; `8·V·(part + 1) ≤ NR`; as [`tile`] otherwise (`c` points to the tile's first
+/// column).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_avx2<const R: usize, const V: usize>(
+    a: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    args: &TileArgs,
+    part: usize,
+) {
+    use std::arch::x86_64::*;
+    let (b, k) = (args.b, args.k);
+    let off = 8 * V * part;
+    let mut acc = [[_mm256_setzero_ps(); V]; R];
+    // SAFETY: every offset stays inside `a` (r < R, l < k) and the panel
+    // (l · NR + off + 8·V ≤ k · NR), as the caller guarantees.
+    unsafe {
+        let prefetch = !args.prefetch.is_null();
+        for l in 0..k {
+            if prefetch {
+                _mm_prefetch::<_MM_HINT_T1>(args.prefetch.add(l * NR).cast());
+                _mm_prefetch::<_MM_HINT_T1>(args.prefetch.add(l * NR + 16).cast());
+            }
+            let mut w = [_mm256_setzero_ps(); V];
+            for (v, w) in w.iter_mut().enumerate() {
+                *w = _mm256_loadu_ps(b.add(l * NR + off + 8 * v));
+            }
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let x = _mm256_set1_ps(*a.add(r * k + l));
+                for (acc, w) in acc.iter_mut().zip(&w) {
+                    *acc = _mm256_fmadd_ps(x, *w, *acc);
+                }
+            }
+        }
+    }
+    if let Some(bias) = args.bias {
+        for v in 0..V {
+            // SAFETY: `bias` holds NR elements, off + 8·V ≤ NR.
+            let b = unsafe { _mm256_loadu_ps(bias.as_ptr().add(off + 8 * v)) };
+            for acc in acc.iter_mut() {
+                acc[v] = _mm256_add_ps(acc[v], b);
+            }
+        }
+    }
+    let w = args.width.saturating_sub(off).min(8 * V);
+    for (r, acc) in acc.iter().enumerate() {
+        let mut full = [0f32; 32];
+        // SAFETY: `full` holds 32 ≥ 8·V elements; row r of the tile has `w` writable columns
+        // from `c + r · ldc`.
+        unsafe {
+            for (v, acc) in acc.iter().enumerate() {
+                _mm256_storeu_ps(full.as_mut_ptr().add(8 * v), *acc);
+            }
+            std::ptr::copy_nonoverlapping(full.as_ptr(), c.add(r * ldc), w);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -704,7 +874,8 @@ mod tests {
         Tensor::from_data(TensorData::new(v, shape), &Default::default())
     }
 
-    /// Without AVX-512F the packed kernel declines (`None`) for a weight stored `[d_in, d_out]`
+    /// Without a packed kernel (neither AVX-512F nor AVX2) the cache declines (`None`) for a
+    /// weight stored `[d_in, d_out]`
     /// and the caller's dense layer runs: what every test of the layers then exercises.
     #[test]
     fn declines_without_avx512_so_the_dense_layer_runs() {
@@ -714,8 +885,8 @@ mod tests {
         assert_eq!(y.is_some(), supported());
     }
 
-    /// A tied table (`[d_out, d_in]`) is projected on every CPU. In rows (the form without
-    /// AVX-512F, built here on any CPU) it equals the dense layer on the transposed table to the
+    /// A tied table (`[d_out, d_in]`) is projected on every CPU. In rows (the form without a
+    /// packed kernel, built here on any CPU) it equals the dense layer on the transposed table to the
     /// bit, since it is the dense layer's own product on a copy made once; the cache makes a new
     /// copy when the table changes.
     #[test]
@@ -754,11 +925,14 @@ mod tests {
     }
 
     /// Every output element against a plain f64 dot product, for shapes with partial tiles and
-    /// panels, both layouts, with and without bias, on one and several threads.
+    /// panels, both layouts, with and without bias, on one and several threads; where the CPU
+    /// has AVX-512F, the AVX2 kernel gives the same bits as the AVX-512 one.
     #[test]
-    #[ignore = "needs an AVX-512F CPU: run with --ignored on one (.ci/run does when it has one)"]
     fn matches_the_dense_layer() {
-        assert!(supported(), "this CPU has no AVX-512F");
+        if !supported() {
+            eprintln!("SKIPPED: this CPU has neither AVX-512F nor AVX2 with FMA");
+            return;
+        }
         for &(rows, d_in, d_out) in &[(1, 1, 1), (3, 5, 33), (13, 70, 100), (64, 256, 1000)] {
             for layout in [WeightLayout::InOut, WeightLayout::OutIn] {
                 for with_bias in [false, true] {
@@ -783,8 +957,14 @@ mod tests {
                             layout,
                             with_bias.then_some(&bias_t),
                         )
-                        .expect("AVX-512F is present");
+                        .expect("the CPU runs the packed kernel");
                     let y = y.into_data().to_vec::<f32>().unwrap();
+                    if Isa::detect() == Some(Isa::Avx512) {
+                        let w = tensor(w.clone(), shape).into_primitive().tensor();
+                        let packed = Packed::new(w, layout, Form::Panels);
+                        let bias = with_bias.then_some(b.as_slice());
+                        assert_eq!(packed.forward_on(Isa::Avx2, &x, rows, bias), y);
+                    }
                     for r in 0..rows {
                         for j in 0..d_out {
                             let mut e: f64 = (0..d_in)
@@ -809,9 +989,11 @@ mod tests {
     /// A row's bits do not depend on the other rows (beam search changes the number of rows every
     /// step), and the cache repacks a changed weight instead of using the old one.
     #[test]
-    #[ignore = "needs an AVX-512F CPU: run with --ignored on one (.ci/run does when it has one)"]
     fn rows_are_independent_and_a_new_weight_is_repacked() {
-        assert!(supported(), "this CPU has no AVX-512F");
+        if !supported() {
+            eprintln!("SKIPPED: this CPU has neither AVX-512F nor AVX2 with FMA");
+            return;
+        }
         let (rows, d_in, d_out) = (37, 300, 500);
         let x = values(rows * d_in, 4);
         let cache = PackCache::default();
