@@ -633,27 +633,28 @@ impl Packed {
             bias: bias.map(|_| &bias_tile),
             prefetch: next.map_or(std::ptr::null(), <[f32]>::as_ptr),
         };
-        if isa == Isa::Avx2 {
-            // SAFETY: as for this function (the CPU supports AVX2 and FMA).
-            unsafe { panel_avx2(x, rows, n, j0, &mut tile_args, dst) };
-            return;
-        }
+        let mr = match isa {
+            Isa::Avx512 => MR,
+            Isa::Avx2 => MR_AVX2,
+        };
         let mut i = 0;
         while i < rows {
-            let r = MR.min(rows - i);
+            let r = mr.min(rows - i);
             // SAFETY: rows i..i + r of `x` (k each) exist; the tile's destination starts at row i,
-            // column j0 of `dst` and spans r rows of `width` columns (caller's guarantee).
+            // column j0 of `dst` and spans r rows of `width` columns (caller's guarantee); the CPU
+            // supports `isa`.
             unsafe {
                 let a = x.as_ptr().add(i * k);
                 let c = dst.at(i * n + j0);
-                match r {
-                    8 => tile::<8>(a, c, n, &tile_args),
-                    7 => tile::<7>(a, c, n, &tile_args),
-                    6 => tile::<6>(a, c, n, &tile_args),
-                    5 => tile::<5>(a, c, n, &tile_args),
-                    4 => tile::<4>(a, c, n, &tile_args),
-                    3 => tile::<3>(a, c, n, &tile_args),
-                    2 => tile::<2>(a, c, n, &tile_args),
+                match (isa, r) {
+                    (Isa::Avx2, _) => tiles_avx2(r, a, c, n, &tile_args),
+                    (_, 8) => tile::<8>(a, c, n, &tile_args),
+                    (_, 7) => tile::<7>(a, c, n, &tile_args),
+                    (_, 6) => tile::<6>(a, c, n, &tile_args),
+                    (_, 5) => tile::<5>(a, c, n, &tile_args),
+                    (_, 4) => tile::<4>(a, c, n, &tile_args),
+                    (_, 3) => tile::<3>(a, c, n, &tile_args),
+                    (_, 2) => tile::<2>(a, c, n, &tile_args),
                     _ => tile::<1>(a, c, n, &tile_args),
                 }
             }
@@ -749,53 +750,36 @@ unsafe fn tile<const R: usize>(a: *const f32, c: *mut f32, ldc: usize, args: &Ti
     }
 }
 
-/// [`Packed::panel`] with AVX2: tiles of three to [`MR_AVX2`] rows take the panel's two halves
-/// (16 columns) one after the other; the last one or two rows take all 32 columns at once, so that
-/// a lone row (a batch of one) reads the panel once, with four independent chains.
+/// One tile of `r` ≤ [`MR_AVX2`] rows with AVX2: three rows or more take the panel's two halves
+/// (16 columns) one after the other; one or two rows take all 32 columns at once, so that a lone
+/// row (a batch of one) reads the panel once, with four independent chains.
 ///
 /// # Safety
-/// AVX2 and FMA; `x` must hold `rows` rows of `args.k`; `dst` must point to `rows · n` elements
-/// whose columns `j0 .. j0 + args.width` nothing else accesses; `args.b` a panel of `k · NR`.
+/// AVX2 and FMA; as [`tile`] for `r` rows otherwise.
 #[cfg(target_arch = "x86_64")]
-unsafe fn panel_avx2(
-    x: &[f32],
-    rows: usize,
-    n: usize,
-    j0: usize,
-    args: &mut TileArgs,
-    dst: super::linear::SharedOut,
-) {
-    let k = args.k;
-    let mut i = 0;
-    while i < rows {
-        let r = MR_AVX2.min(rows - i);
-        // SAFETY: rows i..i + r of `x` exist; the destination starts at row i, column j0 (the
-        // halves at j0 + 16·half), and each tile writes only its columns below `width`.
-        unsafe {
-            let a = x.as_ptr().add(i * k);
-            let c = dst.at(i * n + j0);
-            if r <= 2 {
-                match r {
-                    2 => tile_avx2::<2, 4>(a, c, n, args, 0),
-                    _ => tile_avx2::<1, 4>(a, c, n, args, 0),
-                }
-            } else {
-                for half in 0..NR / 16 {
-                    if args.width <= 16 * half {
-                        break;
-                    }
-                    let c = c.add(16 * half);
-                    match r {
-                        6 => tile_avx2::<6, 2>(a, c, n, args, half),
-                        5 => tile_avx2::<5, 2>(a, c, n, args, half),
-                        4 => tile_avx2::<4, 2>(a, c, n, args, half),
-                        _ => tile_avx2::<3, 2>(a, c, n, args, half),
-                    }
-                }
+unsafe fn tiles_avx2(r: usize, a: *const f32, c: *mut f32, ldc: usize, args: &TileArgs) {
+    // SAFETY: the caller's guarantees, for each tile (the halves start 16 columns apart and
+    // write only their columns below `width`).
+    unsafe {
+        if r <= 2 {
+            match r {
+                2 => tile_avx2::<2, 4>(a, c, ldc, args, 0),
+                _ => tile_avx2::<1, 4>(a, c, ldc, args, 0),
+            }
+            return;
+        }
+        for half in 0..NR / 16 {
+            if args.width <= 16 * half {
+                break;
+            }
+            let c = c.add(16 * half);
+            match r {
+                6 => tile_avx2::<6, 2>(a, c, ldc, args, half),
+                5 => tile_avx2::<5, 2>(a, c, ldc, args, half),
+                4 => tile_avx2::<4, 2>(a, c, ldc, args, half),
+                _ => tile_avx2::<3, 2>(a, c, ldc, args, half),
             }
         }
-        args.prefetch = std::ptr::null();
-        i += r;
     }
 }
 
