@@ -712,9 +712,7 @@ unsafe fn tile<const R: usize>(a: *const f32, c: *mut f32, ldc: usize, args: &Ti
         let prefetch = !args.prefetch.is_null();
         for l in 0..k {
             if prefetch {
-                // Row l of the next panel: its two cache lines, one step of the loop each.
-                _mm_prefetch::<_MM_HINT_T1>(args.prefetch.add(l * NR).cast());
-                _mm_prefetch::<_MM_HINT_T1>(args.prefetch.add(l * NR + 16).cast());
+                prefetch_row(args.prefetch, l);
             }
             let b0 = _mm512_loadu_ps(b.add(l * NR));
             let b1 = _mm512_loadu_ps(b.add(l * NR + 16));
@@ -747,6 +745,21 @@ unsafe fn tile<const R: usize>(a: *const f32, c: *mut f32, ldc: usize, args: &Ti
             _mm512_mask_storeu_ps(c.add(r * ldc), m0, lo[r]);
             _mm512_mask_storeu_ps(c.add(r * ldc + 16), m1, hi[r]);
         }
+    }
+}
+
+/// Row `l` of the panel at `next` into L2: its two cache lines, one step of a tile's loop each.
+///
+/// # Safety
+/// `next` must point to a panel of at least `l + 1` rows of [`NR`].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn prefetch_row(next: *const f32, l: usize) {
+    use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
+    // SAFETY: row l of the panel exists (the caller's guarantee).
+    unsafe {
+        _mm_prefetch::<_MM_HINT_T1>(next.add(l * NR).cast());
+        _mm_prefetch::<_MM_HINT_T1>(next.add(l * NR + 16).cast());
     }
 }
 
@@ -809,8 +822,7 @@ unsafe fn tile_avx2<const R: usize, const V: usize>(
         let prefetch = !args.prefetch.is_null();
         for l in 0..k {
             if prefetch {
-                _mm_prefetch::<_MM_HINT_T1>(args.prefetch.add(l * NR).cast());
-                _mm_prefetch::<_MM_HINT_T1>(args.prefetch.add(l * NR + 16).cast());
+                prefetch_row(args.prefetch, l);
             }
             let mut w = [_mm256_setzero_ps(); V];
             for (v, w) in w.iter_mut().enumerate() {
