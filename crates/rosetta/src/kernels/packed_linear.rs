@@ -75,8 +75,8 @@ struct Packed {
 /// The two forms of a packed weight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Form {
-    /// Panels of [`NR`] columns for the AVX-512 and AVX2 kernels.
-    Panels,
+    /// Panels of [`NR`] columns for the AVX-512 or AVX2 kernel, which the CPU runs.
+    Panels(Isa),
     /// `[d_in, d_out]` for the dense layer's product (CPUs with neither).
     Rows,
 }
@@ -222,8 +222,7 @@ impl PackCache {
     /// `x W + b` for a search step: `x` `[rows, d_in]`, `weight` in `layout`, `bias` `[d_out]`.
     /// Packs `weight` on first use (and again when it changed); `None` where the packed kernel does
     /// not apply (another backend or dtype, neither AVX-512 nor AVX2 for a float weight stored
-    /// `[d_in, d_out]`),
-    /// and the caller computes the layer itself.
+    /// `[d_in, d_out]`), and the caller computes the layer itself.
     pub fn project<B: Backend>(
         &self,
         x: &Tensor<B, 2>,
@@ -426,11 +425,7 @@ impl PackCache {
         }
         // Drop the old entry first: two packed copies of a large weight are not needed at once.
         slot.packed = None;
-        let form = if supported() {
-            Form::Panels
-        } else {
-            Form::Rows
-        };
+        let form = Isa::detect().map_or(Form::Rows, Form::Panels);
         let packed = Arc::new(Packed::new(weight, layout, form));
         slot.packed = Some(Entry::F32(Arc::clone(&packed)));
         packed
@@ -484,75 +479,64 @@ fn check_shapes(
 }
 
 impl Packed {
-    /// Packs `source` in `form` ([`Form::Panels`] needs a kernel, [`Isa::detect`], to run).
+    /// Packs `source` in `form` (panels for a kernel the CPU runs, [`Isa::detect`]).
     fn new(source: FlexTensor, layout: WeightLayout, form: Form) -> Self {
         let contiguous = source.to_contiguous();
         let w = contiguous.storage::<f32>();
         let (d_in, d_out) = layout.in_out(&contiguous.shape());
-        if form == Form::Rows {
-            let mut rows = vec![0f32; d_in * d_out];
-            for (l, row) in rows.chunks_exact_mut(d_out.max(1)).enumerate() {
-                for (j, v) in row.iter_mut().enumerate() {
-                    *v = match layout {
-                        WeightLayout::InOut => w[l * d_out + j],
-                        WeightLayout::OutIn => w[j * d_in + l],
-                    };
-                }
-            }
-            return Packed {
-                source,
-                layout,
-                d_in,
-                d_out,
-                form: Form::Rows,
-                panels: rows,
-            };
-        }
-        let n_panels = d_out.div_ceil(NR);
-        let mut panels = vec![0f32; n_panels * d_in * NR];
-        {
-            use rayon::prelude::*;
-            panels
-                .par_chunks_mut((d_in * NR).max(1))
-                .enumerate()
-                .for_each(|(q, panel)| {
-                    let width = NR.min(d_out - q * NR);
-                    for (l, row) in panel.chunks_exact_mut(NR).enumerate() {
-                        for (c, v) in row[..width].iter_mut().enumerate() {
-                            let j = q * NR + c;
-                            *v = match layout {
-                                WeightLayout::InOut => w[l * d_out + j],
-                                WeightLayout::OutIn => w[j * d_in + l],
-                            };
-                        }
+        // Element (l, j) of the `[d_in, d_out]` weight.
+        let at = |l: usize, j: usize| match layout {
+            WeightLayout::InOut => w[l * d_out + j],
+            WeightLayout::OutIn => w[j * d_in + l],
+        };
+        let panels = match form {
+            Form::Rows => {
+                let mut rows = vec![0f32; d_in * d_out];
+                for (l, row) in rows.chunks_exact_mut(d_out.max(1)).enumerate() {
+                    for (j, v) in row.iter_mut().enumerate() {
+                        *v = at(l, j);
                     }
-                });
-        }
+                }
+                rows
+            }
+            Form::Panels(_) => {
+                use rayon::prelude::*;
+                let n_panels = d_out.div_ceil(NR);
+                let mut panels = vec![0f32; n_panels * d_in * NR];
+                panels
+                    .par_chunks_mut((d_in * NR).max(1))
+                    .enumerate()
+                    .for_each(|(q, panel)| {
+                        let width = NR.min(d_out - q * NR);
+                        for (l, row) in panel.chunks_exact_mut(NR).enumerate() {
+                            for (c, v) in row[..width].iter_mut().enumerate() {
+                                *v = at(l, q * NR + c);
+                            }
+                        }
+                    });
+                panels
+            }
+        };
         Packed {
             source,
             layout,
             d_in,
             d_out,
-            form: Form::Panels,
+            form,
             panels,
         }
     }
 
     /// `x [rows, d_in] × W + b` `[rows, d_out]`.
     fn forward(&self, x: &[f32], rows: usize, bias: Option<&[f32]>) -> Vec<f32> {
-        match (self.form, Isa::detect()) {
-            (Form::Panels, Some(isa)) => self.forward_on(isa, x, rows, bias),
-            (Form::Rows, _) => super::linear::rows_times(
+        match self.form {
+            Form::Panels(isa) => self.forward_on(isa, x, rows, bias),
+            Form::Rows => super::linear::rows_times(
                 x,
                 &self.panels,
                 bias.unwrap_or(&[]),
                 [rows, self.d_in, self.d_out],
             ),
-            // Panels are only made where a kernel runs them (`PackCache::packed`); were they
-            // run elsewhere, the rows form gives the same product.
-            (Form::Panels, None) => {
-                Packed::new(self.source.clone(), self.layout, Form::Rows).forward(x, rows, bias)
-            }
         }
     }
 
@@ -871,10 +855,10 @@ mod tests {
     }
 
     /// Without a packed kernel (neither AVX-512F nor AVX2) the cache declines (`None`) for a
-    /// weight stored `[d_in, d_out]`
-    /// and the caller's dense layer runs: what every test of the layers then exercises.
+    /// weight stored `[d_in, d_out]` and the caller's dense layer runs: what every test of the
+    /// layers then exercises.
     #[test]
-    fn declines_without_avx512_so_the_dense_layer_runs() {
+    fn declines_without_a_packed_kernel_so_the_dense_layer_runs() {
         let x = tensor(values(6, 1), [2, 3]);
         let w = tensor(values(12, 2), [3, 4]);
         let y = PackCache::default().project(&x, &w, WeightLayout::InOut, None);
@@ -957,7 +941,7 @@ mod tests {
                     let y = y.into_data().to_vec::<f32>().unwrap();
                     if Isa::detect() == Some(Isa::Avx512) {
                         let w = tensor(w.clone(), shape).into_primitive().tensor();
-                        let packed = Packed::new(w, layout, Form::Panels);
+                        let packed = Packed::new(w, layout, Form::Panels(Isa::Avx512));
                         let bias = with_bias.then_some(b.as_slice());
                         assert_eq!(packed.forward_on(Isa::Avx2, &x, rows, bias), y);
                     }
