@@ -139,7 +139,8 @@ fn a_sentence_scores_the_same_alone_and_in_a_padded_batch() {
 
 /// A search's memory, shared by each sentence's hypotheses (Bahdanau: each hypothesis names its
 /// sentence's memory row), gives every step exactly what memory copied per hypothesis gives, through
-/// a beam's expansion, a reordering within sentences and a finished sentence dropped.
+/// a beam's expansion, a reordering within sentences and a finished sentence dropped; with the
+/// keys' `e^{2k}` (the search's default on the CPU) the same within float rounding.
 #[test]
 fn search_steps_on_shared_memory_equal_steps_on_copied_memory() {
     let device = Default::default();
@@ -147,31 +148,49 @@ fn search_steps_on_shared_memory_equal_steps_on_copied_memory() {
         |v: &[i32]| Tensor::<B, 1, Int>::from_data(TensorData::new(v.to_vec(), [v.len()]), &device);
     let bits = |t: Tensor<B, 2>| t.into_data().to_vec::<f32>().unwrap();
     for config in all_configs() {
-        let model = RnnSeq2Seq::<B>::new(&config, 20, 17, &device);
-        let src = batch(&[&[5, 6, 7, 3], &[8, 3], &[9, 10, 11, 12, 3]]);
-        let mut shared = model.start(&src);
         let bahdanau = config.attention == AttentionKind::Bahdanau;
-        assert_eq!(shared.1.attention.rows.is_some(), bahdanau, "{config:?}");
-        let mut copied = model.encode(&src);
-        // Expand to beams of 2, 3 and 1; reorder within sentences; drop the second sentence.
-        let moves: [&[i32]; 3] = [&[0, 0, 1, 1, 1, 2], &[1, 0, 4, 3, 2, 5], &[0, 1, 5]];
-        let mut prev = vec![2i32; 3];
-        for (step, rows) in moves.iter().enumerate() {
+        for exp_keys in [false, true] {
+            let what = format!("{config:?}, e^2k {exp_keys}");
+            let same = |a: Vec<f32>, b: Vec<f32>, at: &str| {
+                if exp_keys {
+                    assert_eq!(a.len(), b.len(), "{what}, {at}");
+                    for (x, y) in a.iter().zip(&b) {
+                        assert!((x - y).abs() <= 1e-5, "{what}, {at}: {x} vs {y}");
+                    }
+                } else {
+                    assert_eq!(a, b, "{what}, {at}");
+                }
+            };
+            let model = RnnSeq2Seq::<B>::new(&config, 20, 17, &device);
+            let src = batch(&[&[5, 6, 7, 3], &[8, 3], &[9, 10, 11, 12, 3]]);
+            let mut shared = model.start(&src);
+            assert_eq!(shared.1.attention.rows.is_some(), bahdanau, "{what}");
+            assert_eq!(shared.1.attention.exp_keys.is_some(), bahdanau, "{what}");
+            if !exp_keys {
+                shared.1.attention.exp_keys = None;
+            }
+            let mut copied = model.encode(&src);
+            // Expand to beams of 2, 3 and 1; reorder within sentences; drop the second sentence.
+            let moves: [&[i32]; 3] = [&[0, 0, 1, 1, 1, 2], &[1, 0, 4, 3, 2, 5], &[0, 1, 5]];
+            let mut prev = vec![2i32; 3];
+            for (step, rows) in moves.iter().enumerate() {
+                let a = model.step(ints(&prev), shared);
+                let b = model.step(ints(&prev), copied);
+                let at = format!("step {step}");
+                same(bits(a.logits), bits(b.logits), &at);
+                match (a.attention, b.attention) {
+                    (Some(x), Some(y)) => same(bits(x), bits(y), &at),
+                    (None, None) => {}
+                    _ => panic!("attention on one side only: {what}"),
+                }
+                shared = model.select(a.state, ints(rows));
+                copied = (b.state.0.select(ints(rows)), b.state.1.select(ints(rows)));
+                prev = rows.iter().map(|&r| 4 + r).collect();
+            }
             let a = model.step(ints(&prev), shared);
             let b = model.step(ints(&prev), copied);
-            assert_eq!(bits(a.logits), bits(b.logits), "{config:?}, step {step}");
-            match (a.attention, b.attention) {
-                (Some(x), Some(y)) => assert_eq!(bits(x), bits(y), "{config:?}, step {step}"),
-                (None, None) => {}
-                _ => panic!("attention on one side only: {config:?}"),
-            }
-            shared = model.select(a.state, ints(rows));
-            copied = (b.state.0.select(ints(rows)), b.state.1.select(ints(rows)));
-            prev = rows.iter().map(|&r| 4 + r).collect();
+            same(bits(a.logits), bits(b.logits), "last step");
         }
-        let a = model.step(ints(&prev), shared);
-        let b = model.step(ints(&prev), copied);
-        assert_eq!(bits(a.logits), bits(b.logits), "{config:?}, last step");
     }
 }
 

@@ -30,7 +30,7 @@ mod tanh;
 mod time_steps;
 
 pub use additive_energy::additive_energy;
-pub use additive_step::{AdditiveMemory, additive_step, shares_memory};
+pub use additive_step::{AdditiveMemory, additive_step, exp_keys, shares_memory};
 pub use attend::attend;
 pub use cross_entropy::fused_cross_entropy;
 pub use dropout::{dropout, with_mask_seeds};

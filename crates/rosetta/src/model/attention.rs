@@ -50,6 +50,9 @@ pub struct AttentionMemory<B: Backend> {
     /// each hypothesis reads, `[n]`. The memory then keeps one row per sentence, shared by its
     /// hypotheses, and selecting hypotheses only renumbers them here.
     pub rows: Option<Vec<u32>>,
+    /// In a search with Bahdanau's attention, where the keys allow it: `e^{2k}` of the keys, so
+    /// that a step's energies need no `tanh` per key ([`crate::kernels::exp_keys`]).
+    pub exp_keys: Option<Tensor<B, 3>>,
 }
 
 impl<B: Backend> AttentionMemory<B> {
@@ -63,10 +66,12 @@ impl<B: Backend> AttentionMemory<B> {
             return self;
         }
         let batch = self.values.dims()[0];
+        let keys = crate::kernels::contiguous(self.keys);
         AttentionMemory {
             // Read at every step: made contiguous once here rather than by every step.
             values: crate::kernels::contiguous(self.values),
-            keys: crate::kernels::contiguous(self.keys),
+            exp_keys: crate::kernels::exp_keys(&keys),
+            keys,
             bias: crate::kernels::contiguous(self.bias),
             rows: Some((0..batch as u32).collect()),
             ..self
@@ -96,6 +101,7 @@ impl<B: Backend> AttentionMemory<B> {
             bias: self.bias.select(0, indices),
             query: self.query,
             rows: None,
+            exp_keys: None,
         }
     }
 }
@@ -165,6 +171,7 @@ impl<B: Backend> Attention<B> {
             bias,
             query: self.query.as_ref().map(StepLinear::new),
             rows: None,
+            exp_keys: None,
         }
     }
 
@@ -184,6 +191,7 @@ impl<B: Backend> Attention<B> {
                 v: &v,
                 bias: &memory.bias,
                 values: &memory.values,
+                exp_keys: memory.exp_keys.as_ref(),
             };
             return crate::kernels::additive_step(w.forward(query), shared, rows);
         }
