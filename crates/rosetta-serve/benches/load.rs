@@ -13,7 +13,9 @@
 //! ROSETTA_LOAD_SECONDS (60), ROSETTA_LOAD_WARMUP (5), ROSETTA_BIN (target/release/rosetta),
 //! ROSETTA_LOAD_MODES ("batched,single"), ROSETTA_LOAD_ARGS (extra `rosetta serve` flags),
 //! ROSETTA_LOAD_BEAM (the beam each request asks for; default: none, so the model's own `[decode]`
-//! search, which the report names as `GET /v1/models` gives it).
+//! search, which the report names as `GET /v1/models` gives it), ROSETTA_LOAD_ROUNDS (1: how many
+//! times the modes run, alternating; each round's ratio is reported, and their range, since a
+//! shared machine's speed drifts by tens of percent between minutes).
 //! Each client sends one line per request (the native API) on a kept-alive connection, waits for
 //! the answer, and sends the next. The server's RSS is reported at the start and end of the
 //! measured time and every 10 s in between.
@@ -318,17 +320,34 @@ fn main() {
         "load test: model {model}, {} distinct input lines",
         lines.len()
     );
-    let mut rates = Vec::new();
-    for mode in modes.split(',') {
-        rates.push((
-            mode == "batched",
-            run_mode(&model, mode == "batched", Arc::clone(&lines)),
-        ));
+    let rounds: usize = env_or("ROSETTA_LOAD_ROUNDS", 1).max(1);
+    let mut ratios = Vec::new();
+    for round in 1..=rounds {
+        if rounds > 1 {
+            println!("round {round} of {rounds}");
+        }
+        let mut rates = Vec::new();
+        for mode in modes.split(',') {
+            rates.push((
+                mode == "batched",
+                run_mode(&model, mode == "batched", Arc::clone(&lines)),
+            ));
+        }
+        if let (Some(b), Some(s)) = (
+            rates.iter().find(|r| r.0).map(|r| r.1),
+            rates.iter().find(|r| !r.0).map(|r| r.1),
+        ) {
+            println!("throughput, batched / single: {:.2}×", b / s);
+            ratios.push(b / s);
+        }
     }
-    if let (Some(b), Some(s)) = (
-        rates.iter().find(|r| r.0).map(|r| r.1),
-        rates.iter().find(|r| !r.0).map(|r| r.1),
-    ) {
-        println!("throughput, batched / single: {:.2}×", b / s);
+    if ratios.len() > 1 {
+        let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+        let high = ratios.iter().copied().fold(0.0, f64::max);
+        let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
+        println!(
+            "throughput, batched / single, {} rounds: mean {mean:.2}×, range {low:.2}–{high:.2}×",
+            ratios.len()
+        );
     }
 }
