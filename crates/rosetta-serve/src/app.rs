@@ -260,6 +260,30 @@ impl Drop for CancelOnDrop {
     }
 }
 
+/// How long a whole request may take: the translation wait's limit and 10 s to send the body and
+/// the answer.
+fn whole_request_limit(state: &AppState) -> Duration {
+    Duration::from_secs_f64(state.config.limits.timeout_s + 10.0)
+}
+
+/// The timeout layer answers 408 with an empty body; every other error of this server is JSON
+/// (`{"error": …}`), which clients parse, so this one is too.
+fn with_timeout_message(response: Response, limit: Duration) -> Response {
+    if response.status() != StatusCode::REQUEST_TIMEOUT
+        || response.headers().contains_key(header::CONTENT_TYPE)
+    {
+        return response;
+    }
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        format!(
+            "the request took longer than {:.1} s (sending its body included)",
+            limit.as_secs_f64()
+        ),
+    )
+    .into_response()
+}
+
 /// Counts every request by route and status, with its latency.
 async fn track(State(state): State<Shared>, request: Request, next: Next) -> Response {
     let endpoint = request
@@ -267,7 +291,7 @@ async fn track(State(state): State<Shared>, request: Request, next: Next) -> Res
         .get::<MatchedPath>()
         .map_or_else(|| "other".to_owned(), |p| p.as_str().to_owned());
     let started = Instant::now();
-    let response = next.run(request).await;
+    let response = with_timeout_message(next.run(request).await, whole_request_limit(&state));
     state.metrics.record(
         &endpoint,
         response.status().as_u16(),
@@ -363,7 +387,7 @@ pub fn router(state: Shared) -> Router {
         // one; the translation wait inside has its own, shorter limit (503).
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs_f64(state.config.limits.timeout_s + 10.0),
+            whole_request_limit(&state),
         ))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
@@ -504,4 +528,34 @@ pub fn run_until_signal(
         }
         server.run(shutdown_signal()).await
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The timeout layer's 408 had an empty body, unlike every other error this server sends.
+    #[test]
+    fn regression_the_whole_request_timeout_had_no_json_error() {
+        let empty = StatusCode::REQUEST_TIMEOUT.into_response();
+        let answer = with_timeout_message(empty, Duration::from_secs(70));
+        assert_eq!(answer.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(
+            answer.headers()[header::CONTENT_TYPE],
+            HeaderValue::from_static("application/json")
+        );
+        let body = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(axum::body::to_bytes(answer.into_body(), 1 << 16))
+            .expect("body");
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(
+            json["error"],
+            "the request took longer than 70.0 s (sending its body included)"
+        );
+        // Anything else passes as it is.
+        let ok = with_timeout_message(StatusCode::OK.into_response(), Duration::from_secs(70));
+        assert_eq!(ok.status(), StatusCode::OK);
+    }
 }

@@ -2,8 +2,10 @@
 //!
 //! Hand-written rather than an HTML5 parser crate (html5ever and friends): those rebuild the document
 //! from a tree and re-serialize it, which changes the markup (attribute quoting, implied tags); here
-//! only text nodes change. Tags (with quoted attributes that may contain `>`), comments, and the
-//! contents of `<script>` and `<style>` pass through untouched.
+//! only text nodes change. Tags (with quoted attributes that may contain `>`), comments, processing
+//! instructions (`<?xml …?>`), and the contents of `<script>` and `<style>` pass through untouched.
+//! A text node's character references (all of HTML5's named ones, and numeric ones) are decoded
+//! before it is translated; its leading and trailing whitespace, `&nbsp;` included, is kept aside.
 
 /// A document split into markup, kept, and text, translated.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,38 +66,51 @@ impl HtmlDoc {
             if text.is_empty() {
                 return;
             }
-            let core = text.trim();
+            // Decoded first, so that an encoded space (`&nbsp;`, `&#160;`) counts as whitespace:
+            // sent to the model, it would be normalized away and the space lost.
+            let decoded = decode_entities(text);
+            let core = decoded.trim();
             if core.is_empty() {
                 parts.push(Part::Keep(text.to_owned()));
                 return;
             }
-            let lead_len = text.len() - text.trim_start().len();
+            let lead_len = decoded.len() - decoded.trim_start().len();
             let trail_start = lead_len + core.len();
             parts.push(Part::Translate {
-                lead: text[..lead_len].to_owned(),
-                text: decode_entities(core),
-                trail: text[trail_start..].to_owned(),
+                lead: escape_space(&decoded[..lead_len]),
+                text: core.to_owned(),
+                trail: escape_space(&decoded[trail_start..]),
             });
         };
         while let Some(offset) = html[pos..].find('<') {
             let lt = pos + offset;
             let next = html[lt + 1..].chars().next();
-            // A `<` not followed by a tag name, `/` or `!` is text (e.g. "a < b").
-            if !matches!(next, Some(c) if c.is_ascii_alphabetic() || c == '/' || c == '!') {
+            // A `<` not followed by a tag name, `/`, `!` or `?` is text (e.g. "a < b").
+            if !matches!(next, Some(c) if c.is_ascii_alphabetic() || matches!(c, '/' | '!' | '?')) {
                 pos = lt + 1;
                 continue;
             }
             push_text(&mut parts, &html[text_start..lt]);
-            let end = if html[lt..].starts_with("<!--") {
-                html[lt + 4..]
-                    .find("-->")
-                    .map_or(html.len(), |e| lt + 4 + e + 3)
+            let end = if let Some(rest) = html[lt..].strip_prefix("<!--") {
+                // `<!-->` and `<!--->` are complete (empty) comments in HTML5.
+                if rest.starts_with('>') {
+                    lt + 5
+                } else if rest.starts_with("->") {
+                    lt + 6
+                } else {
+                    rest.find("-->").map_or(html.len(), |e| lt + 4 + e + 3)
+                }
+            } else if next == Some('?') {
+                // A processing instruction (`<?xml …?>`): HTML5 reads it as a comment ending at
+                // the first `>`.
+                html[lt..].find('>').map_or(html.len(), |e| lt + e + 1)
             } else {
                 tag_end(html, lt)
             };
             let tag = &html[lt..end];
             let name = tag_name(tag);
-            let end = if (name == "script" || name == "style") && !tag.ends_with("/>") {
+            // HTML5 ignores `/>` on these: `<script … />` still opens raw text.
+            let end = if (name == "script" || name == "style") && !tag.starts_with("</") {
                 // Raw text up to the closing tag stays as it is.
                 match find_ci(html, &format!("</{name}"), end) {
                     Some(close) => tag_end(html, close),
@@ -142,36 +157,52 @@ impl HtmlDoc {
     }
 }
 
-/// Decodes the character references a text node commonly holds.
+/// The text of a named character reference (`&name;`, with both delimiters), from HTML5's list.
+fn named_entity(reference: &str) -> Option<&'static str> {
+    static NAMES: std::sync::OnceLock<std::collections::HashMap<&'static str, &'static str>> =
+        std::sync::OnceLock::new();
+    NAMES
+        .get_or_init(|| {
+            entities::ENTITIES
+                .iter()
+                // The legacy forms without `;` (`&amp`, `&uuml`) are left as text.
+                .filter(|e| e.entity.ends_with(';'))
+                .map(|e| (e.entity, e.characters))
+                .collect()
+        })
+        .get(reference)
+        .copied()
+}
+
+/// The longest named reference, `&CounterClockwiseContourIntegral;`, is 33 bytes.
+const LONGEST_REFERENCE: usize = 40;
+
+/// Decodes a text node's character references: HTML5's named ones and numeric ones (`&#228;`,
+/// `&#xe4;`); anything else stays as written.
 fn decode_entities(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(amp) = rest.find('&') {
         out.push_str(&rest[..amp]);
         rest = &rest[amp..];
-        let decoded = rest.find(';').filter(|&semi| semi <= 10).and_then(|semi| {
-            let name = &rest[1..semi];
-            let c = match name {
-                "amp" => Some('&'),
-                "lt" => Some('<'),
-                "gt" => Some('>'),
-                "quot" => Some('"'),
-                "apos" => Some('\''),
-                "nbsp" => Some('\u{a0}'),
-                _ => name
-                    .strip_prefix("#x")
-                    .or_else(|| name.strip_prefix("#X"))
-                    .and_then(|h| u32::from_str_radix(h, 16).ok())
-                    .or_else(|| name.strip_prefix('#').and_then(|d| d.parse().ok()))
-                    .and_then(char::from_u32),
-            }?;
-            Some((c, semi + 1))
+        // Only the first bytes can hold the `;` (and a text of many `&` stays linear).
+        let window = &rest.as_bytes()[..rest.len().min(LONGEST_REFERENCE + 1)];
+        let decoded = window.iter().position(|&b| b == b';').and_then(|semi| {
+            let reference = &rest[..=semi];
+            match reference[1..semi].strip_prefix('#') {
+                Some(number) => {
+                    let code = match number.strip_prefix(['x', 'X']) {
+                        Some(hex) => u32::from_str_radix(hex, 16).ok(),
+                        None => number.parse().ok(),
+                    };
+                    out.push(code.and_then(char::from_u32)?);
+                }
+                None => out.push_str(named_entity(reference)?),
+            }
+            Some(semi + 1)
         });
         match decoded {
-            Some((c, len)) => {
-                out.push(c);
-                rest = &rest[len..];
-            }
+            Some(len) => rest = &rest[len..],
             None => {
                 out.push('&');
                 rest = &rest[1..];
@@ -180,6 +211,12 @@ fn decode_entities(s: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// Whitespace kept beside a text node, written back: a no-break space as `&nbsp;`, as such
+/// documents usually write it, the rest as it is.
+fn escape_space(s: &str) -> String {
+    s.replace('\u{a0}', "&nbsp;")
 }
 
 /// Escapes text for an HTML text node.
@@ -226,6 +263,42 @@ mod tests {
         assert_eq!(
             HtmlDoc::parse("x &amp; &#228; &#xe4;").texts(),
             vec!["x & ä ä"]
+        );
+    }
+
+    #[test]
+    fn html5_named_references_are_decoded_and_written_back_once() {
+        let doc = HtmlDoc::parse("<p>Gr&uuml;&szlig;e &mdash; &copy; 2024 &foo; &amp</p>");
+        assert_eq!(doc.texts(), vec!["Grüße — © 2024 &foo; &amp"]);
+        // What comes back is escaped once: the unknown reference and the bare `&` were text.
+        let out = doc.render(&["Grüße — © 2024 &foo; &amp".into()]);
+        assert_eq!(out, "<p>Grüße — © 2024 &amp;foo; &amp;amp</p>");
+        assert_eq!(
+            HtmlDoc::parse("&CounterClockwiseContourIntegral; &NotNestedGreaterGreater;").texts(),
+            vec!["\u{2233} \u{2aa2}\u{338}"]
+        );
+    }
+
+    /// An encoded space beside or as a text node used to be sent to the model, normalized away,
+    /// and lost from the document.
+    #[test]
+    fn regression_encoded_spaces_beside_text_were_lost() {
+        let doc = HtmlDoc::parse("<td>&nbsp;</td><b>Preis:</b>&nbsp;10&#160;€ &#32;");
+        assert_eq!(doc.texts(), vec!["Preis:", "10\u{a0}€"]);
+        let out = doc.render(&["Price:".into(), "10\u{a0}€".into()]);
+        assert_eq!(out, "<td>&nbsp;</td><b>Price:</b>&nbsp;10\u{a0}€  ");
+    }
+
+    #[test]
+    fn processing_instructions_empty_comments_and_self_closed_scripts_are_markup() {
+        let doc = HtmlDoc::parse(
+            "<?xml version=\"1.0\"?><p>Hallo</p><!-->Welt<!--->!<script src=a.js/>if (a<b) x()</script>Ende",
+        );
+        assert_eq!(doc.texts(), vec!["Hallo", "Welt", "!", "Ende"]);
+        let out = doc.render(&["Hello".into(), "world".into(), "!".into(), "End".into()]);
+        assert_eq!(
+            out,
+            "<?xml version=\"1.0\"?><p>Hello</p><!-->world<!--->!<script src=a.js/>if (a<b) x()</script>End"
         );
     }
 }

@@ -174,7 +174,12 @@ pub async fn translate(
     let body = body.map_err(|r| body_error(r, state.config.limits.max_body_bytes))?;
     let request: TranslateRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON request: {e}")))?;
-    let key = request.api_key.clone().or_else(|| header_key(&headers));
+    // An empty `api_key` in the body is no key: the header's, if any, counts.
+    let key = request
+        .api_key
+        .clone()
+        .filter(|k| !k.is_empty())
+        .or_else(|| header_key(&headers));
     if let Err(missing) = state.check_key(key.as_deref()) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
