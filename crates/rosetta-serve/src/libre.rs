@@ -1,6 +1,7 @@
 //! The LibreTranslate-compatible API, so existing clients work unchanged: `POST /translate`,
 //! `GET /languages`, `POST /detect`, `GET /frontend/settings`. Parameters arrive as JSON or as
-//! form data (LibreTranslate reads both, and the query string); answers, error messages and status
+//! form data, URL-encoded or multipart (LibreTranslate reads all three, and the query string; its
+//! own web page sends `FormData`, which browsers encode as multipart); answers, error messages and status
 //! codes follow LibreTranslate 1.9 (`libretranslate/app.py`).
 
 use crate::app::{AppState, Shared, body_error};
@@ -50,8 +51,12 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 /// Reads the parameters as LibreTranslate does: a JSON object when the body is JSON, otherwise
-/// form fields and the query string.
-fn params(headers: &HeaderMap, query: Option<&str>, body: &[u8]) -> Result<Params, ApiError> {
+/// form fields (URL-encoded or multipart) and the query string.
+async fn params(
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: &Bytes,
+) -> Result<Params, ApiError> {
     let mut p = Params::default();
     if is_json(headers) {
         if body.iter().all(u8::is_ascii_whitespace) {
@@ -106,31 +111,68 @@ fn params(headers: &HeaderMap, query: Option<&str>, body: &[u8]) -> Result<Param
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if content_type.starts_with("multipart/") {
-        return Err(ApiError::bad_request(
-            "Invalid request: multipart bodies are not supported; send JSON or form data (application/x-www-form-urlencoded)",
-        ));
+    // The query string's fields first: of repeated fields the first counts, as in LibreTranslate.
+    let from_query = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()));
+    if content_type
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("multipart/form-data")
+    {
+        let fields = multipart_fields(content_type, body.clone()).await?;
+        assign(&mut p, from_query.chain(fields));
+        return Ok(p);
     }
     if std::str::from_utf8(body).is_err() {
         return Err(ApiError::bad_request(
             "Invalid request: the body is not valid UTF-8",
         ));
     }
-    let fields =
-        form_urlencoded::parse(query.unwrap_or("").as_bytes()).chain(form_urlencoded::parse(body));
+    let from_body = form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), v.into_owned()));
+    assign(&mut p, from_query.chain(from_body));
+    Ok(p)
+}
+
+/// Sets the parameters from form fields, the first of each name counting.
+fn assign(p: &mut Params, fields: impl Iterator<Item = (String, String)>) {
     for (key, value) in fields {
-        let value = value.into_owned();
-        match key.as_ref() {
-            "q" => p.q = p.q.or(Some(Query::One(value))),
-            "source" => p.source = p.source.or(Some(value)),
-            "target" => p.target = p.target.or(Some(value)),
-            "format" => p.format = p.format.or(Some(value)),
-            "alternatives" => p.alternatives = p.alternatives.or(Some(value)),
-            "api_key" => p.api_key = p.api_key.or(Some(value)),
+        match key.as_str() {
+            "q" => p.q = p.q.take().or(Some(Query::One(value))),
+            "source" => p.source = p.source.take().or(Some(value)),
+            "target" => p.target = p.target.take().or(Some(value)),
+            "format" => p.format = p.format.take().or(Some(value)),
+            "alternatives" => p.alternatives = p.alternatives.take().or(Some(value)),
+            "api_key" => p.api_key = p.api_key.take().or(Some(value)),
             _ => {}
         }
     }
-    Ok(p)
+}
+
+/// The fields of a `multipart/form-data` body, as text (a field that is not UTF-8 is a 400, as
+/// elsewhere; file parts are read like any field: `/translate` takes no files).
+async fn multipart_fields(
+    content_type: &str,
+    body: Bytes,
+) -> Result<Vec<(String, String)>, ApiError> {
+    let malformed = |e: multer::Error| {
+        ApiError::bad_request(format!("Invalid request: malformed multipart body: {e}"))
+    };
+    let boundary = multer::parse_boundary(content_type).map_err(malformed)?;
+    let stream = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
+    let mut multipart = multer::Multipart::new(stream, boundary);
+    let mut fields = Vec::new();
+    while let Some(field) = multipart.next_field().await.map_err(malformed)? {
+        let name = field.name().map(str::to_owned);
+        let bytes = field.bytes().await.map_err(malformed)?;
+        let Some(name) = name else { continue };
+        let value = String::from_utf8(bytes.to_vec()).map_err(|_| {
+            ApiError::bad_request(format!(
+                "Invalid request: the {name} field is not valid UTF-8"
+            ))
+        })?;
+        fields.push((name, value));
+    }
+    Ok(fields)
 }
 
 /// LibreTranslate's access check: 400 for a missing key, 403 for a wrong one.
@@ -164,14 +206,14 @@ fn codes(state: &AppState, targets_too: bool) -> Vec<String> {
 
 /// Reads a request's parameters, checks its API key, and takes its texts (`q`, which must not be
 /// empty): what `/translate` and `/detect` share. `true` when `q` was a list.
-fn read_request(
+async fn read_request(
     state: &AppState,
     headers: &HeaderMap,
     query: Option<&str>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(Params, Vec<String>, bool), ApiError> {
     let body = body.map_err(|r| body_error(r, state.config.limits.max_body_bytes))?;
-    let mut p = params(headers, query, &body)?;
+    let mut p = params(headers, query, &body).await?;
     check_key(state, p.api_key.as_deref())?;
     let (texts, many) = match p.q.take() {
         Some(Query::One(s)) if !s.is_empty() => (vec![s], false),
@@ -188,7 +230,7 @@ pub async fn translate(
     RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let (p, texts, many) = read_request(&state, &headers, query.as_deref(), body)?;
+    let (p, texts, many) = read_request(&state, &headers, query.as_deref(), body).await?;
     let source = p
         .source
         .filter(|s| !s.is_empty())
@@ -390,7 +432,7 @@ pub async fn detect(
     RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    read_request(&state, &headers, query.as_deref(), body)?;
+    read_request(&state, &headers, query.as_deref(), body).await?;
     match codes(&state, false).as_slice() {
         [only] => Ok(Json(json!([{ "confidence": 100.0, "language": only }]))),
         codes => Err(ApiError::bad_request(format!(

@@ -102,8 +102,31 @@ async fn concurrent_requests_each_get_their_own_answer() {
         for (i, line) in DATES.iter().enumerate() {
             let line = (*line).to_owned();
             tasks.push(tokio::spawn(async move {
-                let reply = if (i + round) % 2 == 0 {
+                let reply = if (i + round) % 3 == 0 {
                     post_json(addr, "/v1/translate", &json!({ "text": line })).await
+                } else if (i + round) % 3 == 2 {
+                    // Multipart form data, as a browser's `FormData` (LibreTranslate's own page).
+                    let b = "----rosetta-test-7d1f";
+                    let body = ["q", "source", "target"]
+                        .iter()
+                        .zip([line.as_str(), "de", "en"])
+                        .map(|(name, value)| {
+                            format!(
+                                "--{b}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+                            )
+                        })
+                        .collect::<String>()
+                        + &format!("--{b}--\r\n");
+                    let content_type = format!("multipart/form-data; boundary={b}");
+                    send(
+                        addr,
+                        "POST",
+                        "/translate",
+                        &[("Content-Type", content_type.as_str())],
+                        body.as_bytes(),
+                    )
+                    .await
+                    .unwrap()
                 } else {
                     let body = format!(
                         "q={}&source=de&target=en",
@@ -464,6 +487,9 @@ async fn every_bad_request_gets_a_4xx_with_a_json_message() {
         ("POST", "/translate", form_ct.to_vec(), b"q=\xff\xfe&source=de&target=en&api_key=secret-1".to_vec(), 400, "UTF-8"),
         ("POST", "/translate", json_ct.to_vec(), b"{\"q\": \"\xff\", \"source\": \"de\", \"target\": \"en\"}".to_vec(), 400, "could not understand"),
         ("POST", "/translate", json_ct.to_vec(), vec![b' '; 3000], 413, "limit of 2000 bytes"),
+        ("POST", "/translate", vec![("Content-Type", "multipart/form-data; boundary=zz")], b"--zz\r\nContent-Disposition: form-data; name=\"q\"\r\n\r\nx".to_vec(), 400, "malformed multipart body"),
+        ("POST", "/translate", vec![("Content-Type", "multipart/form-data")], b"q=x".to_vec(), 400, "malformed multipart body"),
+        ("POST", "/translate", vec![("Content-Type", "multipart/form-data; boundary=zz")], b"--zz\r\nContent-Disposition: form-data; name=\"q\"\r\n\r\n\xff\r\n--zz--\r\n".to_vec(), 400, "q field is not valid UTF-8"),
         ("POST", "/v1/translate", json_ct.to_vec(), br#"{"text": "x", "api_key": "secret-2", "beem": 3}"#.to_vec(), 400, "unknown field `beem`"),
         ("POST", "/v1/translate", json_ct.to_vec(), br#"{"text": 3, "api_key": "secret-2"}"#.to_vec(), 400, "invalid type"),
         ("POST", "/v1/translate", json_ct.to_vec(), br#"{"texts": [], "api_key": "secret-2"}"#.to_vec(), 400, "empty"),
