@@ -191,11 +191,20 @@ fn decode_entities(s: &str) -> String {
             let reference = &rest[..=semi];
             match reference[1..semi].strip_prefix('#') {
                 Some(number) => {
-                    let code = match number.strip_prefix(['x', 'X']) {
-                        Some(hex) => u32::from_str_radix(hex, 16).ok(),
-                        None => number.parse().ok(),
+                    let (digits, radix) = match number.strip_prefix(['x', 'X']) {
+                        Some(hex) => (hex, 16),
+                        None => (number, 10),
                     };
-                    out.push(code.and_then(char::from_u32)?);
+                    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+                        return None;
+                    }
+                    // As HTML5 reads them: NUL, surrogates and numbers past U+10FFFF are U+FFFD.
+                    let c = u32::from_str_radix(digits, radix)
+                        .ok()
+                        .and_then(char::from_u32)
+                        .filter(|&c| c != '\0')
+                        .unwrap_or(char::REPLACEMENT_CHARACTER);
+                    out.push(c);
                 }
                 None => out.push_str(named_entity(reference)?),
             }
@@ -261,8 +270,9 @@ mod tests {
             let _ = doc.render(&texts);
         }
         assert_eq!(
-            HtmlDoc::parse("x &amp; &#228; &#xe4;").texts(),
-            vec!["x & ä ä"]
+            HtmlDoc::parse("x &amp; &#228; &#xe4; &#0; &#xD800; &#99999999999; &#x; &#12a;")
+                .texts(),
+            vec!["x & ä ä \u{fffd} \u{fffd} \u{fffd} &#x; &#12a;"]
         );
     }
 
