@@ -19,6 +19,7 @@ pub mod languages;
 pub mod libre;
 pub mod metrics;
 pub mod native;
+pub mod split;
 
 pub use app::{ServedModel, Server, run_until_signal};
 pub use config::{BatchConfig, Limits, ModelSpec, ServerConfig};

@@ -8,6 +8,7 @@ use crate::app::{AppState, Shared, body_error};
 use crate::error::ApiError;
 use crate::html::HtmlDoc;
 use crate::languages;
+use crate::split::{self, Segment};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -319,11 +320,18 @@ pub async fn translate(
     } else {
         texts.clone()
     };
-    // Each text node of an HTML document is one text in the queue.
-    if inputs.len() > state.config.limits.queue_texts {
+    // A text the model would cut (longer than its maximum source length) goes in segments it
+    // reads whole, as LibreTranslate translates sentence by sentence (see `split`).
+    let engine = state.models[index].engine.as_ref();
+    let plans: Vec<Vec<Segment>> = inputs.iter().map(|t| split::segments(engine, t)).collect();
+    drop(inputs);
+    let segment_texts: Vec<String> = plans.iter().flatten().map(|s| s.text.clone()).collect();
+    // Each text node of an HTML document, and each segment of a long text, is one text in the
+    // queue.
+    if segment_texts.len() > state.config.limits.queue_texts {
         return Err(ApiError::bad_request(format!(
-            "Invalid request: the documents hold {} text nodes, more than this server queues ({})",
-            inputs.len(),
+            "Invalid request: the texts make {} segments to translate (text nodes, long texts' sentences), more than this server queues ({})",
+            segment_texts.len(),
             state.config.limits.queue_texts
         )));
     }
@@ -337,10 +345,16 @@ pub async fn translate(
         },
         ..TranslateOptions::default()
     };
-    let translations = if inputs.is_empty() {
+    let translations = if segment_texts.is_empty() {
         Vec::new()
     } else {
-        state.translate(index, inputs, options).await?.translations
+        split::merge(
+            &plans,
+            state
+                .translate(index, segment_texts, options)
+                .await?
+                .translations,
+        )
     };
     let (outputs, alts): (Vec<String>, Vec<Vec<String>>) = if html {
         let mut next = translations.iter();

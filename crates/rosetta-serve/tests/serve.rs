@@ -741,3 +741,45 @@ fn readme_server_config_loads() {
     }
     assert_eq!(count, 1, "the README's server config is missing");
 }
+
+/// A text longer than the model reads (the fixture reads 64 pieces, one a character) came back
+/// with its first part only: LibreTranslate's clients send paragraphs and expect all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_libre_text_longer_than_the_model_reads_was_cut() {
+    let long = DATES.join("\n");
+    assert!(long.chars().count() > 64);
+    let expected = reference(&DATES).join("\n");
+    let server = start(config(&["de-en"])).await;
+    let v = post_json(
+        server.addr,
+        "/translate",
+        &json!({ "q": long, "source": "de", "target": "en" }),
+    )
+    .await
+    .json();
+    assert_eq!(v["translatedText"], json!(expected));
+    // With alternatives, and as an HTML text node.
+    let v = post_json(
+        server.addr,
+        "/translate",
+        &json!({ "q": [long.clone()], "source": "de", "target": "en", "alternatives": 2 }),
+    )
+    .await
+    .json();
+    assert_eq!(v["translatedText"], json!([expected]));
+    assert!(v["alternatives"][0].as_array().is_some(), "{v}");
+    let v = post_json(
+        server.addr,
+        "/translate",
+        &json!({ "q": format!("<p>{long}</p>"), "source": "de", "target": "en", "format": "html" }),
+    )
+    .await
+    .json();
+    assert_eq!(v["translatedText"], json!(format!("<p>{expected}</p>")));
+    // The native API translates what the model reads and says it was cut.
+    let v = post_json(server.addr, "/v1/translate", &json!({ "text": long }))
+        .await
+        .json();
+    assert_eq!(v["translations"][0]["truncated"], json!(true), "{v}");
+    server.stop().await;
+}

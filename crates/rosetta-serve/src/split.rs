@@ -1,0 +1,316 @@
+//! Long texts for the LibreTranslate API: cut at line and sentence ends into segments the model
+//! reads whole, translated as one batch and joined again.
+//!
+//! A model reads at most its `text.max_len` source pieces and drops the rest (the native API says
+//! so per text, `truncated`). LibreTranslate translates a text sentence by sentence, and its
+//! clients send paragraphs up to its character limit expecting all of them back; a 200 with the
+//! first sentences only would lose the rest silently. Only a text the model would cut is split,
+//! so every other text is translated exactly as before. Hand-written: the boundaries needed are
+//! few (line breaks, sentence-final punctuation, spaces), and what decides a cut is the model's own
+//! tokenizer (`fits`), which no sentence-splitting crate knows about.
+
+use crate::engine::Engine;
+use rosetta::translate::{Candidate, Translation};
+
+/// A piece of a text and the whitespace that followed it there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    /// The text to translate (no leading or trailing whitespace).
+    pub text: String,
+    /// The whitespace after it in the original (kept so that line breaks survive).
+    pub gap: String,
+}
+
+/// Characters that end a sentence.
+fn ends_sentence(c: char) -> bool {
+    matches!(
+        c,
+        '.' | '!' | '?' | '…' | '。' | '！' | '？' | '؟' | '۔' | '।'
+    )
+}
+
+/// Characters that may close a sentence after its final punctuation (`"Ja." Dann`).
+fn closes(c: char) -> bool {
+    matches!(
+        c,
+        '"' | '\'' | '“' | '”' | '‘' | '’' | '»' | '«' | ')' | ']' | '」' | '』'
+    )
+}
+
+/// Full-width sentence ends need no space after them.
+fn ends_without_space(c: char) -> bool {
+    matches!(c, '。' | '！' | '？')
+}
+
+/// The text's sentences, each with the whitespace after it; a line break always ends one.
+fn sentences(text: &str) -> Vec<Segment> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut chars = text.trim_start().chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_whitespace() {
+            let mut gap = c.to_string();
+            while let Some(&w) = chars.peek().filter(|w| w.is_whitespace()) {
+                gap.push(w);
+                chars.next();
+            }
+            let last = current.trim_end_matches(closes).chars().next_back();
+            if gap.contains('\n') || last.is_some_and(ends_sentence) || chars.peek().is_none() {
+                out.push(Segment {
+                    text: std::mem::take(&mut current),
+                    gap,
+                });
+            } else {
+                current.push_str(&gap);
+            }
+            continue;
+        }
+        current.push(c);
+        if ends_without_space(c) && chars.peek().is_some_and(|n| !n.is_whitespace()) {
+            out.push(Segment {
+                text: std::mem::take(&mut current),
+                gap: String::new(),
+            });
+        }
+    }
+    if !current.is_empty() {
+        out.push(Segment {
+            text: current,
+            gap: String::new(),
+        });
+    }
+    out
+}
+
+/// `text` cut into segments for which `fits` holds (the model reads them whole): sentences, packed
+/// together while they fit and share a line; a sentence too long alone is cut between words, a
+/// word too long alone between characters.
+pub fn split_to_fit(text: &str, fits: impl Fn(&str) -> bool) -> Vec<Segment> {
+    let mut out: Vec<Segment> = Vec::new();
+    for sentence in sentences(text) {
+        if let Some(last) = out.last_mut().filter(|l| !l.gap.contains('\n')) {
+            let joined = format!("{}{}{}", last.text, last.gap, sentence.text);
+            if fits(&joined) {
+                last.text = joined;
+                last.gap = sentence.gap;
+                continue;
+            }
+        }
+        if fits(&sentence.text) {
+            out.push(sentence);
+            continue;
+        }
+        cut_between_words(&sentence, &fits, &mut out);
+    }
+    out
+}
+
+/// A sentence too long for the model, as segments cut between words (a word too long alone:
+/// between characters).
+fn cut_between_words(sentence: &Segment, fits: &impl Fn(&str) -> bool, out: &mut Vec<Segment>) {
+    let mut current = String::new();
+    let mut words = sentence
+        .text
+        .split(' ')
+        .filter(|w| !w.is_empty())
+        .peekable();
+    while let Some(word) = words.next() {
+        let joined = if current.is_empty() {
+            word.to_owned()
+        } else {
+            format!("{current} {word}")
+        };
+        if fits(&joined) {
+            current = joined;
+        } else {
+            if !current.is_empty() {
+                out.push(Segment {
+                    text: std::mem::take(&mut current),
+                    gap: " ".into(),
+                });
+            }
+            if fits(word) {
+                current = word.to_owned();
+            } else {
+                cut_between_chars(word, fits, out);
+                if let Some(last) = out.last_mut().filter(|_| words.peek().is_some()) {
+                    last.gap = " ".into();
+                }
+            }
+        }
+        if words.peek().is_none() && !current.is_empty() {
+            out.push(Segment {
+                text: std::mem::take(&mut current),
+                gap: String::new(),
+            });
+        }
+    }
+    match out.last_mut() {
+        Some(last) => last.gap = sentence.gap.clone(),
+        None => out.push(sentence.clone()),
+    }
+}
+
+/// A word too long for the model (a long URL, a line of CJK without punctuation), as the longest
+/// runs of characters that fit (at least one character each, so this always ends), joined again
+/// without spaces.
+fn cut_between_chars(word: &str, fits: &impl Fn(&str) -> bool, out: &mut Vec<Segment>) {
+    let chars: Vec<char> = word.chars().collect();
+    let mut start = 0;
+    while start < chars.len() {
+        let mut end = start + 1;
+        while end < chars.len() && fits(&chars[start..=end].iter().collect::<String>()) {
+            end += 1;
+        }
+        out.push(Segment {
+            text: chars[start..end].iter().collect(),
+            gap: String::new(),
+        });
+        start = end;
+    }
+}
+
+/// The segments `engine` translates `text` in: the text itself, unless the model would cut it.
+pub fn segments(engine: &dyn Engine, text: &str) -> Vec<Segment> {
+    let whole = || {
+        vec![Segment {
+            text: text.to_owned(),
+            gap: String::new(),
+        }]
+    };
+    // A text the model cannot read is left whole: translating it gives the error.
+    if !engine.read_source(text).is_ok_and(|s| s.truncated) {
+        return whole();
+    }
+    let parts = split_to_fit(text, |part| {
+        engine.read_source(part).is_ok_and(|s| !s.truncated)
+    });
+    if parts.is_empty() { whole() } else { parts }
+}
+
+/// One translation per text from the translations of all texts' segments (`plans`, in order):
+/// a split text's candidate `k` joins its segments' candidates `k` (their best where a segment
+/// has fewer), scores summed, as LibreTranslate (Argos Translate) combines a paragraph's sentence
+/// hypotheses.
+pub fn merge(plans: &[Vec<Segment>], translations: Vec<Translation>) -> Vec<Translation> {
+    let mut next = translations.into_iter();
+    let mut out = Vec::with_capacity(plans.len());
+    for plan in plans {
+        let own: Vec<Translation> = next.by_ref().take(plan.len()).collect();
+        if own.len() <= 1 {
+            out.extend(own);
+            continue;
+        }
+        let count = own.iter().map(|t| t.candidates.len()).max().unwrap_or(0);
+        let candidates = (0..count)
+            .map(|k| {
+                let picked: Vec<&Candidate> = own
+                    .iter()
+                    .filter_map(|t| t.candidates.get(k).or_else(|| t.candidates.first()))
+                    .collect();
+                Candidate {
+                    text: join(plan, picked.iter().map(|c| c.text.as_str())),
+                    pieces: picked.iter().flat_map(|c| c.pieces.clone()).collect(),
+                    log_prob: picked.iter().map(|c| c.log_prob).sum(),
+                    score: picked.iter().map(|c| c.score).sum(),
+                    attention: Vec::new(),
+                    hit_max_len: picked.iter().any(|c| c.hit_max_len),
+                }
+            })
+            .collect();
+        out.push(Translation {
+            source_pieces: own.iter().flat_map(|t| t.source_pieces.clone()).collect(),
+            truncated: own.iter().any(|t| t.truncated),
+            candidates,
+        });
+    }
+    out
+}
+
+/// The translations of a text's segments joined with its gaps.
+pub fn join<'a>(segments: &[Segment], translations: impl IntoIterator<Item = &'a str>) -> String {
+    let mut out = String::new();
+    for (segment, translation) in segments.iter().zip(translations) {
+        out.push_str(translation);
+        out.push_str(&segment.gap);
+    }
+    out.truncate(out.trim_end().len());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(segments: &[Segment]) -> Vec<(&str, &str)> {
+        segments
+            .iter()
+            .map(|s| (s.text.as_str(), s.gap.as_str()))
+            .collect()
+    }
+
+    fn at_most(n: usize) -> impl Fn(&str) -> bool {
+        move |s: &str| s.chars().count() <= n
+    }
+
+    #[test]
+    fn sentences_are_packed_while_they_fit_and_lines_stay_apart() {
+        let text = "  Ein Hund läuft. Zwei Katzen schlafen! „Ja.“ Dann?\n\nNeue Zeile. Ende ";
+        let segments = split_to_fit(text, at_most(34));
+        assert_eq!(
+            texts(&segments),
+            vec![
+                ("Ein Hund läuft.", " "),
+                ("Zwei Katzen schlafen! „Ja.“ Dann?", "\n\n"),
+                ("Neue Zeile. Ende", " "),
+            ]
+        );
+        assert_eq!(join(&segments, ["A.", "B!", "C."]), "A. B!\n\nC.");
+    }
+
+    #[test]
+    fn a_long_sentence_is_cut_between_words_and_a_long_word_between_characters() {
+        assert_eq!(
+            texts(&split_to_fit("eins zwei drei vier fünf. Ende", at_most(9))),
+            vec![
+                ("eins zwei", " "),
+                ("drei vier", " "),
+                ("fünf.", " "),
+                ("Ende", ""),
+            ]
+        );
+        let segments = split_to_fit("ab abcdefghij cd", at_most(4));
+        assert_eq!(
+            texts(&segments),
+            vec![
+                ("ab", " "),
+                ("abcd", ""),
+                ("efgh", ""),
+                ("ij", " "),
+                ("cd", "")
+            ]
+        );
+        assert_eq!(join(&segments, ["1", "2", "3", "4", "5"]), "1 234 5");
+    }
+
+    #[test]
+    fn full_width_sentence_ends_need_no_space() {
+        assert_eq!(
+            texts(&split_to_fit("你好。世界！再见", at_most(4))),
+            vec![("你好。", ""), ("世界！", ""), ("再见", "")]
+        );
+    }
+
+    #[test]
+    fn every_segment_fits_and_nothing_is_lost() {
+        let text =
+            "Ein sehr langer Satz ohne Ende, der weitergeht und weitergeht.\nZweite Zeile! Ja";
+        for n in 1..=text.chars().count() {
+            let segments = split_to_fit(text, at_most(n));
+            assert!(segments.iter().all(|s| at_most(n)(&s.text)), "{n}");
+            let words = |s: &str| s.split_whitespace().collect::<String>();
+            let joined: String = segments.iter().map(|s| s.text.as_str()).collect();
+            assert_eq!(words(&joined), words(text), "{n}");
+        }
+    }
+}
