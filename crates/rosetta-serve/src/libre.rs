@@ -138,7 +138,9 @@ async fn params(
 fn assign(p: &mut Params, fields: impl Iterator<Item = (String, String)>) {
     for (key, value) in fields {
         match key.as_str() {
-            "q" => p.q = p.q.take().or(Some(Query::One(value))),
+            // A browser's form sends a textarea's line breaks as CRLF; LibreTranslate reads them
+            // as LF (before counting characters against its limit), and so does this server.
+            "q" => p.q = p.q.take().or(Some(Query::One(value.replace("\r\n", "\n")))),
             "source" => p.source = p.source.take().or(Some(value)),
             "target" => p.target = p.target.take().or(Some(value)),
             "format" => p.format = p.format.take().or(Some(value)),

@@ -776,6 +776,21 @@ async fn regression_a_libre_text_longer_than_the_model_reads_was_cut() {
     .await
     .json();
     assert_eq!(v["translatedText"], json!(format!("<p>{expected}</p>")));
+    // A browser's form sends the line breaks as CRLF: read as LF, as LibreTranslate does.
+    let body = format!(
+        "q={}&source=de&target=en",
+        form_urlencoded::byte_serialize(DATES.join("\r\n").as_bytes()).collect::<String>()
+    );
+    let reply = send(
+        server.addr,
+        "POST",
+        "/translate",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        body.as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.json()["translatedText"], json!(expected));
     // The native API translates what the model reads and says it was cut.
     let v = post_json(server.addr, "/v1/translate", &json!({ "text": long }))
         .await
