@@ -21,7 +21,7 @@ pub struct Segment {
     pub gap: String,
 }
 
-/// Characters that end a sentence.
+/// Characters that end a sentence (a period only after a word: [`ends_with_sentence`]).
 fn ends_sentence(c: char) -> bool {
     matches!(
         c,
@@ -42,6 +42,21 @@ fn ends_without_space(c: char) -> bool {
     matches!(c, '。' | '！' | '？')
 }
 
+/// Whether `text` ends a sentence: with `!`, `?`, `…` or a full-width end, or with a period after
+/// a word of two letters or more (so "3. März", "z. B." and initials do not end one, as a
+/// sentence splitter's non-breaking prefixes would have it; "Dr." still does).
+fn ends_with_sentence(text: &str) -> bool {
+    let text = text.trim_end_matches(closes);
+    match text.chars().next_back() {
+        Some('.') => {
+            let word = text.rsplit(char::is_whitespace).next().unwrap_or("");
+            word.chars().filter(|c| c.is_alphabetic()).count() >= 2
+        }
+        Some(c) => ends_sentence(c),
+        None => false,
+    }
+}
+
 /// The text's sentences, each with the whitespace after it; a line break always ends one.
 fn sentences(text: &str) -> Vec<Segment> {
     let mut out = Vec::new();
@@ -54,8 +69,7 @@ fn sentences(text: &str) -> Vec<Segment> {
                 gap.push(w);
                 chars.next();
             }
-            let last = current.trim_end_matches(closes).chars().next_back();
-            if gap.contains('\n') || last.is_some_and(ends_sentence) || chars.peek().is_none() {
+            if gap.contains('\n') || ends_with_sentence(&current) || chars.peek().is_none() {
                 out.push(Segment {
                     text: std::mem::take(&mut current),
                     gap,
@@ -82,20 +96,13 @@ fn sentences(text: &str) -> Vec<Segment> {
     out
 }
 
-/// `text` cut into segments for which `fits` holds (the model reads them whole): sentences, packed
-/// together while they fit and share a line; a sentence too long alone is cut between words, a
-/// word too long alone between characters.
+/// `text` cut into segments for which `fits` holds (the model reads them whole): its sentences,
+/// one each, as LibreTranslate translates them (packing several into a segment while they fit
+/// made a Multi30k model, trained on single captions, drop most of a paragraph); a sentence too
+/// long alone is cut between words, a word too long alone between characters.
 pub fn split_to_fit(text: &str, fits: impl Fn(&str) -> bool) -> Vec<Segment> {
     let mut out: Vec<Segment> = Vec::new();
     for sentence in sentences(text) {
-        if let Some(last) = out.last_mut().filter(|l| !l.gap.contains('\n')) {
-            let joined = format!("{}{}{}", last.text, last.gap, sentence.text);
-            if fits(&joined) {
-                last.text = joined;
-                last.gap = sentence.gap;
-                continue;
-            }
-        }
         if fits(&sentence.text) {
             out.push(sentence);
             continue;
@@ -254,18 +261,24 @@ mod tests {
     }
 
     #[test]
-    fn sentences_are_packed_while_they_fit_and_lines_stay_apart() {
-        let text = "  Ein Hund läuft. Zwei Katzen schlafen! „Ja.“ Dann?\n\nNeue Zeile. Ende ";
-        let segments = split_to_fit(text, at_most(34));
+    fn one_segment_per_sentence_and_lines_stay_apart() {
+        let text = "  Ein Hund läuft am 3. März, z. B. hier. Zwei Katzen! „Ja.“ Dann?\n\nNeue Zeile. Ende ";
+        let segments = split_to_fit(text, at_most(40));
         assert_eq!(
             texts(&segments),
             vec![
-                ("Ein Hund läuft.", " "),
-                ("Zwei Katzen schlafen! „Ja.“ Dann?", "\n\n"),
-                ("Neue Zeile. Ende", " "),
+                ("Ein Hund läuft am 3. März, z. B. hier.", " "),
+                ("Zwei Katzen!", " "),
+                ("„Ja.“", " "),
+                ("Dann?", "\n\n"),
+                ("Neue Zeile.", " "),
+                ("Ende", " "),
             ]
         );
-        assert_eq!(join(&segments, ["A.", "B!", "C."]), "A. B!\n\nC.");
+        assert_eq!(
+            join(&segments, ["A.", "B!", "C.", "D?", "E.", "F"]),
+            "A. B! C. D?\n\nE. F"
+        );
     }
 
     #[test]
