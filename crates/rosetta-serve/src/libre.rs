@@ -75,7 +75,17 @@ async fn params(
             match map.get(key) {
                 None | Some(Value::Null) => Ok(None),
                 Some(Value::String(s)) => Ok(Some(s.clone())),
-                Some(Value::Number(n)) if key == "alternatives" => Ok(Some(n.to_string())),
+                // LibreTranslate reads JSON `alternatives` with Python's `int()`: 2.0 is 2, true 1.
+                Some(Value::Number(n)) if key == "alternatives" => Ok(Some(
+                    n.as_i64()
+                        .or_else(|| {
+                            n.as_f64()
+                                .filter(|f| f.is_finite())
+                                .map(|f| f.trunc() as i64)
+                        })
+                        .map_or_else(|| n.to_string(), |i| i.to_string()),
+                )),
+                Some(Value::Bool(b)) if key == "alternatives" => Ok(Some(u8::from(*b).to_string())),
                 Some(_) => Err(ApiError::bad_request(format!(
                     "Invalid request: {key} must be a string"
                 ))),
@@ -244,11 +254,15 @@ pub async fn translate(
         .filter(|s| !s.is_empty())
         .ok_or_else(|| missing("target"))?
         .to_lowercase();
+    // As LibreTranslate: an integer, negative ones read as 0.
     let alternatives: usize = match p.alternatives.as_deref().map(str::trim) {
         None | Some("") => 0,
-        Some(a) => a.parse().map_err(|_| {
-            ApiError::bad_request("Invalid request: alternatives parameter is not a number")
-        })?,
+        Some(a) => a
+            .parse::<i64>()
+            .map(|n| usize::try_from(n.max(0)).unwrap_or(usize::MAX))
+            .map_err(|_| {
+                ApiError::bad_request("Invalid request: alternatives parameter is not a number")
+            })?,
     };
     let max_beam = state.config.limits.max_beam;
     if alternatives >= max_beam {

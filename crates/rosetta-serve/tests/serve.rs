@@ -798,3 +798,40 @@ async fn regression_a_libre_text_longer_than_the_model_reads_was_cut() {
     assert_eq!(v["translations"][0]["truncated"], json!(true), "{v}");
     server.stop().await;
 }
+
+/// `alternatives` as LibreTranslate reads it (Python's `int()`, negatives as 0): `-1`, `2.0` and
+/// `true` were 400s here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_libre_alternatives_read_as_libretranslate_reads_them() {
+    let server = start(config(&["de-en"])).await;
+    for (alternatives, listed) in [
+        (json!(-1), false),
+        (json!("-3"), false),
+        (json!(2.0), true),
+        (json!(true), true),
+        (json!(" 2 "), true),
+    ] {
+        let reply = post_json(
+            server.addr,
+            "/translate",
+            &json!({ "q": "3. März 2021", "source": "de", "target": "en", "alternatives": alternatives }),
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{alternatives}: {}", reply.text());
+        let v = reply.json();
+        assert_eq!(v["translatedText"], "2021-03-03", "{alternatives}");
+        assert_eq!(
+            v.get("alternatives").is_some(),
+            listed,
+            "{alternatives}: {v}"
+        );
+    }
+    let reply = post_json(
+        server.addr,
+        "/translate",
+        &json!({ "q": "x", "source": "de", "target": "en", "alternatives": "2.5" }),
+    )
+    .await;
+    assert_eq!(reply.status, 400);
+    server.stop().await;
+}
