@@ -113,68 +113,74 @@ pub fn split_to_fit(text: &str, fits: impl Fn(&str) -> bool) -> Vec<Segment> {
 }
 
 /// A sentence too long for the model, as segments cut between words (a word too long alone:
-/// between characters).
+/// between characters, joined again without spaces).
 fn cut_between_words(sentence: &Segment, fits: &impl Fn(&str) -> bool, out: &mut Vec<Segment>) {
-    let mut current = String::new();
-    let mut words = sentence
-        .text
-        .split(' ')
-        .filter(|w| !w.is_empty())
-        .peekable();
-    while let Some(word) = words.next() {
-        let joined = if current.is_empty() {
-            word.to_owned()
-        } else {
-            format!("{current} {word}")
-        };
-        if fits(&joined) {
-            current = joined;
-        } else {
-            if !current.is_empty() {
+    let words: Vec<&str> = sentence.text.split(' ').filter(|w| !w.is_empty()).collect();
+    let mut start = 0;
+    while start < words.len() {
+        let n = fitting_prefix(&words[start..], " ", fits);
+        if n == 1 && !fits(words[start]) {
+            let chars: Vec<String> = words[start].chars().map(String::from).collect();
+            let chars: Vec<&str> = chars.iter().map(String::as_str).collect();
+            let mut from = 0;
+            while from < chars.len() {
+                let m = fitting_prefix(&chars[from..], "", fits);
                 out.push(Segment {
-                    text: std::mem::take(&mut current),
-                    gap: " ".into(),
+                    text: chars[from..from + m].concat(),
+                    gap: String::new(),
                 });
+                from += m;
             }
-            if fits(word) {
-                current = word.to_owned();
-            } else {
-                cut_between_chars(word, fits, out);
-                if let Some(last) = out.last_mut().filter(|_| words.peek().is_some()) {
-                    last.gap = " ".into();
-                }
-            }
-        }
-        if words.peek().is_none() && !current.is_empty() {
+        } else {
             out.push(Segment {
-                text: std::mem::take(&mut current),
+                text: words[start..start + n].join(" "),
                 gap: String::new(),
             });
         }
+        start += n;
+        if let Some(last) = out.last_mut() {
+            last.gap = if start < words.len() {
+                " ".into()
+            } else {
+                sentence.gap.clone()
+            };
+        }
     }
-    match out.last_mut() {
-        Some(last) => last.gap = sentence.gap.clone(),
-        None => out.push(sentence.clone()),
+    if words.is_empty() {
+        out.push(sentence.clone());
     }
 }
 
-/// A word too long for the model (a long URL, a line of CJK without punctuation), as the longest
-/// runs of characters that fit (at least one character each, so this always ends), joined again
-/// without spaces.
-fn cut_between_chars(word: &str, fits: &impl Fn(&str) -> bool, out: &mut Vec<Segment>) {
-    let chars: Vec<char> = word.chars().collect();
-    let mut start = 0;
-    while start < chars.len() {
-        let mut end = start + 1;
-        while end < chars.len() && fits(&chars[start..=end].iter().collect::<String>()) {
-            end += 1;
+/// How many of `units` (at least one), joined by `sep`, the model reads whole: a galloping
+/// search (1, 2, 4, … units until one does not fit, then halving between the last two), since
+/// where a prefix does not fit no longer one does (a tokenizer's pieces only grow with the text).
+/// One call of `fits` per unit made a long text without spaces cost a tokenization per
+/// character, each of a prefix as long as the model reads, on the server's request threads;
+/// this tries a few prefixes at most twice as long as the segment it finds.
+fn fitting_prefix(units: &[&str], sep: &str, fits: &impl Fn(&str) -> bool) -> usize {
+    let mut lo = 1;
+    let mut step = 1;
+    let mut hi = loop {
+        let next = (lo + step).min(units.len());
+        if next == lo {
+            break lo;
         }
-        out.push(Segment {
-            text: chars[start..end].iter().collect(),
-            gap: String::new(),
-        });
-        start = end;
+        if fits(&units[..next].join(sep)) {
+            lo = next;
+            step *= 2;
+        } else {
+            break next - 1;
+        }
+    };
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if fits(&units[..mid].join(sep)) {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
     }
+    lo
 }
 
 /// The segments `engine` translates `text` in: the text itself, unless the model would cut it.
@@ -325,5 +331,38 @@ mod tests {
             let joined: String = segments.iter().map(|s| s.text.as_str()).collect();
             assert_eq!(words(&joined), words(text), "{n}");
         }
+    }
+
+    /// Cutting a long word called `fits` once per character, each on a prefix as long as the
+    /// model reads: thousands of tokenizations for one 5,000-character text.
+    #[test]
+    fn regression_a_long_text_without_spaces_cost_a_call_per_character() {
+        let calls = std::cell::Cell::new(0usize);
+        let longest = std::cell::Cell::new(0usize);
+        let counted = |s: &str| {
+            calls.set(calls.get() + 1);
+            let n = s.chars().count();
+            // The whole text is tried twice (whole, then as one word); every other try is short.
+            if n < 5000 {
+                longest.set(longest.get().max(n));
+            }
+            n <= 64
+        };
+        let text = "x".repeat(5000);
+        let segments = split_to_fit(&text, counted);
+        assert_eq!(segments.len(), 5000usize.div_ceil(64));
+        assert!(segments.iter().all(|s| s.text.len() <= 64));
+        // 79 segments, each found in about 2·log2(64) = 12 tries of at most 128 characters.
+        assert!(calls.get() <= 79 * 14 + 2, "{} calls", calls.get());
+        assert!(longest.get() <= 128, "{}", longest.get());
+        let words = vec!["wort"; 1000].join(" ");
+        calls.set(0);
+        let segments = split_to_fit(&words, counted);
+        assert!(segments.iter().all(|s| s.text.chars().count() <= 64));
+        assert!(
+            calls.get() <= 2 * segments.len() * 11 + 2,
+            "{} calls",
+            calls.get()
+        );
     }
 }
