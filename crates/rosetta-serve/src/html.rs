@@ -109,8 +109,9 @@ impl HtmlDoc {
             };
             let tag = &html[lt..end];
             let name = tag_name(tag);
-            // HTML5 ignores `/>` on these: `<script … />` still opens raw text.
-            let end = if (name == "script" || name == "style") && !tag.starts_with("</") {
+            // HTML5 ignores `/>` on these: `<script … />` still opens raw text. (A closing tag has
+            // no name here: `tag_name` stops at its `/`.)
+            let end = if name == "script" || name == "style" {
                 // Raw text up to the closing tag stays as it is.
                 match find_ci(html, &format!("</{name}"), end) {
                     Some(close) => tag_end(html, close),
