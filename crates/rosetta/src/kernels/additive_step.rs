@@ -154,6 +154,7 @@ pub fn additive_step<B: Backend>(
             m: m.storage::<f32>(),
             h: h.storage::<f32>(),
             ek: ek.as_ref().map(|e| e.storage::<f32>()),
+            v_sum: sum(v.storage::<f32>()),
         },
         [mem, len, width],
         rows,
@@ -185,7 +186,8 @@ fn composite<B: Backend>(
 }
 
 /// The contiguous inputs: queries `[n, attn]`, keys `[len, mem, attn]`, `v` `[attn]`, mask
-/// `[mem, len]`, values `[mem, len, width]`, `e^{2k}` as the keys.
+/// `[mem, len]`, values `[mem, len, width]`, `e^{2k}` as the keys, and `Σv` (once per step,
+/// for the `e^{2k}` path).
 struct Operands<'a> {
     q: &'a [f32],
     k: &'a [f32],
@@ -193,6 +195,7 @@ struct Operands<'a> {
     m: &'a [f32],
     h: &'a [f32],
     ek: Option<&'a [f32]>,
+    v_sum: f32,
 }
 
 /// Hypotheses in parallel, a few per task (a hypothesis is a few thousand operations).
@@ -242,13 +245,12 @@ fn hypothesis(
             for (e, &q) in eq.iter_mut().zip(q) {
                 *e = exp(2.0 * q);
             }
-            let total = sum(x.v);
             for (s, e) in energies.iter_mut().enumerate() {
                 let ek = &ek[(s * mem + row) * attn..][..attn];
                 for (((t, &k), &q), &v) in t.iter_mut().zip(ek).zip(&*eq).zip(x.v) {
                     *t = v / (k * q + 1.0);
                 }
-                *e = total - 2.0 * sum(t);
+                *e = x.v_sum - 2.0 * sum(t);
             }
         }
         _ => {
