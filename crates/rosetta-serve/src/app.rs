@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use rosetta::translate::TranslateOptions;
+use rosetta::translate::{SourceText, TranslateOptions};
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
@@ -157,7 +157,32 @@ impl AppState {
         &self,
         model_index: usize,
         texts: Vec<String>,
+        options: TranslateOptions,
+    ) -> Result<Finished, ApiError> {
+        self.translate_read(model_index, options, |engine| {
+            texts.iter().map(|t| engine.read_source(t)).collect()
+        })
+        .await
+    }
+
+    /// [`AppState::translate`] for texts already read by the model (`Engine::read_source`), as the
+    /// LibreTranslate API reads them to decide whether to split them.
+    pub async fn translate_sources(
+        &self,
+        model_index: usize,
+        sources: Vec<SourceText>,
+        options: TranslateOptions,
+    ) -> Result<Finished, ApiError> {
+        self.translate_read(model_index, options, |_| Ok(sources))
+            .await
+    }
+
+    /// Checks the options, reads the texts (`read`), and queues them.
+    async fn translate_read(
+        &self,
+        model_index: usize,
         mut options: TranslateOptions,
+        read: impl FnOnce(&dyn Engine) -> rosetta::Result<Vec<SourceText>>,
     ) -> Result<Finished, ApiError> {
         let model = self
             .models
@@ -174,12 +199,7 @@ impl AppState {
                 options.search.beam, limits.max_beam
             )));
         }
-        let sources = texts
-            .iter()
-            .map(|t| model.engine.read_source(t))
-            .collect::<rosetta::Result<Vec<_>>>()
-            .map_err(|e| ApiError::bad_request(format!("cannot read the text: {e}")))?;
-        drop(texts);
+        let sources = read(model.engine.as_ref()).map_err(unreadable)?;
         // The request's own longest source, not the longest the model could read: an imported
         // OPUS-MT model (511 source pieces, max_len_a 2) asked 1,032 pieces of every request.
         let source = sources.iter().map(|s| s.pieces.len()).max().unwrap_or(0);
@@ -247,6 +267,11 @@ impl AppState {
             }),
         }
     }
+}
+
+/// A text the model cannot read: a 400.
+pub fn unreadable(e: rosetta::Error) -> ApiError {
+    ApiError::bad_request(format!("cannot read the text: {e}"))
 }
 
 /// Marks a job cancelled when the request waiting for it ends, however it ends (answered, timed out,

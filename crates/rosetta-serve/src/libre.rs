@@ -4,7 +4,7 @@
 //! own web page sends `FormData`, which browsers encode as multipart); answers, error messages and status
 //! codes follow LibreTranslate 1.9 (`libretranslate/app.py`).
 
-use crate::app::{AppState, Shared, body_error};
+use crate::app::{AppState, Shared, body_error, unreadable};
 use crate::error::ApiError;
 use crate::html::HtmlDoc;
 use crate::languages;
@@ -338,16 +338,25 @@ pub async fn translate(
     };
     // A text the model would cut (longer than its maximum source length) goes in segments it
     // reads whole, as LibreTranslate translates sentence by sentence (see `split`).
+    // Read here once, as the model reads them, and queued so.
     let engine = state.models[index].engine.as_ref();
-    let plans: Vec<Vec<Segment>> = inputs.iter().map(|t| split::segments(engine, t)).collect();
+    let mut plans: Vec<Vec<Segment>> = Vec::with_capacity(inputs.len());
+    let mut sources = Vec::with_capacity(inputs.len());
+    for text in &inputs {
+        let (plan, read): (Vec<Segment>, Vec<_>) = split::segments(engine, text)
+            .map_err(unreadable)?
+            .into_iter()
+            .unzip();
+        plans.push(plan);
+        sources.extend(read);
+    }
     drop(inputs);
-    let segment_texts: Vec<String> = plans.iter().flatten().map(|s| s.text.clone()).collect();
     // Each text node of an HTML document, and each segment of a long text, is one text in the
     // queue.
-    if segment_texts.len() > state.config.limits.queue_texts {
+    if sources.len() > state.config.limits.queue_texts {
         return Err(ApiError::bad_request(format!(
             "Invalid request: the texts make {} segments to translate (text nodes, long texts' sentences), more than this server queues ({})",
-            segment_texts.len(),
+            sources.len(),
             state.config.limits.queue_texts
         )));
     }
@@ -361,13 +370,13 @@ pub async fn translate(
         },
         ..TranslateOptions::default()
     };
-    let translations = if segment_texts.is_empty() {
+    let translations = if sources.is_empty() {
         Vec::new()
     } else {
         split::merge(
             &plans,
             state
-                .translate(index, segment_texts, options)
+                .translate_sources(index, sources, options)
                 .await?
                 .translations,
         )

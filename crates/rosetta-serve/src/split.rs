@@ -10,7 +10,7 @@
 //! tokenizer (`fits`), which no sentence-splitting crate knows about.
 
 use crate::engine::Engine;
-use rosetta::translate::{Candidate, Translation};
+use rosetta::translate::{Candidate, SourceText, Translation};
 
 /// A piece of a text and the whitespace that followed it there.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,22 +183,36 @@ fn fitting_prefix(units: &[&str], sep: &str, fits: &impl Fn(&str) -> bool) -> us
     lo
 }
 
-/// The segments `engine` translates `text` in: the text itself, unless the model would cut it.
-pub fn segments(engine: &dyn Engine, text: &str) -> Vec<Segment> {
-    let whole = || {
-        vec![Segment {
-            text: text.to_owned(),
-            gap: String::new(),
-        }]
+/// The segments `engine` translates `text` in, each as the model reads it: the text itself,
+/// unless the model would cut it. (A split text's segments are read once more each: the search
+/// for them read several candidate prefixes.)
+pub fn segments(engine: &dyn Engine, text: &str) -> rosetta::Result<Vec<(Segment, SourceText)>> {
+    let source = engine.read_source(text)?;
+    let whole = |source| {
+        vec![(
+            Segment {
+                text: text.to_owned(),
+                gap: String::new(),
+            },
+            source,
+        )]
     };
-    // A text the model cannot read is left whole: translating it gives the error.
-    if !engine.read_source(text).is_ok_and(|s| s.truncated) {
-        return whole();
+    if !source.truncated {
+        return Ok(whole(source));
     }
     let parts = split_to_fit(text, |part| {
         engine.read_source(part).is_ok_and(|s| !s.truncated)
     });
-    if parts.is_empty() { whole() } else { parts }
+    if parts.is_empty() {
+        return Ok(whole(source));
+    }
+    parts
+        .into_iter()
+        .map(|part| {
+            let source = engine.read_source(&part.text)?;
+            Ok((part, source))
+        })
+        .collect()
 }
 
 /// One translation per text from the translations of all texts' segments (`plans`, in order):
