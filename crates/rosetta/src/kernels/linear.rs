@@ -26,7 +26,9 @@ pub fn linear<B: Backend, const D: usize>(layer: &Linear<B>, x: Tensor<B, D>) ->
     let rows = dims[..D - 1].iter().product();
     let (weight, bias) = parameters(layer, &x.device());
     let d_out = weight.dims()[1];
-    let y = dense(x.reshape([rows, d_in]), weight, bias);
+    // A strided view (the recurrent models' time-major inputs) is copied by rows here; burn's
+    // reshape would copy it one element at a time.
+    let y = dense(super::contiguous(x).reshape([rows, d_in]), weight, bias);
     let mut out = dims;
     out[D - 1] = d_out;
     y.reshape(out)

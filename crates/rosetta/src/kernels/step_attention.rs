@@ -25,18 +25,6 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{DType, TensorMetadata, TensorPrimitive};
 use rayon::prelude::*;
 
-/// `t` with its elements laid out in order (a copy when it is a strided view), so that kernels that
-/// read it many times read it directly; other backends get `t` back.
-pub fn contiguous<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, D> {
-    match super::cast::<_, Tensor<Flex, D>>(t) {
-        Ok(t) => {
-            let t = t.into_primitive().tensor().to_contiguous();
-            super::cast_back(Tensor::<Flex, D>::from_primitive(TensorPrimitive::Float(t)))
-        }
-        Err(t) => t,
-    }
-}
-
 /// Where the key and value of position `p` of query row `i` are kept: buffer row
 /// [`KvRows::row`]`(i, p)`, position `p`.
 #[derive(Debug, Clone, Copy)]
