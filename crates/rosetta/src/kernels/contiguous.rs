@@ -27,8 +27,9 @@ pub fn contiguous<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, D> {
 }
 
 /// A copy of the `f32` view `t` in order, one unit-stride row of its last dimension at a time;
-/// `None` for what burn-flex copies as fast or that this does not handle (contiguous views, other
-/// element types, negative strides, rows that are not unit-stride).
+/// `None` (burn-flex's copy then) for views of fewer than three dimensions (which burn-flex copies
+/// in tiles), contiguous views (its copy handles their offsets), empty ones, other element types,
+/// negative strides and rows that are not unit-stride.
 fn by_rows(t: &FlexTensor) -> Option<FlexTensor> {
     let layout = t.layout();
     let shape: &[usize] = layout.shape();

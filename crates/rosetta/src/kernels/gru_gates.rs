@@ -59,13 +59,20 @@ fn dims(xp: &FlexTensor, hp: &FlexTensor, h: &FlexTensor) -> [usize; 2] {
     [h[0], h[1]]
 }
 
-/// The gates of one row: `(r, z, n)` for element `j`.
+/// A row's three gates `[r, z, n]`, each exactly `hidden` long (`row` is `3 · hidden`).
 #[inline(always)]
-fn gates(x: &[f32], u: &[f32], hidden: usize, j: usize) -> (f32, f32, f32) {
-    let r = sigmoid(x[j] + u[j]);
-    let z = sigmoid(x[hidden + j] + u[hidden + j]);
-    let n = tanh(x[2 * hidden + j] + r * u[2 * hidden + j]);
-    (r, z, n)
+fn gate_slices(row: &[f32], hidden: usize) -> [&[f32]; 3] {
+    let (r, rest) = row.split_at(hidden);
+    let (z, n) = rest.split_at(hidden);
+    [r, z, &n[..hidden]]
+}
+
+/// [`gate_slices`] for writing.
+#[inline(always)]
+fn gate_slices_mut(row: &mut [f32], hidden: usize) -> [&mut [f32]; 3] {
+    let (r, rest) = row.split_at_mut(hidden);
+    let (z, n) = rest.split_at_mut(hidden);
+    [r, z, &mut n[..hidden]]
 }
 
 #[inline(always)]
@@ -74,11 +81,9 @@ fn forward_rows(out: &mut [f32], x: &[f32], u: &[f32], h: &[f32], hidden: usize)
     for ((out, h), (x, u)) in rows.zip(x.chunks_exact(3 * hidden).zip(u.chunks_exact(3 * hidden))) {
         // The gates as slices zipped together, not indexed: with an index per gate the loop kept
         // its bounds checks and ran a lane at a time (the gates were a fifth of a batched GRU
-        // decode). The arithmetic is `gates`' own.
-        let (xr, x) = x.split_at(hidden);
-        let (xz, xn) = x.split_at(hidden);
-        let (ur, u) = u.split_at(hidden);
-        let (uz, un) = u.split_at(hidden);
+        // decode).
+        let [xr, xz, xn] = gate_slices(x, hidden);
+        let [ur, uz, un] = gate_slices(u, hidden);
         let gates = xr
             .iter()
             .zip(ur)
@@ -115,17 +120,26 @@ fn backward_rows(
         .zip(u.chunks_exact(h3))
         .zip(h.chunks_exact(hidden).zip(g.chunks_exact(hidden)));
     for (((gx, gu), gh), ((x, u), (h, g))) in rows.zip(inputs) {
+        // Every gate its own slice of exactly `hidden`, so that the indexing below has no bounds
+        // checks and the loop is vectorized (indexed as `x[2 · hidden + j]` it ran a lane at a time).
+        let [gxr, gxz, gxn] = gate_slices_mut(gx, hidden);
+        let [gur, guz, gun] = gate_slices_mut(gu, hidden);
+        let [xr, xz, xn] = gate_slices(x, hidden);
+        let [ur, uz, un] = gate_slices(u, hidden);
+        let (gh, h, g) = (&mut gh[..hidden], &h[..hidden], &g[..hidden]);
         for j in 0..hidden {
-            let (r, z, n) = gates(x, u, hidden, j);
+            let r = sigmoid(xr[j] + ur[j]);
+            let z = sigmoid(xz[j] + uz[j]);
+            let n = tanh(xn[j] + r * un[j]);
             let dn = g[j] * (1.0 - z) * (1.0 - n * n);
             let dz = g[j] * (h[j] - n) * z * (1.0 - z);
-            let dr = dn * u[2 * hidden + j] * r * (1.0 - r);
-            gx[j] = dr;
-            gu[j] = dr;
-            gx[hidden + j] = dz;
-            gu[hidden + j] = dz;
-            gx[2 * hidden + j] = dn;
-            gu[2 * hidden + j] = dn * r;
+            let dr = dn * un[j] * r * (1.0 - r);
+            gxr[j] = dr;
+            gur[j] = dr;
+            gxz[j] = dz;
+            guz[j] = dz;
+            gxn[j] = dn;
+            gun[j] = dn * r;
             gh[j] = g[j] * z;
         }
     }
