@@ -75,25 +75,27 @@ fn gate_slices_mut(row: &mut [f32], hidden: usize) -> [&mut [f32]; 3] {
     [r, z, &mut n[..hidden]]
 }
 
+/// The gates `(r, z, n)` of element `j`, from a row's gate slices ([`gate_slices`]): the one place
+/// the gate equations are written, for the forward and the backward pass.
+#[inline(always)]
+fn gates([xr, xz, xn]: [&[f32]; 3], [ur, uz, un]: [&[f32]; 3], j: usize) -> (f32, f32, f32) {
+    let r = sigmoid(xr[j] + ur[j]);
+    let z = sigmoid(xz[j] + uz[j]);
+    let n = tanh(xn[j] + r * un[j]);
+    (r, z, n)
+}
+
 #[inline(always)]
 fn forward_rows(out: &mut [f32], x: &[f32], u: &[f32], h: &[f32], hidden: usize) {
     let rows = out.chunks_exact_mut(hidden).zip(h.chunks_exact(hidden));
     for ((out, h), (x, u)) in rows.zip(x.chunks_exact(3 * hidden).zip(u.chunks_exact(3 * hidden))) {
-        // The gates as slices zipped together, not indexed: with an index per gate the loop kept
-        // its bounds checks and ran a lane at a time (the gates were a fifth of a batched GRU
-        // decode).
-        let [xr, xz, xn] = gate_slices(x, hidden);
-        let [ur, uz, un] = gate_slices(u, hidden);
-        let gates = xr
-            .iter()
-            .zip(ur)
-            .zip(xz.iter().zip(uz))
-            .zip(xn.iter().zip(un));
-        for ((o, &h), (((&xr, &ur), (&xz, &uz)), (&xn, &un))) in out.iter_mut().zip(h).zip(gates) {
-            let r = sigmoid(xr + ur);
-            let z = sigmoid(xz + uz);
-            let n = tanh(xn + r * un);
-            *o = n + z * (h - n);
+        // Every gate its own slice of exactly `hidden`: the loop then carries no index checks
+        // (read as `x[2 · hidden + j]` it did; the gates were a fifth of a batched GRU decode).
+        let (x, u) = (gate_slices(x, hidden), gate_slices(u, hidden));
+        let (out, h) = (&mut out[..hidden], &h[..hidden]);
+        for j in 0..hidden {
+            let (_, z, n) = gates(x, u, j);
+            out[j] = n + z * (h[j] - n);
         }
     }
 }
@@ -120,17 +122,14 @@ fn backward_rows(
         .zip(u.chunks_exact(h3))
         .zip(h.chunks_exact(hidden).zip(g.chunks_exact(hidden)));
     for (((gx, gu), gh), ((x, u), (h, g))) in rows.zip(inputs) {
-        // Every gate its own slice of exactly `hidden`, so that the indexing below has no bounds
-        // checks and the loop is vectorized (indexed as `x[2 · hidden + j]` it ran a lane at a time).
+        // As in the forward pass: slices of exactly `hidden`, no index checks in the loop.
         let [gxr, gxz, gxn] = gate_slices_mut(gx, hidden);
         let [gur, guz, gun] = gate_slices_mut(gu, hidden);
-        let [xr, xz, xn] = gate_slices(x, hidden);
-        let [ur, uz, un] = gate_slices(u, hidden);
+        let (x, u) = (gate_slices(x, hidden), gate_slices(u, hidden));
+        let un = u[2];
         let (gh, h, g) = (&mut gh[..hidden], &h[..hidden], &g[..hidden]);
         for j in 0..hidden {
-            let r = sigmoid(xr[j] + ur[j]);
-            let z = sigmoid(xz[j] + uz[j]);
-            let n = tanh(xn[j] + r * un[j]);
+            let (r, z, n) = gates(x, u, j);
             let dn = g[j] * (1.0 - z) * (1.0 - n * n);
             let dz = g[j] * (h[j] - n) * z * (1.0 - z);
             let dr = dn * un[j] * r * (1.0 - r);
