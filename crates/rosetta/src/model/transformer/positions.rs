@@ -134,7 +134,8 @@ pub fn positions<B: Backend>(
     };
     // Laid out in order before the caller adds it to the embeddings: burn-flex adds a broadcast
     // (stride-0) operand one element at a time through its strided iterator, 1.1 % of a batched
-    // Transformer decode (perf); the row copy and a contiguous addition cost a fraction of that.
-    // Same values, so the same sums. Autodiff tensors keep the view (see `kernels::contiguous`).
+    // Transformer decode (perf; gone from the profile after, the wall-time change below this
+    // machine's noise). An unbroadcast `pos` is already in order and is not copied. Same values,
+    // so the same sums. Autodiff tensors keep the view (see `kernels::contiguous`).
     crate::kernels::contiguous(pos.expand([batch, len, d_model]))
 }
